@@ -1,6 +1,32 @@
-"""nwb_dask: a Dask-integrated, out-of-core, parallel-compressing I/O backend for NWB."""
+"""nwb_dask: a Dask-integrated, out-of-core, parallel-compressing I/O backend for NWB.
 
+Public API
+----------
+codec, Codec, CodecError, available_codecs, codec_from_dataset
+    HDF5-exact chunk codecs (:mod:`nwb_dask.codecs`).
+guess_chunk_shape, resolve_chunk_shape, ChunkShapeError
+    Chunk shapes (:mod:`nwb_dask.chunking`).
+DaskDataChunkIterator
+    Dask arrays as hdmf DataChunkIterators (:mod:`nwb_dask.iterators`).
+synthetic_ephys
+    Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
+"""
+
+from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
+from .iterators import DaskDataChunkIterator
+from .synthetic import synthetic_ephys
 
-__all__ = ["Codec", "CodecError", "available_codecs", "codec", "codec_from_dataset"]
+__all__ = [
+    "ChunkShapeError",
+    "Codec",
+    "CodecError",
+    "DaskDataChunkIterator",
+    "available_codecs",
+    "codec",
+    "codec_from_dataset",
+    "guess_chunk_shape",
+    "resolve_chunk_shape",
+    "synthetic_ephys",
+]
 __version__ = "0.1.0"

@@ -156,7 +156,7 @@ class _Deflate(_Stage):
         self._level = lvl
 
     def encode(self, buf, itemsize):
-        return self._compress(buf, self._level)
+        return bytes(self._compress(buf, self._level))  # libdeflate returns a bytearray
 
     def decode(self, buf, nbytes, itemsize):
         return _inflate(bytes(buf), nbytes)
@@ -514,7 +514,12 @@ class Codec:
         buf: bytes | memoryview = data
         for i in reversed(range(len(self._stages))):
             if not (filter_mask >> i) & 1:
-                buf = self._stages[i].decode(buf, nbytes, dt.itemsize)
+                try:
+                    buf = self._stages[i].decode(buf, nbytes, dt.itemsize)
+                except Exception as exc:
+                    raise CodecError(
+                        f"codec {self.name!r}: cannot decode {len(buf)} bytes into chunk {tuple(chunk_shape)} {dt}: {exc}"
+                    ) from exc
         if len(buf) != nbytes:
             raise CodecError(
                 f"codec {self.name!r}: decoded {len(buf)} bytes, expected {nbytes} for chunk {tuple(chunk_shape)} {dt}"
@@ -529,6 +534,7 @@ class Codec:
 _LITTLE = np.little_endian
 _BLOSC_SHUFFLE = {"none": 0, "byte": 1, "bit": 2}
 _BLOSC_CNAMES = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
+_BLOSC_COMPCODES = {0: "blosclz", 1: "lz4", 2: "lz4hc", 4: "zlib", 5: "zstd"}  # blosc.h BLOSC_*_FORMAT
 
 # name -> (defaults, allowed values or (lo, hi) range per parameter)
 _SCHEMAS: dict[str, dict[str, tuple[Any, Any]]] = {
@@ -540,8 +546,9 @@ _SCHEMAS: dict[str, dict[str, tuple[Any, Any]]] = {
         "level": (5, range(0, 10)),
         "shuffle": ("byte", tuple(_BLOSC_SHUFFLE)),
     },
-    "lz4": {"block_bytes": (0, range(0, 2**31)), "shuffle": (False, (True, False))},
-    "bitshuffle": {"cname": ("lz4", ("none", "lz4", "zstd")), "level": (3, range(-131072, 23)), "block": (0, range(0, 2**31))},
+    # LZ4_MAX_INPUT_SIZE (0x7E000000) bounds the LZ4 block; hdf5plugin.Bitshuffle takes clevel 0-22 only.
+    "lz4": {"block_bytes": (0, range(0, 0x7E000001)), "shuffle": (False, (True, False))},
+    "bitshuffle": {"cname": ("lz4", ("none", "lz4", "zstd")), "level": (3, range(0, 23)), "block": (0, range(0, 2**31))},
 }
 _ALIASES = {"deflate": "gzip", "zlib": "gzip", None: "none", "raw": "none", "uncompressed": "none"}
 _PLUGIN_FILTER = {"zstd": FILTER_ZSTD, "blosc": FILTER_BLOSC, "lz4": FILTER_LZ4, "bitshuffle": FILTER_BITSHUFFLE}
@@ -589,6 +596,8 @@ def _validate(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
             value = int(value)
         elif value not in allowed:
             raise CodecError(f"codec {name!r}: {key}={value!r} is invalid; expected one of {list(allowed)}")
+        else:
+            value = allowed[list(allowed).index(value)]  # canonical value: 1 -> True, np.str_ -> str
         out[key] = value
     return out
 
@@ -714,7 +723,7 @@ def codec_from_dataset(dset) -> Codec | None:
             return None
         if fid == FILTER_BLOSC and len(cd) >= 7:
             shuf = {v: k for k, v in _BLOSC_SHUFFLE.items()}[int(cd[5])]
-            return codec("blosc", cname=_BLOSC_CNAMES[int(cd[6])], level=int(cd[4]), shuffle=shuf)
+            return codec("blosc", cname=_BLOSC_COMPCODES[int(cd[6])], level=int(cd[4]), shuffle=shuf)
         if fid == FILTER_BITSHUFFLE and len(cd) >= 3:
             block = int(cd[3]) if len(cd) > 3 else 0
             comp = int(cd[4]) if len(cd) > 4 else 0

@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["synthetic_ephys", "ephys_block"]
+__all__ = ["synthetic_ephys", "ephys_block", "ephys_nwbfile"]
 
 #: Gaussian noise standard deviation in int16 units.  With LFP and spikes this
 #: gives gzip-4+shuffle ratios near 2.4, like Neuropixels AP-band data.
@@ -178,3 +178,51 @@ def synthetic_ephys(
         seed=seed,
         units=units,
     )
+
+
+def ephys_nwbfile(data, rate: float = 30_000.0, *, name: str = "ElectricalSeries", identifier: str = "nwb_dask-synthetic"):
+    """An in-memory NWBFile holding ``data`` as an ElectricalSeries.
+
+    Builds the electrode table (one probe, one group, ``data.shape[1]``
+    electrodes) that an ElectricalSeries needs, so tests, benchmarks and the
+    demo write the same kind of file a real acquisition would.
+
+    Parameters
+    ----------
+    data : array-like, DataChunkIterator or DataIO
+        ``(time, channels)`` samples, as pynwb accepts them.
+    rate : float
+        Sampling rate in Hz.
+    name : str
+        Name of the ElectricalSeries in ``nwbfile.acquisition``.
+    identifier : str
+        NWB file identifier.
+
+    Returns
+    -------
+    pynwb.NWBFile
+    """
+    from datetime import datetime, timezone
+
+    from pynwb import NWBFile
+    from pynwb.ecephys import ElectricalSeries
+
+    shape = getattr(data, "maxshape", None) or getattr(data, "shape", None)
+    if shape is None:  # a DataIO wrapping an iterator
+        shape = data.data.maxshape
+    n_channels = int(shape[1])
+    nwbfile = NWBFile(
+        session_description="synthetic ephys-like recording (nwb_dask)",
+        identifier=identifier,
+        session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )
+    device = nwbfile.create_device(name="probe", description="synthetic 384-channel probe")
+    group = nwbfile.create_electrode_group("shank0", description="synthetic shank", location="CA1", device=device)
+    for _ in range(n_channels):
+        nwbfile.add_electrode(group=group, location="CA1")
+    region = nwbfile.create_electrode_table_region(list(range(n_channels)), "all electrodes")
+    series = ElectricalSeries(
+        name=name, data=data, electrodes=region, rate=float(rate), conversion=0.195e-6, description="synthetic"
+    )
+    nwbfile.add_acquisition(series)
+    return nwbfile

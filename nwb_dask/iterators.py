@@ -1,0 +1,227 @@
+"""Dask arrays as hdmf DataChunkIterators, so plain PyNWB can write them.
+
+pynwb and hdmf reject a bare dask array as ``data=``; they accept an
+:class:`hdmf.data_utils.AbstractDataChunkIterator`.  :class:`DaskDataChunkIterator`
+adapts any dask array: it recommends an HDF5 chunk shape (from
+:mod:`nwb_dask.chunking`), rechunks the array into blocks made of whole HDF5
+chunks, and hands hdmf one computed block at a time, computing the next block
+on the active dask scheduler while hdmf writes the current one.
+
+Memory is bounded: at most two blocks of ``buffer_bytes`` are held (the one
+being written and the one being computed), plus what the dask tasks of a
+single block need.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
+
+from .chunking import (
+    DEFAULT_BLOCK_BYTES,
+    DEFAULT_CHUNK_BYTES,
+    ChunksArg,
+    align_to_chunks,
+    fit_to_blocks,
+    resolve_chunk_shape,
+)
+
+__all__ = ["DaskDataChunkIterator", "as_dask_array"]
+
+
+def as_dask_array(array: Any, *, compute_chunk_sizes: bool = True, name: str | None = None):
+    """Validate a dask array for writing; compute unknown chunk sizes.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The data.
+    compute_chunk_sizes : bool
+        If the array has unknown (NaN) chunk sizes, as after boolean indexing,
+        compute them (this runs the graph once).  With ``False``, raise.
+    name : str, optional
+        Dataset name for error messages.
+
+    Returns
+    -------
+    dask.array.Array
+
+    Raises
+    ------
+    TypeError
+        Not a dask array, or an object/structured dtype that cannot be stored
+        chunk by chunk.
+    ValueError
+        A 0-d array, or unknown chunk sizes with ``compute_chunk_sizes=False``.
+    """
+    import dask.array as da
+
+    label = f"dataset {name!r}" if name else "dask array"
+    if not isinstance(array, da.Array):
+        raise TypeError(f"{label}: expected a dask.array.Array, got {type(array).__name__}")
+    if array.ndim == 0:
+        raise ValueError(f"{label}: a 0-d (scalar) array cannot be written chunk by chunk; pass a numpy scalar")
+    if array.dtype.kind not in "biufc" and array.dtype.kind != "?":
+        raise TypeError(f"{label}: dtype {array.dtype} is not supported for chunked writes (numeric and bool only)")
+    if any(math.isnan(s) for s in array.shape):
+        if not compute_chunk_sizes:
+            raise ValueError(
+                f"{label} has unknown chunk sizes (shape {array.shape}); call array.compute_chunk_sizes() "
+                "or pass compute_chunk_sizes=True"
+            )
+        array = array.compute_chunk_sizes()
+    return array
+
+
+class DaskDataChunkIterator(AbstractDataChunkIterator):
+    """An hdmf DataChunkIterator over a dask array.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        Data to write; any dtype numpy can store in HDF5 (numeric, bool).
+    chunk_shape : "auto" or tuple of int
+        HDF5 chunk shape to recommend to hdmf.  ``"auto"`` chooses one with
+        :func:`nwb_dask.chunking.guess_chunk_shape` (time x channels rule).
+    buffer_bytes : int
+        Upper bound on one block's uncompressed size.  Blocks are whole
+        multiples of the chunk shape (never smaller than one chunk).  Peak
+        memory of the iterator is about ``2 * buffer_bytes``.
+    chunk_bytes : int
+        Target chunk size for ``chunk_shape="auto"``.
+    prefetch : bool
+        Compute the next block in a background thread while hdmf writes the
+        current one.
+    compute_chunk_sizes : bool
+        Compute unknown (NaN) chunk sizes instead of raising.
+    display_progress : bool
+        Show a tqdm progress bar in bytes.
+    name : str, optional
+        Name used in error messages and on the progress bar.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> it = DaskDataChunkIterator(da.zeros((100_000, 64), dtype="int16", chunks=(10_000, 64)))
+    >>> it.recommended_chunk_shape()
+    (32768, 64)
+    """
+
+    def __init__(
+        self,
+        array,
+        chunk_shape: ChunksArg = "auto",
+        buffer_bytes: int = DEFAULT_BLOCK_BYTES,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        prefetch: bool = True,
+        compute_chunk_sizes: bool = True,
+        display_progress: bool = False,
+        name: str | None = None,
+    ):
+        array = as_dask_array(array, compute_chunk_sizes=compute_chunk_sizes, name=name)
+        if buffer_bytes <= 0:
+            raise ValueError(f"buffer_bytes must be positive, got {buffer_bytes}")
+        self.name = name
+        self.chunk_shape = resolve_chunk_shape(chunk_shape, array.shape, array.dtype, target_bytes=chunk_bytes, name=name)
+        if chunk_shape is None or isinstance(chunk_shape, str) or chunk_shape is True:
+            self.chunk_shape = fit_to_blocks(self.chunk_shape, array.chunks)
+        self.buffer_bytes = int(buffer_bytes)
+        self.source = array
+        #: The array rechunked so that every block is whole HDF5 chunks.
+        self.array = align_to_chunks(array, self.chunk_shape, self.buffer_bytes)
+        self.prefetch = prefetch
+        self._block_ids = iter(np.ndindex(*self.array.numblocks))
+        self._offsets = [np.cumsum((0,) + c) for c in self.array.chunks]
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._progress = None
+        if display_progress:
+            from tqdm.auto import tqdm
+
+            self._progress = tqdm(
+                total=self.array.nbytes, unit="B", unit_scale=True, desc=name or "writing", leave=False
+            )
+
+    # -- hdmf interface ----------------------------------------------------
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def maxshape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.array.shape)
+
+    def recommended_chunk_shape(self) -> tuple[int, ...]:
+        return self.chunk_shape
+
+    def recommended_data_shape(self) -> tuple[int, ...]:
+        return self.maxshape
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of blocks (DataChunks) the iterator yields."""
+        return math.prod(self.array.numblocks)
+
+    def __iter__(self):
+        return self
+
+    def _submit(self, block_id) -> tuple[tuple[slice, ...], Future | np.ndarray]:
+        selection = tuple(slice(int(o[i]), int(o[i + 1])) for o, i in zip(self._offsets, block_id))
+        block = self.array.blocks[block_id]
+        if not self.prefetch:
+            return selection, block.compute()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="nwb_dask-prefetch")
+        return selection, self._executor.submit(block.compute)
+
+    def __next__(self) -> DataChunk:
+        if self._pending is None:
+            block_id = next(self._block_ids, None)
+            if block_id is None:
+                self._finish()
+                raise StopIteration
+            self._pending = self._submit(block_id)
+        selection, result = self._pending
+        self._pending = None
+        nxt = next(self._block_ids, None)
+        if nxt is not None:
+            self._pending = self._submit(nxt)
+        try:
+            data = result.result() if isinstance(result, Future) else result
+        except BaseException:
+            self._finish()
+            raise
+        data = np.asarray(data)
+        expected = tuple(s.stop - s.start for s in selection)
+        if data.shape != expected:
+            self._finish()
+            raise ValueError(
+                f"{self.name or 'dask array'}: block at {selection} computed to shape {data.shape}, "
+                f"expected {expected} (a map_blocks function returned the wrong shape?)"
+            )
+        if self._progress is not None:
+            self._progress.update(data.nbytes)
+        return DataChunk(data=data, selection=selection)
+
+    def _finish(self) -> None:
+        if self._pending is not None and isinstance(self._pending[1], Future):
+            self._pending[1].cancel()
+        self._pending = None
+        self._block_ids = iter(())
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+    def __repr__(self) -> str:
+        return (
+            f"DaskDataChunkIterator(shape={self.maxshape}, dtype={self.dtype}, chunk_shape={self.chunk_shape}, "
+            f"blocks={self.array.chunksize})"
+        )
