@@ -7,9 +7,11 @@ adapts any dask array: it recommends an HDF5 chunk shape (from
 chunks, and hands hdmf one computed block at a time, computing the next block
 on the active dask scheduler while hdmf writes the current one.
 
-Memory is bounded: at most two blocks of ``buffer_bytes`` are held (the one
-being written and the one being computed), plus what the dask tasks of a
-single block need.
+Memory is bounded whatever the array's size: at most two blocks of
+``buffer_bytes`` are in flight (the one hdmf is writing and the one being
+computed), and a block being assembled from smaller dask chunks needs its
+pieces too, so peak memory stays below ``4 * buffer_bytes`` (measured by
+``tests/test_iterators.py::test_memory_is_bounded_by_the_buffer``).
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
     buffer_bytes : int
         Upper bound on one block's uncompressed size.  Blocks are whole
         multiples of the chunk shape (never smaller than one chunk).  Peak
-        memory of the iterator is about ``2 * buffer_bytes``.
+        memory of the iterator stays below ``4 * buffer_bytes`` (two blocks in
+        flight, each with its source pieces while it is assembled).
     chunk_bytes : int
         Target chunk size for ``chunk_shape="auto"``.
     prefetch : bool

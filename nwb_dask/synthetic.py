@@ -68,7 +68,13 @@ def _noise_bank(seed: int, std: float) -> np.ndarray:
     so compressors see no artificial repetition.
     """
     rng = np.random.default_rng([seed, 0xBA4C])
-    return np.rint(rng.standard_normal(_BANK_SAMPLES, dtype=np.float32) * std).astype(np.int16)
+    bank = np.empty(_BANK_SAMPLES, np.int16)
+    step = 1 << 20  # in pieces, so building the bank needs little extra memory
+    for pos in range(0, _BANK_SAMPLES, step):
+        piece = rng.standard_normal(step, dtype=np.float32)
+        piece *= std
+        bank[pos : pos + step] = np.rint(piece, out=piece)
+    return bank
 
 
 def ephys_block(
