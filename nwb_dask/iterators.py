@@ -75,7 +75,8 @@ def as_dask_array(array: Any, *, compute_chunk_sizes: bool = True, name: str | N
                 f"{label} has unknown chunk sizes (shape {array.shape}); call array.compute_chunk_sizes() "
                 "or pass compute_chunk_sizes=True"
             )
-        array = array.compute_chunk_sizes()
+        # compute_chunk_sizes() works in place: do it on a twin, not the caller's array.
+        array = da.Array(array.dask, array.name, array.chunks, meta=array._meta).compute_chunk_sizes()
     return array
 
 
