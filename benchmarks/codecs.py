@@ -37,6 +37,7 @@ import argparse
 import math
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -92,6 +93,22 @@ def _version(module: str) -> str:
         return version(module)
     except Exception:  # pragma: no cover - best effort
         return "?"
+
+
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds busy on the whole machine, CPU seconds used by this process) so far, or None.
+
+    The difference over the run shows how much CPU other processes took,
+    which would distort the timings.  Linux only (reads /proc/stat).
+    """
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, own.ru_utime + own.ru_stime
 
 
 def make_data(seconds: float, n_channels: int) -> np.ndarray:
@@ -270,9 +287,9 @@ def main(argv=None) -> int:
     p.add_argument(
         "--budget",
         type=float,
-        default=2.0,
+        default=1.5,
         help="seconds per timing run: a codec whose run over all chunks would take longer is timed on "
-        "the first chunks only (default 2)",
+        "the first chunks only (default 1.5)",
     )
     p.add_argument("--only", default=None, help="comma-separated substrings; benchmark only matching variants")
     args = p.parse_args(argv)
@@ -285,6 +302,7 @@ def main(argv=None) -> int:
         variants = [v for v in VARIANTS if any(k in v[0] for k in keys)]
 
     t_start = time.perf_counter()
+    cpu_start = cpu_seconds()
     log("generating data ...")
     data = make_data(args.seconds, args.channels)
     mb = data.nbytes / 1e6
@@ -369,7 +387,15 @@ def main(argv=None) -> int:
     for w in warnings:
         print(f"warning: {w}")
     print("h5py's gzip rows share one measurement (HDF5 deflates with its own zlib whatever our engine).")
-    print(f"total runtime: {time.perf_counter() - t_start:.0f} s")
+    wall = time.perf_counter() - t_start
+    cpu_end = cpu_seconds()
+    if cpu_start and cpu_end:
+        others = max(0.0, (cpu_end[0] - cpu_start[0]) - (cpu_end[1] - cpu_start[1])) / wall
+        print(
+            f"machine load: this benchmark used {(cpu_end[1] - cpu_start[1]) / wall:.2f} CPUs on average, "
+            f"other processes {others:.2f} CPUs (of {os.cpu_count()}); timings are only comparable on an idle machine"
+        )
+    print(f"total runtime: {wall:.0f} s")
     return 0
 
 

@@ -8,13 +8,19 @@ guess_chunk_shape, resolve_chunk_shape, ChunkShapeError
     Chunk shapes (:mod:`nwb_dask.chunking`).
 DaskDataChunkIterator
     Dask arrays as hdmf DataChunkIterators (:mod:`nwb_dask.iterators`).
+NWBDaskIO, DaskDataIO, write_nwb
+    Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
+write_dask_array, WriteStats, WriteError
+    The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
 synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
 
 from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
+from .io import DaskDataIO, NWBDaskIO, write_nwb
 from .iterators import DaskDataChunkIterator
+from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
 
 __all__ = [
@@ -22,11 +28,17 @@ __all__ = [
     "Codec",
     "CodecError",
     "DaskDataChunkIterator",
+    "DaskDataIO",
+    "NWBDaskIO",
+    "WriteError",
+    "WriteStats",
     "available_codecs",
     "codec",
     "codec_from_dataset",
     "guess_chunk_shape",
     "resolve_chunk_shape",
     "synthetic_ephys",
+    "write_dask_array",
+    "write_nwb",
 ]
 __version__ = "0.1.0"

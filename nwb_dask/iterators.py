@@ -131,6 +131,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         if buffer_bytes <= 0:
             raise ValueError(f"buffer_bytes must be positive, got {buffer_bytes}")
         self.name = name
+        #: Codec the parallel writer encodes with (None: the dataset's filters decide).
+        self.codec = None
         self.chunk_shape = resolve_chunk_shape(chunk_shape, array.shape, array.dtype, target_bytes=chunk_bytes, name=name)
         if chunk_shape is None or isinstance(chunk_shape, str) or chunk_shape is True:
             self.chunk_shape = fit_to_blocks(self.chunk_shape, array.chunks)

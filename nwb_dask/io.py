@@ -1,0 +1,258 @@
+"""NWB integration: ``NWBDaskIO``, a drop-in ``pynwb.NWBHDF5IO`` with the parallel writer.
+
+pynwb/hdmf still build the whole file (groups, attributes, tables, references);
+nwb_dask only takes over the bulk bytes of large datasets:
+
+* dask arrays, wrapped in :class:`DaskDataIO` (codec and chunk options) or a
+  bare :class:`~nwb_dask.iterators.DaskDataChunkIterator` (optionally inside
+  an hdmf ``H5DataIO``, whose filter settings are honoured): hdmf creates the
+  dataset, then the parallel writer fills it, computing and compressing on the
+  dask workers;
+* any other hdmf DataChunkIterator (``GenericDataChunkIterator`` subclasses
+  from neuroconv/spikeinterface, ``DataChunkIterator``): hdmf creates the
+  dataset, then all such iterators are drained *together*, their chunks
+  compressed in a thread pool and stored with direct chunk writes.
+
+Files written in mode ``"w"``/``"w-"``/``"x"`` appear atomically: the file is
+built under a temporary name next to the target and renamed when the ``with``
+block (or :meth:`NWBDaskIO.close`) completes without error; on error the
+partial file is removed and nothing is left at the target.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from hdmf.backends.hdf5 import H5DataIO
+from pynwb import NWBHDF5IO
+
+from .chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
+from .codecs import Codec, CodecSpec, codec as make_codec
+from .iterators import DaskDataChunkIterator
+from .queue import ParallelDataChunkIteratorQueue, drain_iterators
+from .scheduler import DEFAULT_INFLIGHT_BYTES
+from .writer import WriteStats, plan_write, write_arrays
+
+__all__ = ["DaskDataIO", "NWBDaskIO", "write_nwb"]
+
+
+class DaskDataIO(H5DataIO):
+    """A dask array with codec and chunk options, usable as ``data=`` in pynwb.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The data.
+    codec : codec spec
+        Compression (default ``"gzip"``: level 4 + shuffle, readable by any
+        HDF5 reader); see :func:`nwb_dask.codec`.
+    chunks : "auto" or tuple of int
+        HDF5 chunk shape (see :mod:`nwb_dask.chunking`).
+    buffer_bytes : int
+        Largest block computed at once (one dask task's output).
+    chunk_bytes : int
+        Target chunk size when ``chunks="auto"``.
+    **h5dataio_kwargs
+        Other ``H5DataIO`` options (e.g. ``fillvalue``).
+
+    Notes
+    -----
+    A ``DaskDataIO`` is an ``H5DataIO`` wrapping a
+    :class:`~nwb_dask.iterators.DaskDataChunkIterator`, so plain
+    ``NWBHDF5IO`` writes it too (serially); :class:`NWBDaskIO` writes it in
+    parallel.
+    """
+
+    def __init__(
+        self,
+        array,
+        codec: CodecSpec = "gzip",
+        chunks: ChunksArg = "auto",
+        *,
+        buffer_bytes: int = DEFAULT_BLOCK_BYTES,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        **h5dataio_kwargs: Any,
+    ):
+        self.codec: Codec = make_codec(codec)
+        iterator = DaskDataChunkIterator(array, chunks, buffer_bytes, chunk_bytes=chunk_bytes)
+        kwargs = self.codec.h5dataio_kwargs()
+        kwargs.update(h5dataio_kwargs)
+        iterator.codec = self.codec  # encode with this codec (e.g. its deflate engine)
+        super().__init__(data=iterator, chunks=iterator.chunk_shape, **kwargs)
+
+    @property
+    def array(self):
+        """The dask array (as given)."""
+        return self.data.source
+
+
+class NWBDaskIO(NWBHDF5IO):
+    """``pynwb.NWBHDF5IO`` whose ``write`` stores large datasets in parallel.
+
+    Parameters
+    ----------
+    path : str or Path
+        The NWB file.
+    mode : str
+        As for ``NWBHDF5IO``: ``"r"``, ``"r+"``, ``"a"``, ``"w"``, ``"w-"``/``"x"``.
+    max_inflight_bytes : int
+        Budget of raw bytes computed/encoded but not yet stored (512 MiB).
+    scheduler : str, distributed.Client or None
+        Dask scheduler for dask-backed datasets; default: the active one.
+    progress : bool
+        Progress bar (bytes, MB/s) on long writes.
+    atomic : bool
+        In write modes, build the file under a temporary name and rename it
+        into place only on success (default True).
+    **kwargs
+        Passed to ``NWBHDF5IO`` (``manager``, ``load_namespaces``, ...).
+
+    Examples
+    --------
+    >>> with NWBDaskIO("session.nwb", "w") as io:        # doctest: +SKIP
+    ...     io.write(nwbfile)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        mode: str = "r",
+        *,
+        max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
+        scheduler: Any = None,
+        progress: bool = True,
+        atomic: bool = True,
+        **kwargs: Any,
+    ):
+        self._target = Path(path)
+        self._temp: Path | None = None
+        self._failed = False
+        self.max_inflight_bytes = int(max_inflight_bytes)
+        self.scheduler = scheduler
+        self.progress = progress
+        #: Statistics of the last :meth:`write`.
+        self.stats: WriteStats | None = None
+        if atomic and mode in ("w", "w-", "x"):
+            if mode in ("w-", "x") and self._target.exists():
+                raise FileExistsError(f"{self._target} exists (mode {mode!r}); use mode 'w' to overwrite")
+            tag = uuid.uuid4().hex[:8]
+            self._temp = self._target.with_name(f".{self._target.stem}.{tag}.partial{self._target.suffix}")
+            super().__init__(str(self._temp), mode="w", **kwargs)
+        else:
+            super().__init__(str(self._target), mode=mode, **kwargs)
+
+    def write(self, container, **kwargs: Any) -> None:
+        """Write an NWBFile; large datasets go through the parallel writer.
+
+        hdmf builds the file and creates every dataset (shape, dtype, chunks,
+        filters, attributes); DataChunkIterators are collected by
+        :class:`~nwb_dask.queue.ParallelDataChunkIteratorQueue` instead of
+        being written one after another.  Then dask-backed datasets are
+        written by the parallel writer on the dask scheduler while the other
+        iterators drain concurrently in a thread pool.
+
+        Parameters
+        ----------
+        container : pynwb.NWBFile
+        **kwargs
+            As for ``NWBHDF5IO.write`` (``cache_spec``, ``link_data``, ...).
+        """
+        queue = ParallelDataChunkIteratorQueue()
+        self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
+        try:
+            super().write(container, **kwargs)
+            jobs, others = [], []
+            for dset, data in queue:
+                if isinstance(data, DaskDataChunkIterator):
+                    jobs.append(plan_write(data.array, dset, data.codec, name=dset.name))
+                else:
+                    others.append((dset, data))
+            queue.clear()
+            self.stats = self._write_all(jobs, others)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def _write_all(self, jobs: list, others: list) -> WriteStats:
+        """Dask jobs on the scheduler and plain iterators in threads, at the same time."""
+        opts = dict(max_inflight_bytes=self.max_inflight_bytes, progress=self.progress)
+        if not others:
+            return write_arrays(jobs, scheduler=self.scheduler, **opts) if jobs else WriteStats()
+        if not jobs:
+            return drain_iterators(others, **opts)
+        cancel = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="nwb_dask-iterators") as ex:
+            side = ex.submit(drain_iterators, others, cancel=cancel, **opts)
+            try:
+                stats = write_arrays(jobs, scheduler=self.scheduler, **opts)
+            except BaseException:
+                cancel.set()
+                raise
+            it_stats = side.result()
+        stats.logical_bytes += it_stats.logical_bytes
+        stats.stored_bytes += it_stats.stored_bytes
+        stats.chunks += it_stats.chunks
+        stats.datasets += it_stats.datasets
+        return stats
+
+    def close(self, close_links: bool = True) -> None:
+        """Close the file; in atomic write mode, move it into place (or discard it after an error)."""
+        super().close(close_links=close_links)
+        if self._temp is not None:
+            temp, self._temp = self._temp, None
+            if self._failed:
+                temp.unlink(missing_ok=True)
+            elif temp.exists():
+                os.replace(temp, self._target)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._failed = True
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        """Where the file is (after close) or will be."""
+        return self._target
+
+
+def write_nwb(
+    nwbfile,
+    path: str | os.PathLike,
+    *,
+    mode: str = "w",
+    max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
+    scheduler: Any = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> WriteStats:
+    """Write an NWBFile with :class:`NWBDaskIO` and return the write statistics.
+
+    Parameters
+    ----------
+    nwbfile : pynwb.NWBFile
+        Containers may hold :class:`DaskDataIO`, ``DaskDataChunkIterator`` or
+        any hdmf DataChunkIterator as ``data=``.
+    path : str or Path
+    mode : {"w", "w-", "x"}
+        ``"w"`` overwrites; ``"w-"``/``"x"`` refuse an existing file.
+    max_inflight_bytes, scheduler, progress
+        See :class:`NWBDaskIO`.
+    **kwargs
+        Passed to ``NWBDaskIO``.
+
+    Returns
+    -------
+    WriteStats
+    """
+    with NWBDaskIO(
+        path, mode, max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress, **kwargs
+    ) as io:
+        io.write(nwbfile)
+        stats = io.stats
+    return stats

@@ -1,0 +1,342 @@
+"""Scheduler awareness in one place: run "compute + encode" tasks, yield finished chunks.
+
+Given the active dask scheduler, :func:`run_block_tasks` computes chunk-aligned
+blocks of dask arrays and encodes their HDF5 chunks *where they are computed*,
+and yields the encoded bytes to the calling process as they complete, with
+the raw bytes in flight bounded by a budget:
+
+=============  ==============================================================
+scheduler      strategy
+=============  ==============================================================
+threads        a thread pool of ``num_workers``; blocks are computed with the
+               synchronous scheduler inside each thread and encoded there
+               (codecs release the GIL); nothing is pickled.
+sync           one block at a time in the calling thread (debugging).
+processes      a process pool (dask's multiprocessing context); each task is
+               cloudpickled, only encoded bytes come back.
+distributed    ``client.compute`` per block with a bounded window fed by
+               ``distributed.as_completed``; only encoded bytes travel back.
+=============  ==============================================================
+
+The writer, repack, consolidate and Zarr conversion all drive this layer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .chunking import chunk_offsets
+from .codecs import Codec, pad_chunk
+
+__all__ = [
+    "BlockTask",
+    "EncodedBlock",
+    "SchedulerInfo",
+    "active_scheduler",
+    "encode_block",
+    "run_block_tasks",
+    "DEFAULT_INFLIGHT_BYTES",
+]
+
+#: Default budget of raw bytes computed or encoded but not yet written (512 MiB).
+DEFAULT_INFLIGHT_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    """The active dask scheduler as nwb_dask sees it.
+
+    Attributes
+    ----------
+    kind : {"sync", "threads", "processes", "distributed"}
+    workers : int
+        Parallel workers (threads, processes or cluster threads).
+    client : distributed.Client or None
+    """
+
+    kind: str
+    workers: int
+    client: Any = None
+
+
+def active_scheduler(scheduler: Any = None) -> SchedulerInfo:
+    """Detect the dask scheduler in effect (or the one named).
+
+    Parameters
+    ----------
+    scheduler : str, distributed.Client or None
+        ``None`` uses what dask would use for a dask array here: the
+        ``scheduler`` config (``dask.config.set(scheduler=...)``), a default
+        ``distributed.Client``, or the threaded scheduler.  Names are dask's:
+        ``"threads"``, ``"processes"``, ``"sync"``/``"synchronous"``,
+        ``"distributed"``; a Client is used as given.
+
+    Returns
+    -------
+    SchedulerInfo
+    """
+    import dask
+    import dask.array as da
+    from dask import local, multiprocessing, threaded
+    from dask.base import get_scheduler
+
+    get = get_scheduler(scheduler=scheduler, collections=[da.zeros(1)])
+    owner = getattr(get, "__self__", None)
+    if owner is not None and type(owner).__name__ == "Client":
+        info = owner.scheduler_info() if owner.status == "running" else {"workers": {}}
+        threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+        return SchedulerInfo("distributed", max(1, threads), owner)
+    n = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    if get is threaded.get:
+        return SchedulerInfo("threads", n)
+    if get is multiprocessing.get:
+        return SchedulerInfo("processes", n)
+    if get is local.get_sync:
+        return SchedulerInfo("sync", 1)
+    raise ValueError(f"nwb_dask cannot drive the dask scheduler {get!r}; use threads, processes, sync or a Client")
+
+
+@dataclass
+class BlockTask:
+    """One chunk-aligned block to compute and encode.
+
+    Attributes
+    ----------
+    key : hashable
+        Caller's tag (e.g. which dataset), returned with the result.
+    selection : tuple of slice
+        The block's place in the dataset; starts on chunk boundaries.
+    array : dask.array.Array
+        The block (a dask array of exactly the selection's shape).
+    chunk_shape : tuple of int
+    codec : Codec or None
+        ``None`` returns the raw block instead of encoded chunks (for
+        datasets whose filters must run inside HDF5).
+    fill_value : scalar
+        Padding for edge chunks.
+    """
+
+    key: Any
+    selection: tuple
+    array: Any
+    chunk_shape: tuple
+    codec: Codec | None
+    fill_value: Any = 0
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(s.stop - s.start for s in self.selection) * self.array.dtype.itemsize)
+
+
+@dataclass
+class EncodedBlock:
+    """A finished block: its chunks' stored bytes, or the raw block when ``codec`` is None."""
+
+    key: Any
+    selection: tuple
+    nbytes: int
+    chunks: list = field(default_factory=list)  # [(offset, filter_mask, bytes)]
+    raw: np.ndarray | None = None
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(c[2]) for c in self.chunks) if self.raw is None else self.nbytes
+
+
+def encode_block(
+    block: np.ndarray, selection: Sequence[slice], chunk_shape: Sequence[int], codec: Codec, fill_value: Any = 0
+) -> list[tuple[tuple[int, ...], int, bytes]]:
+    """Split a computed block into HDF5 chunks and encode each one.
+
+    Returns
+    -------
+    list of (offset, filter_mask, bytes)
+        Ready for ``dset.id.write_direct_chunk(offset, bytes, filter_mask)``.
+    """
+    expected = tuple(s.stop - s.start for s in selection)
+    block = np.asarray(block)
+    if block.shape != expected:
+        raise ValueError(f"block at {tuple(selection)} computed to shape {block.shape}, expected {expected}")
+    out = []
+    for offset, local in chunk_offsets(selection, chunk_shape):
+        mask, data = codec.encode(pad_chunk(block[local], chunk_shape, fill_value))
+        out.append((offset, mask, data))
+    return out
+
+
+def _compute_and_encode(task: BlockTask) -> EncodedBlock:
+    """Worker side: compute one block synchronously, then encode it (or keep it raw)."""
+    block = np.asarray(task.array.compute(scheduler="sync"))
+    return _encode(block, task.key, task.selection, task.nbytes, task.chunk_shape, task.codec, task.fill_value)
+
+
+def _encode(block, key, selection, nbytes, chunk_shape, codec, fill_value) -> EncodedBlock:
+    result = EncodedBlock(key, selection, nbytes)
+    if codec is None:
+        expected = tuple(s.stop - s.start for s in selection)
+        if block.shape != expected:
+            raise ValueError(f"block at {selection} computed to shape {block.shape}, expected {expected}")
+        result.raw = block
+    else:
+        result.chunks = encode_block(block, selection, chunk_shape, codec, fill_value)
+    return result
+
+
+def _process_entry(payload: bytes) -> EncodedBlock:
+    import cloudpickle
+
+    return _compute_and_encode(cloudpickle.loads(payload))
+
+
+class _Peekable:
+    """An iterator that takes back the item it could not use yet."""
+
+    def __init__(self, it: Iterable):
+        self._it = iter(it)
+        self._back: deque = deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._back.popleft() if self._back else next(self._it)
+
+    def push_back(self, item) -> None:
+        self._back.appendleft(item)
+
+
+def run_block_tasks(
+    tasks: Iterable[BlockTask],
+    *,
+    max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
+    scheduler: Any = None,
+    on_submit: Callable[[BlockTask], None] | None = None,
+) -> Iterator[EncodedBlock]:
+    """Compute and encode blocks on the active scheduler; yield them as they finish.
+
+    Parameters
+    ----------
+    tasks : iterable of BlockTask
+        Consumed lazily, in order; interleave datasets to make them progress
+        together.
+    max_inflight_bytes : int
+        Raw bytes of blocks submitted but not yet yielded and released by the
+        caller.  At least one block is always in flight.
+    scheduler : str, Client or None
+        See :func:`active_scheduler`.
+    on_submit : callable, optional
+        Called with each task when it is submitted (for progress bars).
+
+    Yields
+    ------
+    EncodedBlock
+        In completion order.  If a task fails, outstanding tasks are
+        cancelled and the task's exception is raised unchanged.
+    """
+    info = active_scheduler(scheduler)
+    if info.kind == "sync":
+        for task in tasks:
+            if on_submit:
+                on_submit(task)
+            yield _compute_and_encode(task)
+        return
+    if info.kind == "distributed":
+        yield from _run_distributed(info.client, tasks, max_inflight_bytes, on_submit)
+        return
+    if info.kind == "threads":
+        pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")
+        submit = lambda t: pool.submit(_compute_and_encode, t)  # noqa: E731
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        import cloudpickle
+        import dask
+
+        ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
+        pool = ProcessPoolExecutor(info.workers, mp_context=ctx)
+        submit = lambda t: pool.submit(_process_entry, cloudpickle.dumps(t))  # noqa: E731
+    try:
+        yield from _run_futures(tasks, submit, max_inflight_bytes, on_submit)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_futures(tasks, submit, budget, on_submit) -> Iterator[EncodedBlock]:
+    """Bounded window over concurrent.futures."""
+    it = _Peekable(tasks)
+    pending: dict[Future, int] = {}
+    inflight = 0
+    while True:
+        for task in it:
+            if pending and inflight + task.nbytes > budget:
+                it.push_back(task)
+                break
+            if on_submit:
+                on_submit(task)
+            pending[submit(task)] = task.nbytes
+            inflight += task.nbytes
+        if not pending:
+            return
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for fut in done:
+            inflight -= pending.pop(fut)
+            try:
+                result = fut.result()
+            except BaseException:
+                for other in pending:
+                    other.cancel()
+                raise
+            yield result
+
+
+def _run_distributed(client, tasks, budget, on_submit) -> Iterator[EncodedBlock]:
+    """Bounded window over ``client.compute`` futures with ``distributed.as_completed``."""
+    import dask
+    from distributed import as_completed
+
+    it = _Peekable(tasks)
+    sizes: dict[Any, int] = {}
+    inflight = 0
+    ac = as_completed(with_results=False)
+
+    def fill():
+        nonlocal inflight
+        for task in it:
+            if sizes and inflight + task.nbytes > budget:
+                it.push_back(task)
+                return
+            if on_submit:
+                on_submit(task)
+            # The block is computed and encoded in one task on a worker;
+            # only the encoded chunks travel back.
+            work = dask.delayed(_encode, pure=False)(
+                task.array, task.key, task.selection, task.nbytes, task.chunk_shape, task.codec, task.fill_value
+            )
+            fut = client.compute(work)
+            sizes[fut.key] = task.nbytes
+            inflight += task.nbytes
+            ac.add(fut)
+
+    fill()
+    try:
+        for fut in ac:
+            try:
+                result = fut.result()
+            except BaseException:
+                client.cancel(list(ac.futures))
+                raise
+            inflight -= sizes.pop(fut.key)
+            fut.release()
+            yield result
+            fill()
+    finally:
+        if sizes:
+            client.cancel(list(ac.futures))
