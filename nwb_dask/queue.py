@@ -218,6 +218,7 @@ def drain_iterators(
                 bar.update(data.nbytes)
                 if assemblers[k] is None:
                     dset[selection] = data  # HDF5 runs filters it alone knows
+                    stats.stored_bytes += data.nbytes  # unknown after HDF5's filters; as the writer counts it
                 else:
                     encode(k, assemblers[k].add(selection, data))
                 held = inflight + sum(a.held_bytes for a in assemblers if a is not None)

@@ -305,7 +305,7 @@ def _run_distributed(client, tasks, budget, on_submit) -> Iterator[EncodedBlock]
     it = _Peekable(tasks)
     sizes: dict[Any, int] = {}
     inflight = 0
-    ac = as_completed(with_results=False)
+    ac = as_completed(loop=client.loop, with_results=False)  # this client's loop, not the default client's
 
     def fill():
         nonlocal inflight
