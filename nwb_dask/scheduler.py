@@ -171,9 +171,16 @@ def encode_block(
     return out
 
 
+def _compute_block(array) -> np.ndarray:
+    """Compute a dask array in this thread; a one-chunk array without a concatenating copy."""
+    if all(n == 1 for n in array.numblocks):
+        return array.to_delayed().ravel()[0].compute(scheduler="sync")
+    return array.compute(scheduler="sync")
+
+
 def _compute_and_encode(task: BlockTask) -> EncodedBlock:
     """Worker side: compute one block synchronously, then encode it (or keep it raw)."""
-    block = np.asarray(task.array.compute(scheduler="sync"))
+    block = np.asarray(_compute_block(task.array))
     return _encode(block, task.key, task.selection, task.nbytes, task.chunk_shape, task.codec, task.fill_value)
 
 
