@@ -27,7 +27,7 @@ from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
 from .codecs import Codec, codec_from_dataset, pad_chunk
 from .scheduler import DEFAULT_INFLIGHT_BYTES
-from .writer import WriteStats
+from .writer import WriteStats, _bound_heap_growth
 
 __all__ = ["ParallelDataChunkIteratorQueue", "drain_iterators"]
 
@@ -153,6 +153,7 @@ def drain_iterators(
     if not pairs:
         return stats
     n = workers or os.cpu_count() or 1
+    _bound_heap_growth()
     codecs: list[Codec | None] = []
     assemblers = []
     for dset, it in pairs:
