@@ -112,7 +112,7 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
     >>> import dask.array as da
     >>> it = DaskDataChunkIterator(da.zeros((100_000, 64), dtype="int16", chunks=(10_000, 64)))
     >>> it.recommended_chunk_shape()
-    (32768, 64)
+    (5000, 64)
     """
 
     def __init__(

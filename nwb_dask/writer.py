@@ -279,11 +279,12 @@ def write_dask_array(
 
     Examples
     --------
-    >>> import h5py, dask.array as da, nwb_dask                        # doctest: +SKIP
-    >>> gz = nwb_dask.codec("gzip")
-    >>> with h5py.File("x.h5", "w") as f:
-    ...     d = f.create_dataset("x", (10**6, 64), "i2", chunks=(16384, 64), **gz.dataset_kwargs())
-    ...     nwb_dask.write_dask_array(da.ones((10**6, 64), "i2"), d)
+    ::
+
+        gz = nwb_dask.codec("gzip")
+        with h5py.File("x.h5", "w") as f:
+            d = f.create_dataset("x", (10**6, 64), "i2", chunks=(16384, 64), **gz.dataset_kwargs())
+            nwb_dask.write_dask_array(da.ones((10**6, 64), "i2"), d)
     """
     job = plan_write(array, dset, codec, max_block_bytes=max_block_bytes)
     return write_arrays([job], max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress)

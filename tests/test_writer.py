@@ -308,7 +308,8 @@ class _InflightSpy:
                     self.inflight += task.nbytes
                     self.peak_inflight = max(self.peak_inflight, self.inflight)
                     self.submitted += 1
-                on_submit(task)
+                if on_submit is not None:
+                    on_submit(task)
 
             for done in real_run(tasks, on_submit=submit, **kwargs):
                 yield done  # the writer stores it before asking for the next one
