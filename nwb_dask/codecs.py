@@ -265,7 +265,7 @@ def _bitshuffle_block_size(itemsize: int) -> int:
     return max(128, (8192 // itemsize) // 8 * 8)
 
 
-def _bitshuffle(buf: bytes | memoryview, itemsize: int, block: int) -> bytes:
+def _bit_transpose(buf: bytes | memoryview, itemsize: int, block: int, inverse: bool) -> bytes:
     """Bit-transpose ``buf`` in blocks of ``block`` elements (bitshuffle's exact layout).
 
     Hand-written in numpy because the bitshuffle package is a compiled h5py
@@ -273,39 +273,31 @@ def _bitshuffle(buf: bytes | memoryview, itemsize: int, block: int) -> bytes:
     Within a block of n elements (n a multiple of 8) the output holds, for each
     byte j and bit k of an element, n/8 bytes with bit k of byte j of every
     element, least significant first.  Elements past the last multiple of 8 are
-    copied unchanged.
+    copied unchanged.  All full blocks are transposed in one vectorised step;
+    ``inverse`` undoes the transpose.
     """
     a = np.frombuffer(buf, np.uint8)
     n = len(a) // itemsize
-    out = []
-    pos = 0
     full = n - n % 8
-    while pos < full:
-        size = min(block, full - pos)
-        size -= size % 8
-        chunk = a[pos * itemsize : (pos + size) * itemsize].reshape(size, itemsize)
-        bits = np.unpackbits(chunk, axis=1, bitorder="little")  # (size, 8*itemsize)
-        out.append(np.packbits(bits.T, axis=1, bitorder="little").tobytes())
-        pos += size
+    count, rest = divmod(full, block)  # block and full are multiples of 8, so is rest
+    out = []
+    for nblocks, size, start in ((count, block, 0), (1 if rest else 0, rest, count * block)):
+        if not nblocks:
+            continue
+        seg = a[start * itemsize : (start + nblocks * size) * itemsize]
+        x = seg.reshape(nblocks, 8 * itemsize, size // 8) if inverse else seg.reshape(nblocks, size, itemsize)
+        bits = np.unpackbits(x, axis=2, bitorder="little")
+        out.append(np.packbits(bits.transpose(0, 2, 1), axis=2, bitorder="little").tobytes())
     out.append(a[full * itemsize :].tobytes())
     return b"".join(out)
+
+
+def _bitshuffle(buf: bytes | memoryview, itemsize: int, block: int) -> bytes:
+    return _bit_transpose(buf, itemsize, block, inverse=False)
 
 
 def _bitunshuffle(buf: bytes | memoryview, itemsize: int, block: int) -> bytes:
-    a = np.frombuffer(buf, np.uint8)
-    n = len(a) // itemsize
-    out = []
-    pos = 0
-    full = n - n % 8
-    while pos < full:
-        size = min(block, full - pos)
-        size -= size % 8
-        rows = a[pos * itemsize : (pos + size) * itemsize].reshape(8 * itemsize, size // 8)
-        bits = np.unpackbits(rows, axis=1, bitorder="little")  # (8*itemsize, size)
-        out.append(np.packbits(bits.T, axis=1, bitorder="little").tobytes())
-        pos += size
-    out.append(a[full * itemsize :].tobytes())
-    return b"".join(out)
+    return _bit_transpose(buf, itemsize, block, inverse=True)
 
 
 class _Bitshuffle(_Stage):

@@ -193,12 +193,7 @@ class NWBDaskIO(NWBHDF5IO):
             except BaseException:
                 cancel.set()
                 raise
-            it_stats = side.result()
-        stats.logical_bytes += it_stats.logical_bytes
-        stats.stored_bytes += it_stats.stored_bytes
-        stats.chunks += it_stats.chunks
-        stats.datasets += it_stats.datasets
-        return stats
+            return stats.add(side.result())
 
     def close(self, close_links: bool = True) -> None:
         """Close the file; in atomic write mode, move it into place (or discard it after an error)."""

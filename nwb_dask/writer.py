@@ -61,6 +61,15 @@ class WriteStats:
     seconds: float = 0.0
     datasets: list = field(default_factory=list)
 
+    def add(self, other: "WriteStats") -> "WriteStats":
+        """Fold in the counts of a write that ran at the same time (seconds: the longer)."""
+        self.logical_bytes += other.logical_bytes
+        self.stored_bytes += other.stored_bytes
+        self.chunks += other.chunks
+        self.seconds = max(self.seconds, other.seconds)
+        self.datasets += other.datasets
+        return self
+
     @property
     def mb_per_s(self) -> float:
         return self.logical_bytes / 1e6 / self.seconds if self.seconds else float("nan")
