@@ -13,9 +13,9 @@ in its own fresh Python subprocess, so peak RSS is per case:
 (c) ``h5py_raw``           plain h5py, uncompressed, same chunk shape, one dask block at a
                            time (``dset[sel] = block.compute()``): the practical limit.
 (d) ``nwb_dask_gzip``      nwb_dask's parallel writer (``write_nwb`` + ``DaskDataIO``),
-                           gzip 4 + shuffle, default deflate engine;
-(d2) ``nwb_dask_gzip_isal`` the same with the isal engine;
-(e) ``nwb_dask_zstd``      zstd level 3, and ``nwb_dask_blosc`` blosc lz4 + byte shuffle.
+                           gzip 4 + shuffle, default deflate engine (ISA-L at level 4);
+(d2) ``nwb_dask_gzip_libdeflate`` the same with the libdeflate engine (size first);
+(e) ``nwb_dask_zstd``      zstd level 3 + shuffle, and ``nwb_dask_blosc`` blosc lz4 + byte shuffle.
                            The nwb_dask cases run on a ``distributed.LocalCluster``
                            (``--workers`` processes x 1 thread) or, with
                            ``--scheduler threads``, on dask's threaded scheduler.
@@ -68,8 +68,8 @@ CASES: dict[str, tuple[str, object]] = {
     "dask_to_hdf5": ("(b)", None),
     "h5py_raw": ("(c)", None),
     "nwb_dask_gzip": ("(d)", "gzip"),
-    "nwb_dask_gzip_isal": ("(d2)", ("gzip", {"engine": "isal"})),
-    "nwb_dask_zstd": ("(e)", ("zstd", {"level": 3})),
+    "nwb_dask_gzip_libdeflate": ("(d2)", ("gzip", {"engine": "libdeflate"})),
+    "nwb_dask_zstd": ("(e)", ("zstd", {"level": 3, "shuffle": True})),
     "nwb_dask_blosc": ("(e)", ("blosc", {"cname": "lz4", "shuffle": "byte"})),
 }
 GZIP_H5 = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
@@ -259,10 +259,10 @@ def _versions() -> str:
 
 def _deflate_engines() -> str:
     try:
-        from nwb_dask.codecs import _ENGINES, DEFLATE_ENGINES
+        from nwb_dask.codecs import _ENGINES, DEFLATE_ENGINES, _auto_engine
 
         found = [e for e in DEFLATE_ENGINES if e in _ENGINES]
-        return f"{found[0]} (installed: {', '.join(found)})"
+        return f"{_auto_engine(4)} at level 4 (installed: {', '.join(found)})"
     except Exception:  # pragma: no cover - informative only
         return "?"
 

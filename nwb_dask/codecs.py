@@ -120,8 +120,8 @@ def _deflate_engines() -> dict[str, tuple[Callable, int]]:
     return engines
 
 
-#: Deflate engines in order of preference for ``engine="auto"`` at levels 0 and 4-9
-#: (levels 1-3 prefer ISA-L for speed); see docs/codecs.md for the measurement.
+#: Deflate engines in order of preference for ``engine="auto"`` at levels 0 and 7-9
+#: (levels 1-6 prefer ISA-L for speed); see docs/codecs.md for the measurement.
 DEFLATE_ENGINES = ("libdeflate", "isal", "zlib-ng", "zlib")
 _ENGINES = _deflate_engines()
 
@@ -129,12 +129,13 @@ _ENGINES = _deflate_engines()
 def _auto_engine(level: int) -> str:
     """``engine="auto"``: the level is the speed/size dial.
 
-    Levels 1-3 ask for speed: ISA-L (about 4x libdeflate, files ~10 % larger
-    than zlib's at the same level).  Levels 0 and 4-9 ask for size: the first
-    installed of :data:`DEFLATE_ENGINES` (libdeflate: smaller files than zlib,
-    1.8x faster).  See docs/codecs.md for the measurement.
+    Levels 1-6 (the default 4 included) get ISA-L: 4x libdeflate's speed, and
+    on time x all-channel ephys chunks 0.95x the ratio zlib gets at level 4
+    (benchmarks/write.py).  Levels 0 and 7-9 ask for size: the first installed
+    of :data:`DEFLATE_ENGINES` (libdeflate: smaller files than zlib at the same
+    level, 1.8x faster).  See docs/codecs.md for the measurements.
     """
-    if 1 <= level <= 3 and "isal" in _ENGINES:
+    if 1 <= level <= 6 and "isal" in _ENGINES:
         return "isal"
     return next(e for e in DEFLATE_ENGINES if e in _ENGINES)
 
@@ -645,7 +646,7 @@ def codec(spec: CodecSpec = "gzip", **options: Any) -> Codec:
 
         * gzip: ``level`` 0-9 (4), ``shuffle`` (True), ``engine``
           ``"auto"|"libdeflate"|"isal"|"zlib-ng"|"zlib"`` (auto: ISA-L for
-          levels 1-3, libdeflate otherwise);
+          levels 1-6, libdeflate for 0 and 7-9);
         * zstd: ``level`` (3), ``shuffle`` (False);
         * blosc: ``cname`` (``"lz4"``), ``level`` 0-9 (5),
           ``shuffle`` ``"none"|"byte"|"bit"`` (``"byte"``);

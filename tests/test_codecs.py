@@ -755,9 +755,11 @@ def test_pad_chunk():
         pad_chunk(block, (2, 3, 1))
 
 
-@pytest.mark.parametrize("level, engine", [(1, "isal"), (3, "isal"), (4, "libdeflate"), (9, "libdeflate"), (0, "libdeflate")])
+@pytest.mark.parametrize(
+    "level, engine", [(1, "isal"), (4, "isal"), (6, "isal"), (7, "libdeflate"), (9, "libdeflate"), (0, "libdeflate")]
+)
 def test_auto_engine_follows_the_level(level, engine):
-    """engine='auto': levels 1-3 ask for speed (ISA-L), 0 and 4-9 for size (libdeflate)."""
+    """engine='auto': levels 1-6 ask for speed (ISA-L), 0 and 7-9 for size (libdeflate)."""
     chunk = (np.arange(20_000) % 97).astype(np.int16).reshape(200, 100)
     auto = codec("gzip", level=level).encode(chunk)
     assert auto == codec("gzip", level=level, engine=engine).encode(chunk)
