@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--codec", default="gzip")
     ap.add_argument("--engine", default="isal", help="deflate engine for gzip (default isal)")
     ap.add_argument("--scheduler", default="threads", choices=["threads", "processes", "sync"])
-    ap.add_argument("--inflight-mb", type=int, default=512)
+    ap.add_argument("--inflight-mb", type=int, default=256)
     ap.add_argument("--child", nargs=2, metavar=("GB", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     spec = (args.codec, {"engine": args.engine}) if args.codec == "gzip" else args.codec

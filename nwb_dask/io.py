@@ -101,7 +101,7 @@ class NWBDaskIO(NWBHDF5IO):
     mode : str
         As for ``NWBHDF5IO``: ``"r"``, ``"r+"``, ``"a"``, ``"w"``, ``"w-"``/``"x"``.
     max_inflight_bytes : int
-        Budget of raw bytes computed/encoded but not yet stored (512 MiB).
+        Budget of raw bytes computed/encoded but not yet stored (256 MiB).
     scheduler : str, distributed.Client or None
         Dask scheduler for dask-backed datasets; default: the active one.
     progress : bool

@@ -45,8 +45,11 @@ __all__ = [
     "DEFAULT_INFLIGHT_BYTES",
 ]
 
-#: Default budget of raw bytes computed or encoded but not yet written (512 MiB).
-DEFAULT_INFLIGHT_BYTES = 512 * 2**20
+#: Default budget of raw bytes computed or encoded but not yet written (256 MiB).
+DEFAULT_INFLIGHT_BYTES = 256 * 2**20
+#: Blocks in flight per worker, whatever their size: enough to keep every worker
+#: busy while finished blocks wait for the writer, no more.
+BLOCKS_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,9 @@ def run_block_tasks(
         together.
     max_inflight_bytes : int
         Raw bytes of blocks submitted but not yet yielded and released by the
-        caller.  At least one block is always in flight.
+        caller.  At least one block is always in flight, and at most
+        ``BLOCKS_PER_WORKER`` per worker: when storage is slower than the
+        workers, finished blocks wait in memory only up to that bound.
     scheduler : str, Client or None
         See :func:`active_scheduler`.
     on_submit : callable, optional
@@ -255,7 +260,8 @@ def run_block_tasks(
             yield _compute_and_encode(task)
         return
     if info.kind == "distributed":
-        yield from _run_distributed(info.client, tasks, max_inflight_bytes, on_submit)
+        max_blocks = BLOCKS_PER_WORKER * info.workers
+        yield from _run_distributed(info.client, tasks, max_inflight_bytes, max_blocks, on_submit)
         return
     if info.kind == "threads":
         pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")
@@ -271,19 +277,19 @@ def run_block_tasks(
         pool = ProcessPoolExecutor(info.workers, mp_context=ctx)
         submit = lambda t: pool.submit(_process_entry, cloudpickle.dumps(t))  # noqa: E731
     try:
-        yield from _run_futures(tasks, submit, max_inflight_bytes, on_submit)
+        yield from _run_futures(tasks, submit, max_inflight_bytes, BLOCKS_PER_WORKER * info.workers, on_submit)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_futures(tasks, submit, budget, on_submit) -> Iterator[EncodedBlock]:
+def _run_futures(tasks, submit, budget, max_blocks, on_submit) -> Iterator[EncodedBlock]:
     """Bounded window over concurrent.futures."""
     it = _Peekable(tasks)
     pending: dict[Future, int] = {}
     inflight = 0
     while True:
         for task in it:
-            if pending and inflight + task.nbytes > budget:
+            if pending and (inflight + task.nbytes > budget or len(pending) >= max_blocks):
                 it.push_back(task)
                 break
             if on_submit:
@@ -304,7 +310,7 @@ def _run_futures(tasks, submit, budget, on_submit) -> Iterator[EncodedBlock]:
             yield result
 
 
-def _run_distributed(client, tasks, budget, on_submit) -> Iterator[EncodedBlock]:
+def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[EncodedBlock]:
     """Bounded window over ``client.compute`` futures with ``distributed.as_completed``."""
     import dask
     from distributed import as_completed
@@ -317,7 +323,7 @@ def _run_distributed(client, tasks, budget, on_submit) -> Iterator[EncodedBlock]
     def fill():
         nonlocal inflight
         for task in it:
-            if sizes and inflight + task.nbytes > budget:
+            if sizes and (inflight + task.nbytes > budget or len(sizes) >= max_blocks):
                 it.push_back(task)
                 return
             if on_submit:
