@@ -12,6 +12,8 @@ NWBDaskIO, DaskDataIO, write_nwb
     Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
 write_dask_array, WriteStats, WriteError
     The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
+read_dataset
+    One HDF5 dataset as a lazy, distributed-safe dask array (:mod:`nwb_dask.reader`).
 synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
@@ -20,6 +22,7 @@ from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
 from .io import DaskDataIO, NWBDaskIO, write_nwb
 from .iterators import DaskDataChunkIterator
+from .reader import read_dataset
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
 
@@ -36,6 +39,7 @@ __all__ = [
     "codec",
     "codec_from_dataset",
     "guess_chunk_shape",
+    "read_dataset",
     "resolve_chunk_shape",
     "synthetic_ephys",
     "write_dask_array",

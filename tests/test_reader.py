@@ -1,0 +1,90 @@
+"""Lazy reader: HDF5 datasets as dask arrays (local files)."""
+
+from __future__ import annotations
+
+import pickle
+
+import dask
+import h5py
+import numpy as np
+import pytest
+
+import nwb_dask
+from nwb_dask.reader import read_dataset
+
+
+@pytest.fixture(scope="module")
+def h5file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("reader") / "data.h5"
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(5003, 37)) * 50).astype("int16")
+    with h5py.File(path, "w") as f:
+        for spec in ["gzip", ("zstd", {"level": 3}), ("blosc", {"shuffle": "bit"}), "lz4", "none"]:
+            c = nwb_dask.codec(spec)
+            f.create_dataset(c.name, data=x, chunks=(300, 16), **c.dataset_kwargs())
+        f.create_dataset("fletcher", data=x, chunks=(300, 16), fletcher32=True, compression="gzip")
+        f.create_dataset("contiguous", data=x.astype("f4"))
+        sparse = f.create_dataset("sparse", shape=(1000, 10), dtype="f8", chunks=(100, 10), fillvalue=-1.0)
+        sparse[200:300] = 7.0
+        f.create_group("grp")
+    return path, x
+
+
+@pytest.mark.parametrize("name", ["gzip", "zstd", "blosc", "lz4", "none", "fletcher", "contiguous"])
+def test_values_equal_h5py(h5file, name):
+    path, x = h5file
+    arr = read_dataset(path, name, block_bytes=100_000)
+    assert arr.shape == x.shape and arr.numblocks[0] > 1
+    with h5py.File(path, "r") as f:
+        expected = f[name][...]
+    np.testing.assert_array_equal(arr.compute(scheduler="threads"), expected)
+    np.testing.assert_array_equal(arr[1234:2345, 5:30].compute(), expected[1234:2345, 5:30])
+
+
+def test_blocks_are_whole_chunks(h5file):
+    path, _ = h5file
+    arr = read_dataset(path, "gzip", block_bytes=100_000)
+    assert all(c % 300 == 0 for c in arr.chunks[0][:-1])
+    assert all(c % 16 == 0 for c in arr.chunks[1][:-1])
+
+
+def test_unwritten_chunks_read_as_fill_value(h5file):
+    path, _ = h5file
+    got = read_dataset(path, "sparse").compute()
+    expected = np.full((1000, 10), -1.0)
+    expected[200:300] = 7.0
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_graph_pickles_without_open_files(h5file):
+    path, x = h5file
+    arr = read_dataset(path, "gzip")
+    clone = pickle.loads(pickle.dumps(arr))
+    np.testing.assert_array_equal(clone.compute(scheduler="sync"), x)
+
+
+def test_distributed_processes(h5file):
+    from distributed import Client, LocalCluster
+
+    path, x = h5file
+    arr = read_dataset(path, "zstd", block_bytes=100_000)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster, set_as_default=False) as client:
+            np.testing.assert_array_equal(client.compute(arr).result(), x)
+            np.testing.assert_allclose(client.compute(arr.mean(axis=0)).result(), x.mean(axis=0))
+
+
+def test_processes_scheduler(h5file):
+    path, x = h5file
+    with dask.config.set(scheduler="processes", num_workers=2):
+        np.testing.assert_array_equal(read_dataset(path, "gzip", block_bytes=200_000).compute(), x)
+
+
+def test_errors_name_the_culprit(h5file, tmp_path):
+    path, _ = h5file
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        read_dataset(tmp_path / "nope.h5", "x")
+    with pytest.raises(KeyError, match="'missing'"):
+        read_dataset(path, "missing")
+    with pytest.raises(TypeError, match="grp is a Group, not a dataset"):
+        read_dataset(path, "grp")
