@@ -93,7 +93,7 @@ def test_adapter_without_h5dataio(tmp_path):
 
 
 def _peak_while_iterating(seconds, buffer):
-    arr = synthetic_ephys(seconds=seconds, seed=1, block_samples=3_000)
+    arr = synthetic_ephys(seconds=seconds, seed=1, block_samples=30_000)  # rechunked to fit the buffer
     it = DaskDataChunkIterator(arr, buffer_bytes=buffer)
     assert math.prod(it.array.chunksize) * 2 <= buffer
     with dask.config.set(scheduler="threads"):
