@@ -12,8 +12,8 @@ NWBDaskIO, DaskDataIO, write_nwb
     Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
 write_dask_array, WriteStats, WriteError
     The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
-read_dataset
-    One HDF5 dataset as a lazy, distributed-safe dask array (:mod:`nwb_dask.reader`).
+read_dataset, read_nwb
+    HDF5 datasets / NWB files as lazy, distributed-safe dask arrays (:mod:`nwb_dask.reader`).
 synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
@@ -22,7 +22,7 @@ from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
 from .io import DaskDataIO, NWBDaskIO, write_nwb
 from .iterators import DaskDataChunkIterator
-from .reader import read_dataset
+from .reader import read_dataset, read_nwb
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
 
@@ -40,6 +40,7 @@ __all__ = [
     "codec_from_dataset",
     "guess_chunk_shape",
     "read_dataset",
+    "read_nwb",
     "resolve_chunk_shape",
     "synthetic_ephys",
     "write_dask_array",

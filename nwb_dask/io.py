@@ -178,6 +178,25 @@ class NWBDaskIO(NWBHDF5IO):
             self._failed = True
             raise
 
+    def read(self, *, min_bytes: int | None = None, **kwargs: Any):
+        """Read the NWBFile with its large numeric datasets as dask arrays.
+
+        Parameters
+        ----------
+        min_bytes : int, optional
+            Datasets at least this large (default
+            :data:`nwb_dask.reader.DEFAULT_MIN_BYTES`, 16 MiB) become
+            distributed-safe dask arrays (see :func:`nwb_dask.read_nwb`); the
+            rest is what ``NWBHDF5IO.read`` gives.
+        **kwargs
+            As for ``NWBHDF5IO.read``.
+        """
+        from .reader import DEFAULT_MIN_BYTES, daskify
+
+        nwbfile = super().read(**kwargs)
+        daskify(nwbfile, min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+        return nwbfile
+
     def _write_all(self, jobs: list, others: list) -> WriteStats:
         """Dask jobs on the scheduler and plain iterators in threads, at the same time."""
         opts = dict(max_inflight_bytes=self.max_inflight_bytes, progress=self.progress)

@@ -23,12 +23,16 @@ import numpy as np
 from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_offsets, guess_chunk_shape
 from .codecs import Codec, codec_from_dataset
 
-__all__ = ["read_dataset"]
+__all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb"]
 
 
 @functools.lru_cache(maxsize=64)
-def _open(path: str):
-    """This process's read-only handle on ``path`` (opened once, kept for the process's life)."""
+def _open(path: str, mtime: float):
+    """This process's read-only handle on ``path`` as of ``mtime`` (opened once, then reused).
+
+    Keyed by modification time too, so a file rewritten in place is reopened
+    rather than read through a stale handle.
+    """
     import h5py
 
     try:
@@ -45,10 +49,10 @@ def _read_block(
     block_info: dict | None = None,
 ) -> np.ndarray:
     """Read one block: direct chunk reads decoded here, or h5py's own read."""
-    path, name, chunk_shape, codec, fill = source
+    path, mtime, name, chunk_shape, codec, fill = source
     selection = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
     dtype = np.dtype(block_info[None]["dtype"])
-    dset = _open(path)[name]
+    dset = _open(path, mtime)[name]
     if codec is None:
         return dset[selection]
     out = np.empty(tuple(s.stop - s.start for s in selection), dtype)
@@ -61,6 +65,79 @@ def _read_block(
         chunk = codec.decode(data, dtype, chunk_shape, mask)
         out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
     return out
+
+
+def _describe(dset) -> tuple:
+    """Everything a task needs about an open h5py dataset, as plain values."""
+    import h5py  # noqa: F401
+
+    shape, dtype, chunks = dset.shape, dset.dtype, dset.chunks
+    codec: Codec | None = codec_from_dataset(dset) if chunks else None
+    if dtype.byteorder == ">" or dtype.kind not in "biufc?" or dset.is_virtual:
+        codec = None  # HDF5 converts types and resolves virtual sources itself
+    return shape, dtype, chunks, codec, dset.fillvalue
+
+
+def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool = True):
+    """An open h5py dataset as a lazy dask array that reopens its file on the workers.
+
+    The dataset's own file (``dset.file.filename``) and path (``dset.name``)
+    are used, so a dataset reached through an external link is read from the
+    link's target file directly; a virtual dataset is read through HDF5, which
+    resolves its sources.
+
+    Parameters
+    ----------
+    dset : h5py.Dataset
+    block_bytes, direct
+        As for :func:`read_dataset`.
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    path = os.path.abspath(dset.file.filename)
+    name = dset.name
+    shape, dtype, chunks, codec, fill = _describe(dset)
+    if not direct:
+        codec = None
+    if not shape:
+        raise TypeError(f"{path}:{name} is a scalar dataset; read it with h5py")
+    # Contiguous datasets are read through h5py in blocks of a guessed chunk grid.
+    chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
+    blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
+    mtime = os.path.getmtime(path)
+    token = tokenize(path, name, mtime, blocks, codec, direct)
+    return da.map_blocks(
+        _read_block,
+        chunks=da.core.normalize_chunks(blocks, shape),
+        dtype=dtype,
+        meta=np.empty((0,) * len(shape), dtype),
+        name=f"nwb-dask-read-{token}",
+        source=(path, mtime, name, chunk_shape, codec, fill),
+    )
+
+
+def _check_link(f, name: str, path: str) -> None:
+    """A clear error for a broken external link, before any task runs."""
+    import h5py
+
+    parts = name.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        link = f.get(sub, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            try:
+                f[sub]
+            except (KeyError, OSError) as exc:
+                target = os.path.join(os.path.dirname(path), link.filename)
+                raise FileNotFoundError(
+                    f"{path}:/{sub} is an external link to {link.filename}:{link.path}, which cannot be "
+                    f"opened (looked for {os.path.abspath(target)}): {exc}"
+                ) from None
 
 
 def read_dataset(
@@ -78,6 +155,8 @@ def read_dataset(
         HDF5/NWB file.
     name : str
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
+        External links are followed (relative targets resolved as HDF5 does);
+        a broken link is a ``FileNotFoundError`` naming the link and target.
     block_bytes : int
         Target size of a dask block; blocks are whole HDF5 chunks.
     direct : bool
@@ -93,38 +172,107 @@ def read_dataset(
     Raises
     ------
     FileNotFoundError, KeyError, TypeError
-        Missing file, missing dataset (named), or an object that is not a dataset.
+        Missing file or link target, missing dataset (named), or an object
+        that is not a dataset.
     """
-    import dask.array as da
     import h5py
-    from dask.base import tokenize
 
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     with h5py.File(path, "r") as f:
+        _check_link(f, name, path)
         if name not in f:
             raise KeyError(f"{path} has no dataset {name!r}")
         dset = f[name]
         if not isinstance(dset, h5py.Dataset):
             raise TypeError(f"{path}:{name} is a {type(dset).__name__}, not a dataset")
-        shape, dtype, chunks = dset.shape, dset.dtype, dset.chunks
-        codec: Codec | None = codec_from_dataset(dset) if direct and chunks else None
-        if dtype.byteorder == ">" or dtype.kind not in "biufc?":
-            codec = None
-        fill = dset.fillvalue
-        mtime = os.path.getmtime(path)
-    if not shape:
-        raise TypeError(f"{path}:{name} is a scalar dataset; read it with h5py")
-    # Contiguous datasets are read through h5py in blocks of a guessed chunk grid.
-    chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
-    blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
-    token = tokenize(path, name, mtime, blocks, codec, direct)
-    return da.map_blocks(
-        _read_block,
-        chunks=da.core.normalize_chunks(blocks, shape),
-        dtype=dtype,
-        meta=np.empty((0,) * len(shape), dtype),
-        name=f"nwb-dask-read-{token}",
-        source=(path, name, chunk_shape, codec, fill),
-    )
+        return dataset_array(dset, block_bytes=block_bytes, direct=direct)
+
+
+#: Datasets at least this large (uncompressed) become dask arrays in :func:`read_nwb`.
+DEFAULT_MIN_BYTES = 16 * 2**20
+
+
+def daskify(nwbfile, *, min_bytes: int = DEFAULT_MIN_BYTES, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool = True):
+    """Replace the large numeric h5py datasets of a read NWBFile with dask arrays, in place.
+
+    Parameters
+    ----------
+    nwbfile : pynwb.NWBFile
+        As returned by ``NWBHDF5IO.read()`` (its file must stay open).
+    min_bytes : int
+        Datasets smaller than this stay h5py datasets (pynwb's behaviour).
+    block_bytes, direct
+        As for :func:`read_dataset`.
+
+    Returns
+    -------
+    list of str
+        ``"container/field"`` names that became dask arrays.
+    """
+    import h5py
+
+    changed = []
+    for obj in nwbfile.objects.values():
+        fields = obj.fields  # hdmf's field store; pynwb's properties read from it
+        for key, val in list(fields.items()):
+            if (
+                isinstance(val, h5py.Dataset)
+                and val.ndim >= 1
+                and val.dtype.kind in "biufc?"
+                and val.size * val.dtype.itemsize >= min_bytes
+            ):
+                fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
+                changed.append(f"{obj.name}/{key}")
+    return changed
+
+
+def read_nwb(
+    path: str | os.PathLike,
+    *,
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    direct: bool = True,
+):
+    """Open an NWB file with its large datasets as dask arrays.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Local NWB (HDF5) file; datasets behind external links and virtual
+        datasets are read from their sources.
+    min_bytes : int
+        Numeric datasets at least this large become dask arrays; smaller
+        ones, strings, references and attributes stay as pynwb gives them.
+    block_bytes, direct
+        As for :func:`read_dataset`.
+
+    Returns
+    -------
+    pynwb.NWBFile
+        Keep it (or its ``read_io``) open while using small datasets; close
+        with ``nwbfile.read_io.close()``.  The dask arrays reopen the file on
+        their own and stay usable after that.
+
+    Examples
+    --------
+    ::
+
+        nwbfile = nwb_dask.read_nwb("session.nwb")
+        data = nwbfile.acquisition["ElectricalSeries"].data    # dask.array.Array
+        data.mean(axis=0).compute()
+    """
+    from pynwb import NWBHDF5IO
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    io = NWBHDF5IO(path, "r")
+    try:
+        nwbfile = io.read()
+        daskify(nwbfile, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct)
+    except BaseException:
+        io.close()
+        raise
+    return nwbfile
