@@ -8,8 +8,10 @@ Where nwb_dask's codecs can decode the dataset's filters, tasks read raw
 chunks with ``read_direct_chunk`` and decode them on the worker, outside
 HDF5's serial filter pipeline; otherwise they fall back to normal h5py reads.
 
-Still to come (see the issue): NWB-level ``read_nwb``, external links and
-virtual datasets, remote files, Zarr.
+Remote files (``http(s)://``, ``s3://``) are opened through
+:mod:`nwb_dask.remote`: metadata and the chunk index are read once through a
+cached range-reading file object; each task then fetches its chunks' bytes
+with coalesced, parallel range requests and decodes them on the worker.
 """
 
 from __future__ import annotations
@@ -40,6 +42,107 @@ def _open(path: str, mtime: float):
     except ImportError:  # pragma: no cover
         pass
     return h5py.File(path, "r")
+
+
+def _is_url(path: Any) -> bool:
+    return isinstance(path, str) and "://" in path
+
+
+@functools.lru_cache(maxsize=64)
+def _source(url: str, options: tuple = ()):
+    """This process's byte source for ``url`` (connection pool reused across tasks)."""
+    from .remote import byte_source
+
+    return byte_source(url, **dict(options))
+
+
+@functools.lru_cache(maxsize=16)
+def _open_remote(url: str, options: tuple = ()):
+    """This process's h5py handle on a remote file (metadata through the cached byte source)."""
+    import h5py
+
+    return h5py.File(_source(url, options).open(), "r")
+
+
+def _chunk_index(dset) -> np.ndarray:
+    """(byte offset, size, filter mask) of every chunk, on the chunk grid; -1 where none is stored."""
+    grid = tuple(-(-s // c) for s, c in zip(dset.shape, dset.chunks))
+    index = np.full(grid + (3,), -1, dtype=np.int64)
+
+    def visit(info) -> None:
+        pos = tuple(o // c for o, c in zip(info.chunk_offset, dset.chunks))
+        index[pos] = (info.byte_offset, info.size, info.filter_mask)
+
+    try:
+        dset.id.chunk_iter(visit)
+    except AttributeError:  # h5py built against HDF5 < 1.12.3
+        for i in range(dset.id.get_num_chunks()):
+            visit(dset.id.get_chunk_info(i))
+    return index
+
+
+def _read_remote_block(index: np.ndarray, *, source: tuple, block_info: dict | None = None) -> np.ndarray:
+    """Fetch a block's chunks with coalesced range requests and decode them here."""
+    url, options, name, chunk_shape, codec, fill = source
+    info = block_info[None]
+    selection = tuple(slice(a, b) for a, b in info["array-location"])
+    dtype = np.dtype(info["dtype"])
+    if codec is None:
+        return _open_remote(url, options)[name][selection]
+    out = np.empty(tuple(s.stop - s.start for s in selection), dtype)
+    pieces, wanted = [], []
+    for offset, local in chunk_offsets(selection, chunk_shape):
+        pos = tuple((o - s.start) // c for o, s, c in zip(offset, selection, chunk_shape))
+        byte_offset, size, mask = (int(v) for v in index[pos])
+        if byte_offset < 0:
+            out[local] = fill
+            continue
+        pieces.append((local, mask))
+        wanted.append((byte_offset, size))
+    for (local, mask), data in zip(pieces, _source(url, options).read_ranges(wanted)):
+        chunk = codec.decode(data, dtype, chunk_shape, mask)
+        out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
+    return out
+
+
+def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: tuple):
+    """A dataset of a remote file as a dask array (see the module docstring)."""
+    import dask.array as da
+    import h5py
+    from dask.base import tokenize
+
+    f = _open_remote(url, options)
+    if name not in f:
+        raise KeyError(f"{url} has no dataset {name!r}")
+    dset = f[name]
+    if not isinstance(dset, h5py.Dataset):
+        raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
+    shape, dtype, chunks, codec, fill = _describe(dset)
+    if not shape:
+        raise TypeError(f"{url}:{name} is a scalar dataset; read it with h5py")
+    if not direct or not chunks:
+        codec = None
+    chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
+    blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
+    out_chunks = da.core.normalize_chunks(blocks, shape)
+    if codec is not None:
+        index = _chunk_index(dset)
+    else:
+        index = np.full(tuple(-(-s // c) for s, c in zip(shape, chunk_shape)) + (3,), -1, dtype=np.int64)
+    # The index travels with the tasks: each gets the entries of its own chunks.
+    per_block = [tuple(-(-b // c) for b in axis) for axis, c in zip(out_chunks, chunk_shape)]
+    index_arr = da.from_array(index, chunks=tuple(per_block) + ((3,),), name=f"nwb-dask-index-{tokenize(index)}")
+    token = tokenize(url, name, blocks, codec, direct)
+    return da.map_blocks(
+        _read_remote_block,
+        index_arr,
+        chunks=out_chunks,
+        drop_axis=len(shape),
+        dtype=dtype,
+        meta=np.empty((0,) * len(shape), dtype),
+        name=f"nwb-dask-read-{token}",
+        source=(url, options, name, chunk_shape, codec, fill),
+    )
 
 
 def _read_block(
@@ -146,13 +249,15 @@ def read_dataset(
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     direct: bool = True,
+    remote_options: dict | None = None,
 ):
     """One HDF5 dataset as a lazy dask array.
 
     Parameters
     ----------
     path : str or PathLike
-        HDF5/NWB file.
+        HDF5/NWB file, or a ``http(s)://`` / ``s3://`` URL (see
+        :mod:`nwb_dask.remote`).
     name : str
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
         External links are followed (relative targets resolved as HDF5 does);
@@ -162,6 +267,9 @@ def read_dataset(
     direct : bool
         Read raw chunks and decode them on the workers when nwb_dask's codecs
         can (default); ``False`` always reads through h5py.
+    remote_options : dict, optional
+        Settings of the remote byte source for URLs (``retries``, ``backoff``,
+        ``max_gap``, ...; see :class:`nwb_dask.remote.HTTPByteSource`).
 
     Returns
     -------
@@ -177,6 +285,8 @@ def read_dataset(
     """
     import h5py
 
+    if _is_url(path):
+        return _remote_array(path, name, block_bytes, direct, tuple(sorted((remote_options or {}).items())))
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")

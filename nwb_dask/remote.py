@@ -1,0 +1,640 @@
+"""Remote byte sources: byte ranges of files served over HTTP(S) or public S3.
+
+The lazy reader asks a byte source for the byte ranges of HDF5 chunks; the
+source decides how to fetch them.  :class:`HTTPByteSource`
+
+* coalesces neighbouring ranges (gap <= ``max_gap``) into GET requests of at
+  most ``max_request`` bytes and fetches them in parallel threads;
+* retries with exponential backoff on 5xx and 429 responses, connection
+  errors and resets, truncated bodies and mismatched ``Content-Range``
+  headers, then raises :class:`RemoteReadError`;
+* copes with servers that ignore ``Range`` (a ``200`` full-body reply) by
+  reading the body only up to the requested range;
+* offers a seekable, block-cached file-like view (:meth:`HTTPByteSource.open`)
+  so h5py can read the file's metadata: ``h5py.File(src.open(), "r")``.
+
+Sources are picklable (they hold only the URL and settings) and open one
+``requests.Session`` per process, so dask tasks can carry them to workers.
+
+``s3://bucket/key`` URLs name objects in *public* buckets and are read
+anonymously over HTTPS (see :func:`s3_to_https`); signed requests are not
+supported.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import io
+import os
+import re
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence, TypeVar
+
+__all__ = [
+    "HTTPByteSource",
+    "LocalByteSource",
+    "RemoteReadError",
+    "byte_source",
+    "s3_to_https",
+]
+
+#: URL schemes :func:`byte_source` accepts (besides plain paths and ``file://``).
+REMOTE_SCHEMES = ("http", "https", "s3")
+#: Default block size and block count of the cache behind :meth:`HTTPByteSource.open`.
+DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_CACHE_BLOCKS = 64
+
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+_SESSION_LOCK = threading.Lock()
+_T = TypeVar("_T")
+
+
+class RemoteReadError(OSError):
+    """A remote byte range could not be read (after retries, or a permanent failure).
+
+    Attributes
+    ----------
+    url : str
+        The URL that was read.
+    byte_range : tuple of int or None
+        ``(offset, length)`` of the failed request (None for the size request).
+    attempts : int
+        Number of attempts made.
+    last_error : str
+        Description of the last failure.
+    """
+
+    def __init__(self, url: str, byte_range: tuple[int, int] | None, attempts: int, last_error: str):
+        self.url = url
+        self.byte_range = byte_range
+        self.attempts = attempts
+        self.last_error = last_error
+        if byte_range is None:
+            what = "size"
+        else:
+            off, length = byte_range
+            what = f"bytes {off}-{off + length - 1} (offset {off}, length {length})"
+        super().__init__(f"cannot read {what} of {url} after {attempts} attempt(s): {last_error}")
+
+
+class _Retry(Exception):
+    """A transient failure: try again (after ``after`` seconds if the server said so)."""
+
+    def __init__(self, message: str, after: float | None = None):
+        super().__init__(message)
+        self.after = after
+
+
+# --------------------------------------------------------------------------- #
+# URLs                                                                         #
+# --------------------------------------------------------------------------- #
+def s3_to_https(url: str) -> str:
+    """Translate ``s3://bucket/key`` to the bucket's public HTTPS URL.
+
+    Virtual-hosted style ``https://bucket.s3.amazonaws.com/key`` is used, except
+    for bucket names containing dots, which would not match the TLS
+    certificate and use path style ``https://s3.amazonaws.com/bucket/key``.
+    The key is percent-encoded (give it unencoded, as S3 lists it).  The
+    global endpoint redirects to the bucket's region, which ``requests``
+    follows.
+
+    Parameters
+    ----------
+    url : str
+        An ``s3://bucket/key`` URL.
+
+    Returns
+    -------
+    str
+        The HTTPS URL of the object.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "s3":
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, key = parts.netloc, url.split("://", 1)[1][len(parts.netloc) :].lstrip("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 URL must be s3://bucket/key, got {url!r}")
+    key = urllib.parse.quote(key, safe="/~")
+    if "." in bucket:
+        return f"https://s3.amazonaws.com/{bucket}/{key}"
+    return f"https://{bucket}.s3.amazonaws.com/{key}"
+
+
+def _scheme(url_or_path: str) -> str:
+    """The URL scheme of ``url_or_path`` (``""`` for plain paths, including ``C:\\...``)."""
+    if "://" not in url_or_path:
+        return ""
+    scheme = url_or_path.split("://", 1)[0].lower()
+    return "" if len(scheme) == 1 else scheme
+
+
+def byte_source(url_or_path: str | os.PathLike, **options: Any) -> "HTTPByteSource | LocalByteSource":
+    """A byte source for a URL or a local path.
+
+    Parameters
+    ----------
+    url_or_path : str or path-like
+        ``http://``, ``https://`` or ``s3://bucket/key`` (public bucket) URL, a
+        ``file://`` URL or a local path.
+    **options
+        For URLs: :class:`HTTPByteSource` settings (``retries``, ``backoff``,
+        ``timeout``, ``max_gap``, ``max_request``, ``max_workers``, ...).
+
+    Returns
+    -------
+    HTTPByteSource or LocalByteSource
+
+    Raises
+    ------
+    ValueError
+        For any other URL scheme.
+    """
+    text = os.fspath(url_or_path)
+    scheme = _scheme(text)
+    if scheme in REMOTE_SCHEMES:
+        return HTTPByteSource(text, **options)
+    if scheme == "file":
+        return LocalByteSource(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
+    if scheme:
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r} in {text!r}; supported: "
+            + ", ".join(f"{s}://" for s in (*REMOTE_SCHEMES, "file"))
+            + " and local paths"
+        )
+    return LocalByteSource(text)
+
+
+def _check_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Validate ``(offset, length)`` pairs: non-negative integers."""
+    out = []
+    for r in ranges:
+        try:
+            off, length = (int(v) for v in r)
+        except (TypeError, ValueError):
+            raise ValueError(f"byte ranges must be (offset, length) pairs of ints, got {r!r}") from None
+        if off < 0 or length < 0:
+            raise ValueError(f"byte range {r!r} has a negative offset or length")
+        out.append((off, length))
+    return out
+
+
+def _coalesce(
+    ranges: Sequence[tuple[int, int]], max_gap: int, max_request: int
+) -> list[tuple[int, int, list[int]]]:
+    """Group non-empty ranges into spans ``(start, end, member indices)``.
+
+    Ranges are taken in offset order; a range joins the current span when the
+    gap to it is at most ``max_gap`` (overlapping ranges have a negative gap)
+    and the span stays within ``max_request`` bytes.  A single range larger
+    than ``max_request`` gets a span of its own (split into requests later).
+    """
+    order = sorted((i for i, (_, n) in enumerate(ranges) if n > 0), key=lambda i: ranges[i])
+    spans: list[tuple[int, int, list[int]]] = []
+    for i in order:
+        off, length = ranges[i]
+        if spans:
+            start, end, members = spans[-1]
+            new_end = max(end, off + length)
+            if off - end <= max_gap and new_end - start <= max_request:
+                spans[-1] = (start, new_end, members + [i])
+                continue
+        spans.append((off, off + length, [i]))
+    return spans
+
+
+# --------------------------------------------------------------------------- #
+# HTTP                                                                         #
+# --------------------------------------------------------------------------- #
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None] | None:
+    """``Content-Range: bytes a-b/total`` as ``(a, b, total)`` (None parts for ``*``)."""
+    m = _CONTENT_RANGE.match(value or "")
+    if not m:
+        return None
+    a, b, total = m.groups()
+    return (
+        int(a) if a is not None else None,
+        int(b) if b is not None else None,
+        int(total) if total != "*" else None,
+    )
+
+
+def _retry_after(resp) -> float | None:
+    """The ``Retry-After`` delay in seconds, if given as a number."""
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+class HTTPByteSource:
+    """Byte ranges of one file served over HTTP(S) (or a public S3 object).
+
+    Parameters
+    ----------
+    url : str
+        ``http://``, ``https://`` or ``s3://bucket/key`` URL (public buckets
+        only: translated by :func:`s3_to_https`).
+    retries : int
+        Retries after the first attempt of each request (so ``retries + 1``
+        attempts in all).
+    backoff : float
+        Delay before retry *k* (1-based) is ``backoff * 2 ** (k - 1)`` seconds,
+        at most ``max_backoff``; a ``Retry-After`` header on 429/503 replies
+        takes precedence (also capped).
+    timeout : float
+        Connect and read timeout of each request, in seconds.
+    max_gap : int
+        Ranges separated by at most this many bytes are fetched by one request
+        (the gap bytes are downloaded and dropped).
+    max_request : int
+        Largest request, in bytes; larger ranges are split.
+    max_workers : int
+        Threads fetching requests in parallel in :meth:`read_ranges`.
+    max_backoff : float
+        Cap on any single retry delay, in seconds.
+
+    Notes
+    -----
+    The object holds only the URL and settings and pickles cheaply; each
+    process opens its own ``requests.Session`` on first use.  Only ranges
+    within the file can be read; a range past the end raises
+    :class:`RemoteReadError` at once (no retries).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retries: int = 5,
+        backoff: float = 0.05,
+        timeout: float = 30.0,
+        max_gap: int = 1 << 20,
+        max_request: int = 16 << 20,
+        max_workers: int = 8,
+        max_backoff: float = 10.0,
+    ):
+        scheme = _scheme(url)
+        if scheme not in REMOTE_SCHEMES:
+            raise ValueError(
+                f"unsupported URL scheme {scheme or '(none)'!r} in {url!r}; "
+                "HTTPByteSource reads http://, https:// and s3:// URLs"
+            )
+        if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
+            raise ValueError("retries, backoff and max_backoff must be >= 0 and timeout > 0")
+        if max_gap < 0 or max_request < 1 or max_workers < 1:
+            raise ValueError("max_gap must be >= 0, max_request and max_workers >= 1")
+        self.url = s3_to_https(url) if scheme == "s3" else url
+        self.original_url = url
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.timeout = float(timeout)
+        self.max_gap = int(max_gap)
+        self.max_request = int(max_request)
+        self.max_workers = int(max_workers)
+        self._size: int | None = None
+        self._session_obj = None
+        self._session_pid: int | None = None
+
+    # -- pickling and sessions --------------------------------------------- #
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_session_obj"] = None
+        state["_session_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"HTTPByteSource({self.original_url!r})"
+
+    def _session(self):
+        """This process's ``requests.Session`` (created on first use)."""
+        pid = os.getpid()
+        if self._session_obj is None or self._session_pid != pid:
+            with _SESSION_LOCK:
+                if self._session_obj is None or self._session_pid != pid:
+                    import requests
+                    from requests.adapters import HTTPAdapter
+                    from urllib3.util import Retry
+
+                    session = requests.Session()
+                    # Retries are counted here, not in urllib3, so attempts are exact.
+                    adapter = HTTPAdapter(
+                        pool_connections=1,
+                        pool_maxsize=self.max_workers + 2,
+                        max_retries=Retry(total=0, read=False, redirect=5, raise_on_redirect=False),
+                    )
+                    session.mount("http://", adapter)
+                    session.mount("https://", adapter)
+                    session.headers["Accept-Encoding"] = "identity"
+                    self._session_obj, self._session_pid = session, pid
+        return self._session_obj
+
+    def close(self) -> None:
+        """Close this process's session (a new one opens on next use)."""
+        if self._session_obj is not None:
+            self._session_obj.close()
+        self._session_obj = None
+
+    # -- retries ----------------------------------------------------------- #
+    def _delay(self, retry: int, after: float | None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        delay = after if after is not None else self.backoff * 2 ** (retry - 1)
+        return min(delay, self.max_backoff)
+
+    def _with_retries(self, byte_range: tuple[int, int] | None, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` until it succeeds, retrying transient failures."""
+        import requests
+
+        last, after = "no attempt made", None
+        for i in range(self.retries + 1):
+            if i:
+                time.sleep(self._delay(i, after))
+            after = None
+            try:
+                return attempt()
+            except RemoteReadError:
+                raise
+            except _Retry as exc:
+                last, after = str(exc), exc.after
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
+                raise
+            except (requests.RequestException, http.client.HTTPException, OSError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+        raise RemoteReadError(self.url, byte_range, self.retries + 1, last)
+
+    # -- size -------------------------------------------------------------- #
+    @property
+    def size(self) -> int:
+        """File size in bytes (HEAD ``Content-Length``, else a 1-byte ranged GET)."""
+        if self._size is None:
+            self._size = self._with_retries(None, self._fetch_size)
+        return self._size
+
+    def _fetch_size(self) -> int:
+        session = self._session()
+        resp = session.head(self.url, timeout=self.timeout, allow_redirects=True)
+        if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
+            self._check_status(resp, None)
+        # Other HEAD failures (405, 403 on presigned GET URLs, ...): try the GET below.
+        length = resp.headers.get("Content-Length")
+        if resp.status_code == 200 and length is not None and "Content-Encoding" not in resp.headers:
+            return int(length)
+        with session.get(self.url, headers={"Range": "bytes=0-0"}, timeout=self.timeout, stream=True) as resp:
+            self._check_status(resp, None)
+            if resp.status_code == 206:
+                cr = _parse_content_range(resp.headers.get("Content-Range"))
+                if cr is None or cr[2] is None:
+                    raise _Retry(f"206 reply without a total size in Content-Range {resp.headers.get('Content-Range')!r}")
+                return cr[2]
+            if resp.status_code == 416:  # empty file
+                cr = _parse_content_range(resp.headers.get("Content-Range"))
+                if cr is not None and cr[2] is not None:
+                    return cr[2]
+            length = resp.headers.get("Content-Length")
+            if resp.status_code == 200 and length is not None:
+                return int(length)
+        raise RemoteReadError(self.url, None, 1, "server reports no Content-Length or Content-Range")
+
+    def _check_status(self, resp, byte_range: tuple[int, int] | None) -> None:
+        """Raise :class:`_Retry` for transient statuses, :class:`RemoteReadError` for other errors."""
+        code = resp.status_code
+        if code in _RETRY_STATUS or code >= 500:
+            raise _Retry(f"HTTP {code} {resp.reason}", _retry_after(resp))
+        if code >= 400 and code != 416:
+            raise RemoteReadError(self.url, byte_range, 1, f"HTTP {code} {resp.reason}")
+
+    # -- reading ----------------------------------------------------------- #
+    def _fetch(self, offset: int, length: int) -> bytes:
+        """One ranged GET of ``length`` (> 0) bytes at ``offset``, with retries."""
+        return self._with_retries((offset, length), lambda: self._fetch_once(offset, length))
+
+    def _fetch_once(self, offset: int, length: int) -> bytes:
+        end = offset + length - 1
+        headers = {"Range": f"bytes={offset}-{end}"}
+        with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
+            self._check_status(resp, (offset, length))
+            if resp.status_code == 416:
+                cr = _parse_content_range(resp.headers.get("Content-Range"))
+                size = f" (file size {cr[2]})" if cr and cr[2] is not None else ""
+                raise RemoteReadError(self.url, (offset, length), 1, f"range is past the end of the file{size}")
+            if resp.status_code == 206:
+                return self._body_206(resp, offset, length)
+            if resp.status_code == 200:
+                return self._body_200(resp, offset, length)
+            raise _Retry(f"unexpected HTTP {resp.status_code} {resp.reason} to a Range request")
+
+    def _body_206(self, resp, offset: int, length: int) -> bytes:
+        """The requested bytes of a 206 reply, checked against ``Content-Range``."""
+        cr = _parse_content_range(resp.headers.get("Content-Range"))
+        if cr is None or cr[0] is None:
+            raise _Retry(f"206 reply with invalid Content-Range {resp.headers.get('Content-Range')!r}")
+        start, stop, total = cr
+        if start != offset:
+            raise _Retry(f"Content-Range {resp.headers['Content-Range']!r} does not start at {offset}")
+        data = resp.content
+        if len(data) != stop - start + 1:
+            raise _Retry(f"truncated body: {len(data)} of {stop - start + 1} bytes")
+        if len(data) < length:
+            if total is not None and stop == total - 1:
+                raise RemoteReadError(self.url, (offset, length), 1, f"range is past the end of the file (file size {total})")
+            raise _Retry(f"server sent {len(data)} of {length} bytes requested")
+        return data[:length] if len(data) > length else data
+
+    def _body_200(self, resp, offset: int, length: int) -> bytes:
+        """The requested bytes of a full-body 200 reply (the server ignored ``Range``).
+
+        The body is read only up to the end of the range.
+        """
+        total = resp.headers.get("Content-Length")
+        if total is not None and int(total) < offset + length:
+            raise RemoteReadError(self.url, (offset, length), 1, f"range is past the end of the file (file size {total})")
+        need = offset + length
+        parts, got = [], 0
+        for part in resp.iter_content(chunk_size=1 << 20):
+            parts.append(part)
+            got += len(part)
+            if got >= need:
+                break
+        body = b"".join(parts)
+        if len(body) < need:
+            raise _Retry(f"truncated body: full-body reply of {len(body)} bytes, need {need}")
+        return body[offset:need]
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``."""
+        return self.read_ranges([(offset, length)])[0]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many ``(offset, length)`` ranges, coalesced and fetched in parallel.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges; may overlap, touch, repeat or be empty.
+
+        Returns
+        -------
+        list of bytes
+            The bytes of each range, in input order.
+
+        Raises
+        ------
+        RemoteReadError
+            When a request still fails after the retries, or a range lies past
+            the end of the file.
+        """
+        ranges = _check_ranges(ranges)
+        spans = _coalesce(ranges, self.max_gap, self.max_request)
+        pieces = [
+            (p, min(self.max_request, end - p)) for start, end, _ in spans for p in range(start, end, self.max_request)
+        ]
+        if len(pieces) <= 1 or self.max_workers == 1:
+            fetched = [self._fetch(off, n) for off, n in pieces]
+        else:
+            with ThreadPoolExecutor(min(self.max_workers, len(pieces)), thread_name_prefix="nwb_dask-http") as pool:
+                fetched = list(pool.map(lambda p: self._fetch(*p), pieces))
+        by_offset = dict(zip((off for off, _ in pieces), fetched))
+        out = [b""] * len(ranges)
+        for start, end, members in spans:
+            if end - start <= self.max_request:
+                buf = by_offset[start]
+            else:
+                buf = b"".join(by_offset[p] for p in range(start, end, self.max_request))
+            if len(members) == 1 and ranges[members[0]] == (start, end - start):
+                out[members[0]] = buf
+                continue
+            view = memoryview(buf)
+            for i in members:
+                off, length = ranges[i]
+                out[i] = bytes(view[off - start : off - start + length])
+        return out
+
+    def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
+        """A read-only, seekable file object over the remote file.
+
+        Reads go through an LRU cache of ``cache_blocks`` blocks of
+        ``block_size`` bytes (blocks missing for one read are fetched together
+        by :meth:`read_ranges`).  Enough for h5py: ``h5py.File(src.open(), "r")``.
+        """
+        return io.BufferedReader(_BlockCacheFile(self, block_size, cache_blocks))
+
+
+class _BlockCacheFile(io.RawIOBase):
+    """Raw read-only file over a byte source, with an LRU block cache."""
+
+    def __init__(self, source, block_size: int, cache_blocks: int):
+        if block_size < 1 or cache_blocks < 1:
+            raise ValueError("block_size and cache_blocks must be >= 1")
+        super().__init__()
+        self.source = source
+        self.name = getattr(source, "url", None) or getattr(source, "path", "")
+        self._size = source.size
+        self._bs = int(block_size)
+        self._max_blocks = int(cache_blocks)
+        self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence {whence!r}")
+        pos = base + int(offset)
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, b) -> int:
+        self._checkClosed()
+        out = memoryview(b).cast("B")
+        n = max(0, min(len(out), self._size - self._pos))
+        if n == 0:
+            return 0
+        bs, pos = self._bs, self._pos
+        blocks = self._blocks(range(pos // bs, (pos + n - 1) // bs + 1))
+        done = 0
+        for index, block in blocks:
+            lo = max(pos + done - index * bs, 0)
+            take = min(len(block) - lo, n - done)
+            out[done : done + take] = block[lo : lo + take]
+            done += take
+        self._pos += done
+        return done
+
+    def _blocks(self, indices: range) -> list[tuple[int, bytes]]:
+        """The blocks ``indices``, from the cache or fetched together."""
+        missing = [i for i in indices if i not in self._cache]
+        fetched = {}
+        if missing:
+            data = self.source.read_ranges([(i * self._bs, min(self._bs, self._size - i * self._bs)) for i in missing])
+            fetched = dict(zip(missing, data))
+        result = []
+        for i in indices:
+            block = fetched[i] if i in fetched else self._cache[i]
+            self._cache[i] = block
+            self._cache.move_to_end(i)
+            result.append((i, block))
+        while len(self._cache) > self._max_blocks:
+            self._cache.popitem(last=False)
+        return result
+
+
+# --------------------------------------------------------------------------- #
+# Local files (same interface)                                                 #
+# --------------------------------------------------------------------------- #
+class LocalByteSource:
+    """Byte ranges of a local file, with the interface of :class:`HTTPByteSource`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return f"LocalByteSource({self.path!r})"
+
+    @property
+    def size(self) -> int:
+        """File size in bytes."""
+        return os.path.getsize(self.path)
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``."""
+        return self.read_ranges([(offset, length)])[0]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read ``(offset, length)`` ranges, in input order (``OSError`` past end of file)."""
+        ranges = _check_ranges(ranges)
+        out = []
+        with open(self.path, "rb") as f:
+            for off, length in ranges:
+                f.seek(off)
+                data = f.read(length)
+                if len(data) != length:
+                    raise OSError(f"cannot read {length} bytes at offset {off} of {self.path}: past the end of the file")
+                out.append(data)
+        return out
+
+    def open(self) -> io.BufferedReader:
+        """The file, opened for binary reading."""
+        return open(self.path, "rb")
