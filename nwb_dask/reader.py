@@ -107,9 +107,7 @@ def _read_remote_block(index: np.ndarray, *, source: tuple, block_info: dict | N
 
 def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: tuple):
     """A dataset of a remote file as a dask array (see the module docstring)."""
-    import dask.array as da
     import h5py
-    from dask.base import tokenize
 
     f = _open_remote(url, options)
     if name not in f:
@@ -117,6 +115,15 @@ def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: 
     dset = f[name]
     if not isinstance(dset, h5py.Dataset):
         raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
+    return _remote_dataset_array(dset, url, options, block_bytes, direct)
+
+
+def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):
+    """An open dataset of a remote file as a dask array whose tasks fetch their own chunks."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    name = dset.name
     shape, dtype, chunks, codec, fill = _describe(dset)
     if not shape:
         raise TypeError(f"{url}:{name} is a scalar dataset; read it with h5py")
@@ -304,7 +311,15 @@ def read_dataset(
 DEFAULT_MIN_BYTES = 16 * 2**20
 
 
-def daskify(nwbfile, *, min_bytes: int = DEFAULT_MIN_BYTES, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool = True):
+def daskify(
+    nwbfile,
+    *,
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    direct: bool = True,
+    url: str | None = None,
+    remote_options: dict | None = None,
+):
     """Replace the large numeric h5py datasets of a read NWBFile with dask arrays, in place.
 
     Parameters
@@ -313,8 +328,10 @@ def daskify(nwbfile, *, min_bytes: int = DEFAULT_MIN_BYTES, block_bytes: int = D
         As returned by ``NWBHDF5IO.read()`` (its file must stay open).
     min_bytes : int
         Datasets smaller than this stay h5py datasets (pynwb's behaviour).
-    block_bytes, direct
+    block_bytes, direct, remote_options
         As for :func:`read_dataset`.
+    url : str, optional
+        The URL the file was opened from (its h5py file has no path then).
 
     Returns
     -------
@@ -322,6 +339,8 @@ def daskify(nwbfile, *, min_bytes: int = DEFAULT_MIN_BYTES, block_bytes: int = D
         ``"container/field"`` names that became dask arrays.
     """
     import h5py
+
+    options = tuple(sorted((remote_options or {}).items()))
 
     changed = []
     for obj in nwbfile.objects.values():
@@ -333,7 +352,10 @@ def daskify(nwbfile, *, min_bytes: int = DEFAULT_MIN_BYTES, block_bytes: int = D
                 and val.dtype.kind in "biufc?"
                 and val.size * val.dtype.itemsize >= min_bytes
             ):
-                fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
+                if url is not None:
+                    fields[key] = _remote_dataset_array(val, url, options, block_bytes, direct)
+                else:
+                    fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
                 changed.append(f"{obj.name}/{key}")
     return changed
 
@@ -344,18 +366,20 @@ def read_nwb(
     min_bytes: int = DEFAULT_MIN_BYTES,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     direct: bool = True,
+    remote_options: dict | None = None,
 ):
     """Open an NWB file with its large datasets as dask arrays.
 
     Parameters
     ----------
     path : str or PathLike
-        Local NWB (HDF5) file; datasets behind external links and virtual
-        datasets are read from their sources.
+        Local NWB (HDF5) file, or a ``http(s)://`` / ``s3://`` URL; local
+        datasets behind external links and virtual datasets are read from
+        their sources.
     min_bytes : int
         Numeric datasets at least this large become dask arrays; smaller
         ones, strings, references and attributes stay as pynwb gives them.
-    block_bytes, direct
+    block_bytes, direct, remote_options
         As for :func:`read_dataset`.
 
     Returns
@@ -375,13 +399,21 @@ def read_nwb(
     """
     from pynwb import NWBHDF5IO
 
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    io = NWBHDF5IO(path, "r")
+    if _is_url(path):
+        options = tuple(sorted((remote_options or {}).items()))
+        io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
+        url = path
+    else:
+        path = os.path.abspath(os.fspath(path))
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        io = NWBHDF5IO(path, "r")
+        url = None
     try:
         nwbfile = io.read()
-        daskify(nwbfile, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct)
+        daskify(
+            nwbfile, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url, remote_options=remote_options
+        )
     except BaseException:
         io.close()
         raise

@@ -368,3 +368,18 @@ def test_reader_over_http_on_a_process_cluster(server, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with Client(cluster, set_as_default=False) as client:
             np.testing.assert_array_equal(client.compute(arr, sync=True), x)
+
+
+def test_read_nwb_over_http(server, tmp_path):
+    import dask.array as da
+
+    from nwb_dask.synthetic import ephys_nwbfile
+
+    x = da.from_array((np.arange(240_000) % 777).astype("int16").reshape(10_000, 24), chunks=(2_500, 24))
+    nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(x, codec="gzip")), tmp_path / "s.nwb", progress=False)
+    nwbfile = nwb_dask.read_nwb(server.url("s.nwb"), min_bytes=100_000)
+    series = nwbfile.acquisition["ElectricalSeries"]
+    assert isinstance(series.data, da.Array) and series.rate == 30_000.0
+    server.reset_counts()
+    np.testing.assert_array_equal(series.data[1_000:3_000].compute(), x[1_000:3_000].compute())
+    assert server.requests, "the data did not come over HTTP"
