@@ -152,6 +152,21 @@ def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, dire
     )
 
 
+def _zarr_array(path: str, name: str, block_bytes: int):
+    """A dataset of a Zarr store as a dask array (zarr arrays pickle and read themselves)."""
+    import dask.array as da
+    import zarr
+
+    try:
+        node = zarr.open(path, mode="r", path=name.strip("/"))
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        raise KeyError(f"{path} has no dataset {name!r} ({exc})") from None
+    if not isinstance(node, zarr.Array):
+        raise TypeError(f"{path}:{name} is a {type(node).__name__}, not a dataset")
+    blocks = block_shape(node.chunks, node.shape, node.dtype, block_bytes)
+    return da.from_zarr(node, chunks=blocks)
+
+
 def _read_block(
     block: Any = None,
     *,
@@ -263,8 +278,8 @@ def read_dataset(
     Parameters
     ----------
     path : str or PathLike
-        HDF5/NWB file, or a ``http(s)://`` / ``s3://`` URL (see
-        :mod:`nwb_dask.remote`).
+        HDF5/NWB file, a Zarr store (directory, e.g. NWB-Zarr), or a
+        ``http(s)://`` / ``s3://`` URL of an HDF5 file (see :mod:`nwb_dask.remote`).
     name : str
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
         External links are followed (relative targets resolved as HDF5 does);
@@ -294,6 +309,8 @@ def read_dataset(
 
     if _is_url(path):
         return _remote_array(path, name, block_bytes, direct, tuple(sorted((remote_options or {}).items())))
+    if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
+        return _zarr_array(os.fspath(path), name, block_bytes)
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
