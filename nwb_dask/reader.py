@@ -64,45 +64,39 @@ def _open_remote(url: str, options: tuple = ()):
     return h5py.File(_source(url, options).open(), "r")
 
 
-def _chunk_index(dset) -> np.ndarray:
-    """(byte offset, size, filter mask) of every chunk, on the chunk grid; -1 where none is stored."""
-    grid = tuple(-(-s // c) for s, c in zip(dset.shape, dset.chunks))
-    index = np.full(grid + (3,), -1, dtype=np.int64)
+def _read_remote_block(*, source: tuple, block_info: dict | None = None) -> np.ndarray:
+    """Locate a block's chunks, fetch them with coalesced range requests, decode them here.
 
-    def visit(info) -> None:
-        pos = tuple(o // c for o, c in zip(info.chunk_offset, dset.chunks))
-        index[pos] = (info.byte_offset, info.size, info.filter_mask)
-
-    try:
-        dset.id.chunk_iter(visit)
-    except AttributeError:  # h5py built against HDF5 < 1.12.3
-        for i in range(dset.id.get_num_chunks()):
-            visit(dset.id.get_chunk_info(i))
-    return index
-
-
-def _read_remote_block(index: np.ndarray, *, source: tuple, block_info: dict | None = None) -> np.ndarray:
-    """Fetch a block's chunks with coalesced range requests and decode them here."""
+    Chunk locations come from this process's cached h5py handle
+    (``get_chunk_info_by_coord``): only the index nodes covering this block
+    are read, through the cached file view, instead of the whole chunk index
+    up front, which for a large remote file costs a request per index page.
+    """
     url, options, name, chunk_shape, codec, fill = source
     info = block_info[None]
     selection = tuple(slice(a, b) for a, b in info["array-location"])
     dtype = np.dtype(info["dtype"])
+    dset = _open_remote(url, options)[name]
     if codec is None:
-        return _open_remote(url, options)[name][selection]
+        return dset[selection]
     out = np.empty(tuple(s.stop - s.start for s in selection), dtype)
     pieces, wanted = [], []
     for offset, local in chunk_offsets(selection, chunk_shape):
-        pos = tuple((o - s.start) // c for o, s, c in zip(offset, selection, chunk_shape))
-        byte_offset, size, mask = (int(v) for v in index[pos])
-        if byte_offset < 0:
+        where = dset.id.get_chunk_info_by_coord(offset)
+        if where.byte_offset is None:  # never written: the fill value
             out[local] = fill
             continue
-        pieces.append((local, mask))
-        wanted.append((byte_offset, size))
+        pieces.append((local, where.filter_mask))
+        wanted.append((where.byte_offset, where.size))
     for (local, mask), data in zip(pieces, _source(url, options).read_ranges(wanted)):
         chunk = codec.decode(data, dtype, chunk_shape, mask)
         out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
     return out
+
+
+#: Default dask block size for remote files: smaller than local blocks, so a
+#: short window fetches and decodes little beyond what it asks for.
+REMOTE_BLOCK_BYTES = 8 * 2**20
 
 
 def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: tuple):
@@ -132,19 +126,10 @@ def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, dire
     chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
     blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
     out_chunks = da.core.normalize_chunks(blocks, shape)
-    if codec is not None:
-        index = _chunk_index(dset)
-    else:
-        index = np.full(tuple(-(-s // c) for s, c in zip(shape, chunk_shape)) + (3,), -1, dtype=np.int64)
-    # The index travels with the tasks: each gets the entries of its own chunks.
-    per_block = [tuple(-(-b // c) for b in axis) for axis, c in zip(out_chunks, chunk_shape)]
-    index_arr = da.from_array(index, chunks=tuple(per_block) + ((3,),), name=f"nwb-dask-index-{tokenize(index)}")
     token = tokenize(url, name, blocks, codec, direct)
     return da.map_blocks(
         _read_remote_block,
-        index_arr,
         chunks=out_chunks,
-        drop_axis=len(shape),
         dtype=dtype,
         meta=np.empty((0,) * len(shape), dtype),
         name=f"nwb-dask-read-{token}",
@@ -269,7 +254,7 @@ def read_dataset(
     path: str | os.PathLike,
     name: str,
     *,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,
 ):
@@ -284,8 +269,9 @@ def read_dataset(
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
         External links are followed (relative targets resolved as HDF5 does);
         a broken link is a ``FileNotFoundError`` naming the link and target.
-    block_bytes : int
-        Target size of a dask block; blocks are whole HDF5 chunks.
+    block_bytes : int, optional
+        Target size of a dask block; blocks are whole HDF5 chunks.  Default
+        64 MiB for local files, :data:`REMOTE_BLOCK_BYTES` (8 MiB) for URLs.
     direct : bool
         Read raw chunks and decode them on the workers when nwb_dask's codecs
         can (default); ``False`` always reads through h5py.
@@ -308,7 +294,9 @@ def read_dataset(
     import h5py
 
     if _is_url(path):
-        return _remote_array(path, name, block_bytes, direct, tuple(sorted((remote_options or {}).items())))
+        options = tuple(sorted((remote_options or {}).items()))
+        return _remote_array(path, name, block_bytes or REMOTE_BLOCK_BYTES, direct, options)
+    block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
         return _zarr_array(os.fspath(path), name, block_bytes)
     path = os.path.abspath(os.fspath(path))
@@ -381,7 +369,7 @@ def read_nwb(
     path: str | os.PathLike,
     *,
     min_bytes: int = DEFAULT_MIN_BYTES,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,
 ):
@@ -420,12 +408,14 @@ def read_nwb(
         options = tuple(sorted((remote_options or {}).items()))
         io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
         url = path
+        block_bytes = block_bytes or REMOTE_BLOCK_BYTES
     else:
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path}")
         io = NWBHDF5IO(path, "r")
         url = None
+        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     try:
         nwbfile = io.read()
         daskify(
