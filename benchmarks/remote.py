@@ -180,7 +180,8 @@ def stop(proc: subprocess.Popen) -> None:
 class LatencyProxy:
     """HTTP/1.1 keep-alive proxy on 127.0.0.1 adding ``latency`` seconds per request."""
 
-    def __init__(self, upstream_port: int, latency: float, verbose: bool = False):
+    def __init__(self, upstream_port: int, latency: float, verbose: bool = False, shared=None):
+        self.shared = shared
         self.requests = 0
         self.t0 = time.perf_counter()
         self.bytes = 0
@@ -244,6 +245,10 @@ class LatencyProxy:
                     with proxy._lock:
                         proxy.requests += 1
                         proxy.bytes += sent
+                    if proxy.shared is not None:
+                        with proxy.shared[0].get_lock():
+                            proxy.shared[0].value += 1
+                            proxy.shared[1].value += sent
                     if verbose:
                         rng = headers.get("Range", headers.get("range", "-"))
                         print(f"#     {time.perf_counter() - proxy.t0:7.3f} s  {method} {resp.status} "
@@ -287,6 +292,56 @@ class LatencyProxy:
             self.requests = 0
             self.bytes = 0
             self.t0 = time.perf_counter()
+
+
+def _proxy_process(upstream_port, latency, verbose, shared, conn) -> None:
+    with LatencyProxy(upstream_port, latency, verbose, shared) as proxy:
+        conn.send(proxy.port)
+        conn.recv()  # until the parent says stop
+
+
+class ProcessProxy:
+    """The latency proxy in a process of its own.
+
+    In the benchmark's own process its Python threads would share the GIL
+    with the client being measured (nwb_dask's decoding threads, fsspec's
+    event loop), which caps the proxy's bandwidth and penalises parallel
+    clients; a separate process measures the clients, not the proxy.
+    """
+
+    def __init__(self, upstream_port: int, latency: float, verbose: bool = False):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self._shared = (ctx.Value("q", 0), ctx.Value("q", 0))
+        self._parent, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_proxy_process, args=(upstream_port, latency, verbose, self._shared, child), daemon=True
+        )
+
+    def __enter__(self):
+        self._proc.start()
+        self.port = self._parent.recv()
+        return self
+
+    def __exit__(self, *exc):
+        self._parent.send("stop")
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    @property
+    def requests(self) -> int:
+        return self._shared[0].value
+
+    @property
+    def bytes(self) -> int:
+        return self._shared[1].value
+
+    def reset(self) -> None:
+        for v in self._shared:
+            with v.get_lock():
+                v.value = 0
 
 
 # --------------------------------------------------------------------------- #
@@ -364,7 +419,7 @@ def main() -> None:
 
         proc, nginx_port = start_nginx(nginx, www, work)
         try:
-            with LatencyProxy(nginx_port, args.latency_ms / 1e3, args.verbose) as proxy:
+            with ProcessProxy(nginx_port, args.latency_ms / 1e3, args.verbose) as proxy:
                 url = f"http://127.0.0.1:{proxy.port}/ephys.nwb"
                 print(f"# nginx {nginx} on :{nginx_port}, latency proxy (+{args.latency_ms:g} ms/request) "
                       f"on :{proxy.port}; {os.cpu_count()} cpus")
