@@ -349,6 +349,7 @@ class HTTPByteSource:
     def _with_retries(self, byte_range: tuple[int, int] | None, attempt: Callable[[], _T]) -> _T:
         """Run ``attempt`` until it succeeds, retrying transient failures."""
         import requests
+        import urllib3
 
         last, after = "no attempt made", None
         for i in range(self.retries + 1):
@@ -363,7 +364,7 @@ class HTTPByteSource:
                 last, after = str(exc), exc.after
             except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema):
                 raise
-            except (requests.RequestException, http.client.HTTPException, OSError) as exc:
+            except (requests.RequestException, http.client.HTTPException, OSError, urllib3.exceptions.HTTPError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
         raise RemoteReadError(self.url, byte_range, self.retries + 1, last)
 
@@ -415,7 +416,7 @@ class HTTPByteSource:
 
     def _fetch_once(self, offset: int, length: int) -> bytes:
         end = offset + length - 1
-        headers = {"Range": f"bytes={offset}-{end}"}
+        headers = {"Range": f"bytes={offset}-{end}", "Accept-Encoding": "identity"}
         with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
             self._check_status(resp, (offset, length))
             if resp.status_code == 416:
@@ -436,7 +437,9 @@ class HTTPByteSource:
         start, stop, total = cr
         if start != offset:
             raise _Retry(f"Content-Range {resp.headers['Content-Range']!r} does not start at {offset}")
-        data = resp.content
+        # One large read: requests' .content iterates in 10 KiB pieces in
+        # Python, which capped a 2-core reader at ~130 MB/s with no latency.
+        data = resp.raw.read(stop - start + 1, decode_content=False)
         if len(data) != stop - start + 1:
             raise _Retry(f"truncated body: {len(data)} of {stop - start + 1} bytes")
         if len(data) < length:
