@@ -139,7 +139,6 @@ def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, dire
 
 def _zarr_array(path: str, name: str, block_bytes: int):
     """A dataset of a Zarr store as a dask array (zarr arrays pickle and read themselves)."""
-    import dask.array as da
     import zarr
 
     try:
@@ -148,6 +147,13 @@ def _zarr_array(path: str, name: str, block_bytes: int):
         raise KeyError(f"{path} has no dataset {name!r} ({exc})") from None
     if not isinstance(node, zarr.Array):
         raise TypeError(f"{path}:{name} is a {type(node).__name__}, not a dataset")
+    return _zarr_dask(node, block_bytes)
+
+
+def _zarr_dask(node, block_bytes: int):
+    """A zarr array as a dask array of whole Zarr chunks (zarr arrays pickle and reopen themselves)."""
+    import dask.array as da
+
     blocks = block_shape(node.chunks, node.shape, node.dtype, block_bytes)
     return da.from_zarr(node, chunks=blocks)
 
@@ -344,6 +350,7 @@ def daskify(
         ``"container/field"`` names that became dask arrays.
     """
     import h5py
+    import zarr
 
     options = tuple(sorted((remote_options or {}).items()))
 
@@ -362,6 +369,14 @@ def daskify(
                 else:
                     fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
                 changed.append(f"{obj.name}/{key}")
+            elif (
+                isinstance(val, zarr.Array)  # NWB-Zarr, read by hdmf-zarr
+                and val.ndim >= 1
+                and val.dtype.kind in "biufc?"
+                and val.size * val.dtype.itemsize >= min_bytes
+            ):
+                fields[key] = _zarr_dask(val, block_bytes)
+                changed.append(f"{obj.name}/{key}")
     return changed
 
 
@@ -378,9 +393,9 @@ def read_nwb(
     Parameters
     ----------
     path : str or PathLike
-        Local NWB (HDF5) file, or a ``http(s)://`` / ``s3://`` URL; local
-        datasets behind external links and virtual datasets are read from
-        their sources.
+        Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
+        hdmf-zarr), or a ``http(s)://`` / ``s3://`` URL; local datasets
+        behind external links and virtual datasets are read from their sources.
     min_bytes : int
         Numeric datasets at least this large become dask arrays; smaller
         ones, strings, references and attributes stay as pynwb gives them.
@@ -409,6 +424,12 @@ def read_nwb(
         io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
         url = path
         block_bytes = block_bytes or REMOTE_BLOCK_BYTES
+    elif os.path.isdir(path):  # NWB-Zarr (hdmf-zarr layout)
+        from hdmf_zarr.nwb import NWBZarrIO
+
+        io = NWBZarrIO(os.fspath(path), "r")
+        url = None
+        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     else:
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
