@@ -33,8 +33,6 @@ Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 from __future__ import annotations
 
 import argparse
-import http.client
-import http.server
 import importlib
 import os
 import shutil
@@ -42,7 +40,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import h5py
@@ -53,9 +50,6 @@ from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
 
 NAME = "acquisition/ElectricalSeries/data"
 RATE = 30_000
-FORWARD_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "Content-Type",
-                   "Last-Modified", "ETag")
-
 
 # --------------------------------------------------------------------------- #
 # dependencies
@@ -177,129 +171,11 @@ def stop(proc: subprocess.Popen) -> None:
 # --------------------------------------------------------------------------- #
 # latency proxy
 # --------------------------------------------------------------------------- #
-class LatencyProxy:
-    """HTTP/1.1 keep-alive proxy on 127.0.0.1 adding ``latency`` seconds per request."""
-
-    def __init__(self, upstream_port: int, latency: float, verbose: bool = False, shared=None):
-        self.shared = shared
-        self.requests = 0
-        self.t0 = time.perf_counter()
-        self.bytes = 0
-        self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _upstream(self) -> http.client.HTTPConnection:
-                conn = getattr(self, "_conn", None)
-                if conn is None:
-                    conn = self._conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                return conn
-
-            def _forward(self, method: str) -> None:
-                time.sleep(latency)
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() in ("range", "if-range", "accept-encoding")}
-                for attempt in (0, 1):  # nginx may close an idle keep-alive connection
-                    conn = self._upstream()
-                    try:
-                        conn.request(method, self.path, headers=headers)
-                        resp = conn.getresponse()
-                        break
-                    except (http.client.HTTPException, OSError):
-                        conn.close()
-                        self._conn = None
-                        if attempt:
-                            raise
-                length = resp.getheader("Content-Length")
-                body = None
-                if length is None and method != "HEAD":  # not expected from nginx for files
-                    body = resp.read()
-                    length = str(len(body))
-                self.send_response(resp.status, resp.reason)
-                for k in FORWARD_HEADERS:
-                    v = resp.getheader(k)
-                    if v is not None and k != "Content-Length":
-                        self.send_header(k, v)
-                if length is not None:
-                    self.send_header("Content-Length", length)
-                self.end_headers()
-                sent = 0
-                try:  # stream the body, so a client that stops reading early does not wait for all of it
-                    if body is not None:
-                        self.wfile.write(body)
-                        sent = len(body)
-                    elif method != "HEAD":
-                        while piece := resp.read(1 << 20):
-                            self.wfile.write(piece)
-                            sent += len(piece)
-                finally:
-                    if not resp.isclosed():  # body left unread: this upstream connection is unusable
-                        resp.close()
-                        self._conn.close()
-                        self._conn = None
-                    with proxy._lock:
-                        proxy.requests += 1
-                        proxy.bytes += sent
-                    if proxy.shared is not None:
-                        with proxy.shared[0].get_lock():
-                            proxy.shared[0].value += 1
-                            proxy.shared[1].value += sent
-                    if verbose:
-                        rng = headers.get("Range", headers.get("range", "-"))
-                        print(f"#     {time.perf_counter() - proxy.t0:7.3f} s  {method} {resp.status} "
-                              f"{rng}  {sent} B sent", flush=True)
-
-            def do_GET(self):
-                self._forward("GET")
-
-            def do_HEAD(self):
-                self._forward("HEAD")
-
-            def handle(self):
-                try:
-                    super().handle()
-                except (ConnectionResetError, BrokenPipeError):
-                    pass  # the client dropped the connection (e.g. mid-body); not an error here
-
-            def finish(self):
-                super().finish()
-                if getattr(self, "_conn", None) is not None:
-                    self._conn.close()
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests = 0
-            self.bytes = 0
-            self.t0 = time.perf_counter()
-
-
 def _proxy_process(upstream_port, latency, verbose, shared, conn) -> None:
     """An asyncio HTTP/1.1 proxy: forwards requests verbatim after ``latency``, streams bodies.
 
-    asyncio moves several hundred MB/s through one process, where the
-    threaded proxy above capped every client at ~100 MB/s, so the benchmark
-    measures latency and the clients rather than the proxy's copying.
+    asyncio streams bodies without a thread per connection, and in a process
+    of its own the proxy shares no GIL with the client being measured.
     """
     import asyncio
 

@@ -33,6 +33,7 @@ __all__ = [
     "is_aligned",
     "fit_to_blocks",
     "chunk_offsets",
+    "block_selections",
 ]
 
 #: Default uncompressed bytes per HDF5 chunk (1 MiB): see docs/chunking.md.  A chunk
@@ -345,6 +346,20 @@ def align_to_chunks(array, chunk_shape: Sequence[int], max_block_bytes: int = DE
     prefer = [max(c) if c else 1 for c in array.chunks]
     blocks = block_shape(chunk_shape, array.shape, array.dtype, max_block_bytes, prefer=prefer)
     return array.rechunk(blocks)
+
+
+def block_selections(chunks: Sequence[Sequence[int]]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Every block of a dask array's ``chunks``, in C order.
+
+    Yields
+    ------
+    (block_id, selection)
+        The block's index (for ``array.blocks[block_id]``) and its place in
+        the array as slices.
+    """
+    edges = [np.cumsum((0,) + tuple(c)) for c in chunks]
+    for block_id in np.ndindex(*(len(c) for c in chunks)):
+        yield block_id, tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, block_id))
 
 
 def chunk_offsets(

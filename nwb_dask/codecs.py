@@ -35,6 +35,7 @@ __all__ = [
     "codec_from_dataset",
     "available_codecs",
     "pad_chunk",
+    "runs_outside_hdf5",
     "DEFLATE_ENGINES",
 ]
 
@@ -740,6 +741,17 @@ def codec_from_dataset(dset) -> Codec | None:
     except (CodecError, KeyError, IndexError):
         return None
     return None
+
+
+def runs_outside_hdf5(dtype: np.dtype) -> bool:
+    """Whether nwb_dask's codecs can encode/decode this dtype's chunks themselves.
+
+    Big-endian and non-numeric types (strings, compounds, references) are
+    converted and filtered by HDF5 only; writers and readers then go through
+    h5py for those datasets.
+    """
+    dtype = np.dtype(dtype)
+    return dtype.byteorder != ">" and dtype.kind in "biufc?"
 
 
 def _signed(v: int) -> int:

@@ -28,6 +28,7 @@ from .chunking import (
     DEFAULT_CHUNK_BYTES,
     ChunksArg,
     align_to_chunks,
+    block_selections,
     fit_to_blocks,
     resolve_chunk_shape,
 )
@@ -141,8 +142,7 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         #: The array rechunked so that every block is whole HDF5 chunks.
         self.array = align_to_chunks(array, self.chunk_shape, self.buffer_bytes)
         self.prefetch = prefetch
-        self._block_ids = iter(np.ndindex(*self.array.numblocks))
-        self._offsets = [np.cumsum((0,) + c) for c in self.array.chunks]
+        self._blocks = block_selections(self.array.chunks)
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._progress = None
@@ -176,8 +176,7 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
     def __iter__(self):
         return self
 
-    def _submit(self, block_id) -> tuple[tuple[slice, ...], Future | np.ndarray]:
-        selection = tuple(slice(int(o[i]), int(o[i + 1])) for o, i in zip(self._offsets, block_id))
+    def _submit(self, block_id, selection) -> tuple[tuple[slice, ...], Future | np.ndarray]:
         block = self.array.blocks[block_id]
         if not self.prefetch:
             return selection, block.compute()
@@ -187,16 +186,16 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
 
     def __next__(self) -> DataChunk:
         if self._pending is None:
-            block_id = next(self._block_ids, None)
-            if block_id is None:
+            first = next(self._blocks, None)
+            if first is None:
                 self._finish()
                 raise StopIteration
-            self._pending = self._submit(block_id)
+            self._pending = self._submit(*first)
         selection, result = self._pending
         self._pending = None
-        nxt = next(self._block_ids, None)
+        nxt = next(self._blocks, None)
         if nxt is not None:
-            self._pending = self._submit(nxt)
+            self._pending = self._submit(*nxt)
         try:
             data = result.result() if isinstance(result, Future) else result
         except BaseException:
@@ -218,7 +217,7 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         if self._pending is not None and isinstance(self._pending[1], Future):
             self._pending[1].cancel()
         self._pending = None
-        self._block_ids = iter(())
+        self._blocks = iter(())
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
-from .codecs import Codec, codec_from_dataset, pad_chunk
+from .codecs import Codec, codec_from_dataset, pad_chunk, runs_outside_hdf5
 from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, _bound_heap_growth
 
@@ -103,7 +103,7 @@ class _Assembler:
         return sum(b[0].nbytes for b in self.buffers.values())
 
 
-def _normalise(selection, data: np.ndarray, shape) -> tuple:
+def _normalise(selection, data: np.ndarray) -> tuple:
     """A DataChunk selection as a full tuple of step-1 slices with stops."""
     if not isinstance(selection, tuple):
         selection = (selection,)
@@ -158,7 +158,7 @@ def drain_iterators(
     assemblers = []
     for dset, it in pairs:
         c = getattr(it, "codec", None) or codec_from_dataset(dset)
-        if dset.dtype.byteorder == ">" or dset.dtype.kind not in "biufc?":
+        if not runs_outside_hdf5(dset.dtype):
             c = None
         codecs.append(c)
         assemblers.append(_Assembler(dset, tuple(dset.chunks), dset.fillvalue if c else 0) if c else None)
@@ -171,7 +171,6 @@ def drain_iterators(
     pool = ThreadPoolExecutor(n, thread_name_prefix="nwb_dask-queue")
     reading: dict[Future, int] = {}  # next() calls in flight -> iterator index
     encoding: dict[Future, tuple[int, int]] = {}  # encode in flight -> (iterator index, raw bytes)
-    active = set(range(len(pairs)))
     parked: list[int] = []  # iterators waiting for the in-flight budget
     inflight = 0
 
@@ -186,7 +185,7 @@ def drain_iterators(
             inflight += arr.nbytes
 
     try:
-        for k in list(active):
+        for k in range(len(pairs)):
             request(k)
         while reading or encoding:
             if cancel is not None and cancel.is_set():
@@ -206,12 +205,11 @@ def drain_iterators(
                 dset, _ = pairs[k]
                 piece = fut.result()
                 if piece is None:  # iterator exhausted
-                    active.discard(k)
                     if assemblers[k] is not None:
                         encode(k, assemblers[k].flush())
                     continue
                 data = np.asarray(piece.data)
-                selection = _normalise(piece.selection, data, dset.shape)
+                selection = _normalise(piece.selection, data)
                 bounds = tuple(s.stop for s in selection)
                 if any(b > s for b, s in zip(bounds, dset.shape)):
                     dset.id.extend(tuple(max(b, s) for b, s in zip(bounds, dset.shape)))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_offsets, guess_chunk_shape
-from .codecs import Codec, codec_from_dataset
+from .codecs import Codec, codec_from_dataset, runs_outside_hdf5
 
 __all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb"]
 
@@ -64,6 +64,11 @@ def _open_remote(url: str, options: tuple = ()):
     return h5py.File(_source(url, options).open(), "r")
 
 
+def _place(out: np.ndarray, local: tuple[slice, ...], chunk: np.ndarray) -> None:
+    """Copy a decoded (full, possibly padded) chunk into its place in a block."""
+    out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
+
+
 def _read_remote_block(*, source: tuple, block_info: dict | None = None) -> np.ndarray:
     """Locate a block's chunks, fetch them with coalesced range requests, decode them here.
 
@@ -89,8 +94,7 @@ def _read_remote_block(*, source: tuple, block_info: dict | None = None) -> np.n
         pieces.append((local, where.filter_mask))
         wanted.append((where.byte_offset, where.size))
     for (local, mask), data in zip(pieces, _source(url, options).read_ranges(wanted)):
-        chunk = codec.decode(data, dtype, chunk_shape, mask)
-        out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
+        _place(out, local, codec.decode(data, dtype, chunk_shape, mask))
     return out
 
 
@@ -178,8 +182,7 @@ def _read_block(
         except (KeyError, RuntimeError, OSError):  # never written: the fill value
             out[local] = fill
             continue
-        chunk = codec.decode(data, dtype, chunk_shape, mask)
-        out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
+        _place(out, local, codec.decode(data, dtype, chunk_shape, mask))
     return out
 
 
@@ -189,7 +192,7 @@ def _describe(dset) -> tuple:
 
     shape, dtype, chunks = dset.shape, dset.dtype, dset.chunks
     codec: Codec | None = codec_from_dataset(dset) if chunks else None
-    if dtype.byteorder == ">" or dtype.kind not in "biufc?" or dset.is_virtual:
+    if not runs_outside_hdf5(dtype) or dset.is_virtual:
         codec = None  # HDF5 converts types and resolves virtual sources itself
     return shape, dtype, chunks, codec, dset.fillvalue
 

@@ -282,6 +282,11 @@ def run_block_tasks(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _window_full(in_flight: int, inflight_bytes: int, nbytes: int, budget: int, max_blocks: int) -> bool:
+    """Whether one more block of ``nbytes`` would exceed the window (one block always fits)."""
+    return in_flight > 0 and (inflight_bytes + nbytes > budget or in_flight >= max_blocks)
+
+
 def _run_futures(tasks, submit, budget, max_blocks, on_submit) -> Iterator[EncodedBlock]:
     """Bounded window over concurrent.futures."""
     it = _Peekable(tasks)
@@ -289,7 +294,7 @@ def _run_futures(tasks, submit, budget, max_blocks, on_submit) -> Iterator[Encod
     inflight = 0
     while True:
         for task in it:
-            if pending and (inflight + task.nbytes > budget or len(pending) >= max_blocks):
+            if _window_full(len(pending), inflight, task.nbytes, budget, max_blocks):
                 it.push_back(task)
                 break
             if on_submit:
@@ -323,7 +328,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[E
     def fill():
         nonlocal inflight
         for task in it:
-            if sizes and (inflight + task.nbytes > budget or len(sizes) >= max_blocks):
+            if _window_full(len(sizes), inflight, task.nbytes, budget, max_blocks):
                 it.push_back(task)
                 return
             if on_submit:

@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 
-from .chunking import DEFAULT_BLOCK_BYTES, align_to_chunks
-from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset
+from .chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
+from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
 from .scheduler import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
 
 __all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "write_arrays", "write_dask_array"]
@@ -44,10 +43,8 @@ class WriteJob:
     name: str
 
     def tasks(self, key: int) -> Iterator[BlockTask]:
-        offsets = [np.cumsum((0,) + c) for c in self.array.chunks]
         fill = self.dset.fillvalue if self.codec is not None else 0
-        for idx in np.ndindex(*self.array.numblocks):
-            selection = tuple(slice(int(o[i]), int(o[i + 1])) for o, i in zip(offsets, idx))
+        for idx, selection in block_selections(self.array.chunks):
             yield BlockTask(key, selection, self.array.blocks[idx], self.chunk_shape, self.codec, fill)
 
 
@@ -144,7 +141,7 @@ def plan_write(
             )
     else:
         chosen = declared
-    if dset.dtype.byteorder == ">" or dset.dtype.kind not in "biufc?":
+    if not runs_outside_hdf5(dset.dtype):
         chosen = None  # HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
     aligned = align_to_chunks(array, chunk_shape, max_block_bytes)
