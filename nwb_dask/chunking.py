@@ -33,6 +33,7 @@ __all__ = [
     "is_aligned",
     "fit_to_blocks",
     "chunk_offsets",
+    "chunk_overlaps",
     "block_selections",
 ]
 
@@ -390,3 +391,35 @@ def chunk_offsets(
             slice(s - sel.start, min(s + c, sel.stop) - sel.start) for s, sel, c in zip(start, selection, chunk_shape)
         )
         yield start, local
+
+
+def chunk_overlaps(
+    selection: Sequence[slice], chunk_shape: Sequence[int]
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]:
+    """HDF5 chunks overlapping any box of step-1 slices (aligned or not).
+
+    Parameters
+    ----------
+    selection : sequence of slice
+        The box, in dataset coordinates (``start`` and ``stop`` set).
+    chunk_shape : sequence of int
+
+    Yields
+    ------
+    (offset, local, within)
+        ``offset``: the chunk's start in dataset coordinates; ``local``: the
+        overlap's place in the box; ``within``: the overlap's place in the chunk.
+
+    Examples
+    --------
+    >>> [(o, l[0], w[0]) for o, l, w in chunk_overlaps([slice(5, 25)], [10])]
+    [((0,), slice(0, 5, None), slice(5, 10, None)), ((10,), slice(5, 15, None), slice(0, 10, None)), ((20,), slice(15, 20, None), slice(0, 5, None))]
+    """
+    ranges = [range(sel.start - sel.start % c, sel.stop, c) for sel, c in zip(selection, chunk_shape)]
+    for index in np.ndindex(*(len(r) for r in ranges)):
+        offset = tuple(r[i] for r, i in zip(ranges, index))
+        lo = [max(o, sel.start) for o, sel in zip(offset, selection)]
+        hi = [min(o + c, sel.stop) for o, sel, c in zip(offset, selection, chunk_shape)]
+        local = tuple(slice(a - sel.start, b - sel.start) for a, b, sel in zip(lo, hi, selection))
+        within = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, offset))
+        yield offset, local, within

@@ -82,18 +82,38 @@ class _Shuffle(_Stage):
     filter_id = FILTER_SHUFFLE
 
     def encode(self, buf, itemsize):
-        n = len(buf) // itemsize
-        if itemsize <= 1 or n <= 1:
-            return bytes(buf)
-        body = np.frombuffer(buf, np.uint8, n * itemsize).reshape(n, itemsize).T.tobytes()
-        return body + bytes(buf[n * itemsize :])
+        return _transpose_bytes(buf, itemsize, inverse=False).tobytes()
 
-    def decode(self, buf, nbytes, itemsize):
-        n = len(buf) // itemsize
-        if itemsize <= 1 or n <= 1:
-            return bytes(buf)
-        body = np.frombuffer(buf, np.uint8, n * itemsize).reshape(itemsize, n).T.tobytes()
-        return body + bytes(buf[n * itemsize :])
+    def decode(self, buf, nbytes, itemsize, dest: np.ndarray | None = None):
+        return _transpose_bytes(buf, itemsize, inverse=True, dest=dest)
+
+
+def _transpose_bytes(
+    buf: bytes | memoryview | np.ndarray, itemsize: int, inverse: bool, dest: np.ndarray | None = None
+) -> np.ndarray:
+    """Byte-transpose the whole elements of ``buf`` (trailing bytes stay as they are).
+
+    Returns a 1-D uint8 array: ``dest`` when given (``len(buf)`` bytes,
+    C-contiguous), else a new one.  One strided copy per byte plane
+    (``out[j] = src[:, j]``) runs at several GB/s, against about 0.5 GB/s for
+    numpy's generic ``.T.tobytes()``.
+    """
+    src = np.frombuffer(buf, np.uint8)
+    out = np.empty(len(src), np.uint8) if dest is None else dest
+    n = len(src) // itemsize
+    if itemsize <= 1 or n <= 1:
+        out[:] = src
+        return out
+    if inverse:  # planes -> elements
+        planes, elems = src[: n * itemsize].reshape(itemsize, n), out[: n * itemsize].reshape(n, itemsize)
+        for j in range(itemsize):
+            elems[:, j] = planes[j]
+    else:  # elements -> planes
+        elems, planes = src[: n * itemsize].reshape(n, itemsize), out[: n * itemsize].reshape(itemsize, n)
+        for j in range(itemsize):
+            planes[j] = elems[:, j]
+    out[n * itemsize :] = src[n * itemsize :]
+    return out
 
 
 def _deflate_engines() -> dict[str, tuple[Callable, int]]:
@@ -496,6 +516,7 @@ class Codec:
         dtype: np.dtype | str,
         chunk_shape: Sequence[int],
         filter_mask: int = 0,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Decode bytes from ``dset.id.read_direct_chunk`` into a chunk array.
 
@@ -510,28 +531,41 @@ class Codec:
         filter_mask : int
             Mask returned by ``read_direct_chunk``: bit *i* set means filter
             *i* of the pipeline was skipped when the chunk was written.
+        out : numpy.ndarray, optional
+            C-contiguous array of ``chunk_shape`` and ``dtype`` to decode
+            into (e.g. the chunk's place in a larger block), saving a copy.
 
         Returns
         -------
         numpy.ndarray
-            The chunk, of shape ``chunk_shape``.
+            The chunk, of shape ``chunk_shape`` (``out`` when given).
         """
         dt = np.dtype(dtype)
         nbytes = int(np.prod(chunk_shape, dtype=np.int64)) * dt.itemsize
-        buf: bytes | memoryview = data
-        for i in reversed(range(len(self._stages))):
-            if not (filter_mask >> i) & 1:
-                try:
-                    buf = self._stages[i].decode(buf, nbytes, dt.itemsize)
-                except Exception as exc:
-                    raise CodecError(
-                        f"codec {self.name!r}: cannot decode {len(buf)} bytes into chunk {tuple(chunk_shape)} {dt}: {exc}"
-                    ) from exc
+        if out is not None and (out.shape != tuple(chunk_shape) or out.dtype != dt or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {dt} array of shape {tuple(chunk_shape)}")
+        active = [i for i in reversed(range(len(self._stages))) if not (filter_mask >> i) & 1]
+        buf: bytes | memoryview | np.ndarray = data
+        for i in active:
+            stage = self._stages[i]
+            try:
+                if i == active[-1] and out is not None and isinstance(stage, _Shuffle) and len(buf) == nbytes:
+                    stage.decode(buf, nbytes, dt.itemsize, dest=out.reshape(-1).view(np.uint8))
+                    return out
+                buf = stage.decode(buf, nbytes, dt.itemsize)
+            except Exception as exc:
+                raise CodecError(
+                    f"codec {self.name!r}: cannot decode {len(buf)} bytes into chunk {tuple(chunk_shape)} {dt}: {exc}"
+                ) from exc
         if len(buf) != nbytes:
             raise CodecError(
                 f"codec {self.name!r}: decoded {len(buf)} bytes, expected {nbytes} for chunk {tuple(chunk_shape)} {dt}"
             )
-        return np.frombuffer(buf, dtype=dt).reshape(tuple(chunk_shape))
+        chunk = np.frombuffer(buf, dtype=dt).reshape(tuple(chunk_shape))
+        if out is None:
+            return chunk
+        out[...] = chunk
+        return out
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_offsets, guess_chunk_shape
+from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from .codecs import Codec, codec_from_dataset, runs_outside_hdf5
 
 __all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb"]
@@ -64,43 +64,160 @@ def _open_remote(url: str, options: tuple = ()):
     return h5py.File(_source(url, options).open(), "r")
 
 
-def _place(out: np.ndarray, local: tuple[slice, ...], chunk: np.ndarray) -> None:
-    """Copy a decoded (full, possibly padded) chunk into its place in a block."""
-    out[local] = chunk[tuple(slice(0, s.stop - s.start) for s in local)]
+def _covering(index: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple | None]:
+    """Split a basic numpy index into the box of elements it touches and an index into that box.
+
+    ``x[index] == x[region][rest]`` (``rest`` is None when it would select
+    everything), with ``region`` a tuple of step-1 slices, one per axis.
+    Integers, slices of any step, ``Ellipsis``, ``None`` and integer or
+    boolean arrays (applied after, within the span they touch) are handled.
+    """
+    index = index if isinstance(index, tuple) else (index,)
+    if any(i is Ellipsis for i in index):
+        k = next(j for j, i in enumerate(index) if i is Ellipsis)
+        named = sum(1 for i in index if i is not None and i is not Ellipsis)
+        index = index[:k] + (slice(None),) * (len(shape) - named) + index[k + 1 :]
+    named = sum(1 for i in index if i is not None)
+    if named > len(shape):
+        raise IndexError(f"too many indices ({named}) for an array of shape {shape}")
+    index = index + (slice(None),) * (len(shape) - named)
+    region: list[slice] = []
+    rest: list[Any] = []
+    axis = 0
+    for i in index:
+        if i is None:
+            rest.append(None)
+            continue
+        n = shape[axis]
+        axis += 1
+        if isinstance(i, slice):
+            r = range(*i.indices(n))
+            if not r:
+                region.append(slice(0, 0))
+                rest.append(slice(None))
+                continue
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+            region.append(slice(lo, hi))
+            end = r[-1] - lo + (1 if r.step > 0 else -1)
+            rest.append(slice(r[0] - lo, None if end < 0 else end, r.step))
+        elif isinstance(i, (int, np.integer)):
+            j = int(i) + n if int(i) < 0 else int(i)
+            if not 0 <= j < n:
+                raise IndexError(f"index {int(i)} is out of bounds for axis {axis - 1} with size {n}")
+            region.append(slice(j, j + 1))
+            rest.append(0)
+        else:  # fancy: read the span of the indices, let numpy select within it
+            arr = np.asarray(i)
+            if arr.dtype == bool or arr.size == 0:
+                region.append(slice(0, n))
+                rest.append(arr)
+                continue
+            arr = np.where(arr < 0, arr + n, arr)
+            if arr.min() < 0 or arr.max() >= n:
+                raise IndexError(f"index out of bounds for axis {axis - 1} with size {n}")
+            lo = int(arr.min())
+            region.append(slice(lo, int(arr.max()) + 1))
+            rest.append(arr - lo)
+    plain = all(isinstance(r, slice) and r == slice(0, s.stop - s.start, 1) for r, s in zip(rest, region))
+    return tuple(region), None if plain and len(rest) == len(region) else tuple(rest)
 
 
-def _read_remote_block(*, source: tuple, block_info: dict | None = None) -> np.ndarray:
-    """Locate a block's chunks, fetch them with coalesced range requests, decode them here.
+class _Chunks:
+    """A chunked dataset as a picklable array-like for ``dask.array.from_array``.
+
+    Holds plain values only (no open h5py objects); ``__getitem__`` reads the
+    chunks a selection touches and decodes them in the calling process.
+    Reading through dask's ``getter`` lets dask fuse a later slice into the
+    read (``x[5:7]`` of a 64 MiB block reads only the chunks of rows 5-6), so
+    blocks can be large for throughput without making small windows costly.
+    """
+
+    def __init__(self, where: tuple, name: str, shape: tuple, dtype, chunk_shape: tuple, codec, fill):
+        self.where, self.name = where, name
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+        self.chunk_shape, self.codec, self.fill = tuple(chunk_shape), codec, fill
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        region, rest = _covering(index, self.shape)
+        out = self._read(region)
+        return out if rest is None else out[rest]
+
+    def _read(self, region: tuple[slice, ...]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _decode_into(self, dest: np.ndarray, within: tuple[slice, ...], data: bytes, mask: int) -> None:
+        """Decode one chunk's bytes; ``dest[...] = chunk[within]``, in place when ``dest`` is the whole chunk."""
+        if dest.shape == self.chunk_shape and dest.flags.c_contiguous:
+            self.codec.decode(data, self.dtype, self.chunk_shape, mask, out=dest)
+        else:
+            dest[...] = self.codec.decode(data, self.dtype, self.chunk_shape, mask)[within]
+
+
+class _LocalChunks(_Chunks):
+    """A dataset of a local file; ``where = (path, mtime)``."""
+
+    def _read(self, region):
+        dset = _open(*self.where)[self.name]
+        if self.codec is None:
+            return dset[region]
+        out = np.empty(tuple(s.stop - s.start for s in region), self.dtype)
+        for offset, local, within in chunk_overlaps(region, self.chunk_shape):
+            try:
+                mask, data = dset.id.read_direct_chunk(offset)
+            except (KeyError, RuntimeError, OSError):  # never written: the fill value
+                out[local] = self.fill
+                continue
+            self._decode_into(out[local], within, data, mask)
+        return out
+
+
+class _RemoteChunks(_Chunks):
+    """A dataset of a remote file; ``where = (url, options)``.
 
     Chunk locations come from this process's cached h5py handle
-    (``get_chunk_info_by_coord``): only the index nodes covering this block
+    (``get_chunk_info_by_coord``): only the index nodes covering the region
     are read, through the cached file view, instead of the whole chunk index
-    up front, which for a large remote file costs a request per index page.
+    up front.  The chunks' bytes are then fetched with coalesced range
+    requests spread over the source's threads, and each chunk is decoded in
+    the thread that fetched it, as soon as it lands, while the others are
+    still in flight.
     """
-    url, options, name, chunk_shape, codec, fill = source
-    info = block_info[None]
-    selection = tuple(slice(a, b) for a, b in info["array-location"])
-    dtype = np.dtype(info["dtype"])
-    dset = _open_remote(url, options)[name]
-    if codec is None:
-        return dset[selection]
-    out = np.empty(tuple(s.stop - s.start for s in selection), dtype)
-    pieces, wanted = [], []
-    for offset, local in chunk_offsets(selection, chunk_shape):
-        where = dset.id.get_chunk_info_by_coord(offset)
-        if where.byte_offset is None:  # never written: the fill value
-            out[local] = fill
-            continue
-        pieces.append((local, where.filter_mask))
-        wanted.append((where.byte_offset, where.size))
-    for (local, mask), data in zip(pieces, _source(url, options).read_ranges(wanted)):
-        _place(out, local, codec.decode(data, dtype, chunk_shape, mask))
-    return out
+
+    def _read(self, region):
+        dset = _open_remote(*self.where)[self.name]
+        if self.codec is None:
+            return dset[region]
+        out = np.empty(tuple(s.stop - s.start for s in region), self.dtype)
+        pieces, wanted = [], []
+        for offset, local, within in chunk_overlaps(region, self.chunk_shape):
+            info = dset.id.get_chunk_info_by_coord(offset)
+            if info.byte_offset is None:  # never written: the fill value
+                out[local] = self.fill
+                continue
+            pieces.append((local, within, info.filter_mask))
+            wanted.append((info.byte_offset, info.size))
+
+        def place(i: int, data: bytes) -> None:  # in the thread that fetched the chunk
+            local, within, mask = pieces[i]
+            self._decode_into(out[local], within, data, mask)
+
+        _source(*self.where).map_ranges(wanted, place, spread=True)
+        return out
 
 
-#: Default dask block size for remote files: smaller than local blocks, so a
-#: short window fetches and decodes little beyond what it asks for.
-REMOTE_BLOCK_BYTES = 8 * 2**20
+def _chunked_array(chunks: _Chunks, blocks: tuple, token: str):
+    """``chunks`` as a dask array of ``blocks``, read through dask's slice-fusing getter."""
+    import dask.array as da
+
+    return da.from_array(
+        chunks,
+        chunks=blocks,
+        name=f"nwb-dask-read-{token}",
+        asarray=False,
+        lock=False,
+        meta=np.empty((0,) * chunks.ndim, chunks.dtype),
+    )
+
 
 
 def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: tuple):
@@ -118,7 +235,6 @@ def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: 
 
 def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):
     """An open dataset of a remote file as a dask array whose tasks fetch their own chunks."""
-    import dask.array as da
     from dask.base import tokenize
 
     name = dset.name
@@ -129,16 +245,8 @@ def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, dire
         codec = None
     chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
     blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
-    out_chunks = da.core.normalize_chunks(blocks, shape)
-    token = tokenize(url, name, blocks, codec, direct)
-    return da.map_blocks(
-        _read_remote_block,
-        chunks=out_chunks,
-        dtype=dtype,
-        meta=np.empty((0,) * len(shape), dtype),
-        name=f"nwb-dask-read-{token}",
-        source=(url, options, name, chunk_shape, codec, fill),
-    )
+    reader = _RemoteChunks((url, options), name, shape, dtype, chunk_shape, codec, fill)
+    return _chunked_array(reader, blocks, tokenize(url, options, name, blocks, codec, direct))
 
 
 def _zarr_array(path: str, name: str, block_bytes: int):
@@ -160,30 +268,6 @@ def _zarr_dask(node, block_bytes: int):
 
     blocks = block_shape(node.chunks, node.shape, node.dtype, block_bytes)
     return da.from_zarr(node, chunks=blocks)
-
-
-def _read_block(
-    block: Any = None,
-    *,
-    source: tuple,
-    block_info: dict | None = None,
-) -> np.ndarray:
-    """Read one block: direct chunk reads decoded here, or h5py's own read."""
-    path, mtime, name, chunk_shape, codec, fill = source
-    selection = tuple(slice(a, b) for a, b in block_info[None]["array-location"])
-    dtype = np.dtype(block_info[None]["dtype"])
-    dset = _open(path, mtime)[name]
-    if codec is None:
-        return dset[selection]
-    out = np.empty(tuple(s.stop - s.start for s in selection), dtype)
-    for offset, local in chunk_offsets(selection, chunk_shape):
-        try:
-            mask, data = dset.id.read_direct_chunk(offset)
-        except (KeyError, RuntimeError, OSError):  # never written: the fill value
-            out[local] = fill
-            continue
-        _place(out, local, codec.decode(data, dtype, chunk_shape, mask))
-    return out
 
 
 def _describe(dset) -> tuple:
@@ -215,7 +299,6 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     -------
     dask.array.Array
     """
-    import dask.array as da
     from dask.base import tokenize
 
     path = os.path.abspath(dset.file.filename)
@@ -229,15 +312,8 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     chunk_shape = chunks or guess_chunk_shape(shape, dtype, max(1, block_bytes // 8))
     blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
     mtime = os.path.getmtime(path)
-    token = tokenize(path, name, mtime, blocks, codec, direct)
-    return da.map_blocks(
-        _read_block,
-        chunks=da.core.normalize_chunks(blocks, shape),
-        dtype=dtype,
-        meta=np.empty((0,) * len(shape), dtype),
-        name=f"nwb-dask-read-{token}",
-        source=(path, mtime, name, chunk_shape, codec, fill),
-    )
+    reader = _LocalChunks((path, mtime), name, shape, dtype, chunk_shape, codec, fill)
+    return _chunked_array(reader, blocks, tokenize(path, name, mtime, blocks, codec, direct))
 
 
 def _check_link(f, name: str, path: str) -> None:
@@ -280,7 +356,9 @@ def read_dataset(
         a broken link is a ``FileNotFoundError`` naming the link and target.
     block_bytes : int, optional
         Target size of a dask block; blocks are whole HDF5 chunks.  Default
-        64 MiB for local files, :data:`REMOTE_BLOCK_BYTES` (8 MiB) for URLs.
+        64 MiB (:data:`nwb_dask.chunking.DEFAULT_BLOCK_BYTES`).  A slice of the
+        array reads only the chunks it touches, so large blocks cost small
+        windows nothing.
     direct : bool
         Read raw chunks and decode them on the workers when nwb_dask's codecs
         can (default); ``False`` always reads through h5py.
@@ -304,7 +382,7 @@ def read_dataset(
 
     if _is_url(path):
         options = tuple(sorted((remote_options or {}).items()))
-        return _remote_array(path, name, block_bytes or REMOTE_BLOCK_BYTES, direct, options)
+        return _remote_array(path, name, block_bytes or DEFAULT_BLOCK_BYTES, direct, options)
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
         return _zarr_array(os.fspath(path), name, block_bytes)
@@ -426,7 +504,7 @@ def read_nwb(
         options = tuple(sorted((remote_options or {}).items()))
         io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
         url = path
-        block_bytes = block_bytes or REMOTE_BLOCK_BYTES
+        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     elif os.path.isdir(path):  # NWB-Zarr (hdmf-zarr layout)
         from hdmf_zarr.nwb import NWBZarrIO
 

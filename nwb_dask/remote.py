@@ -31,7 +31,7 @@ import re
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Sequence, TypeVar
 
 __all__ = [
@@ -47,6 +47,8 @@ REMOTE_SCHEMES = ("http", "https", "s3")
 #: Default block size and block count of the cache behind :meth:`HTTPByteSource.open`.
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_CACHE_BLOCKS = 64
+#: Smallest request :meth:`HTTPByteSource.map_ranges` makes when spreading bytes over requests.
+MIN_SPREAD_REQUEST = 1 << 20
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -491,30 +493,68 @@ class HTTPByteSource:
             When a request still fails after the retries, or a range lies past
             the end of the file.
         """
+        return self.map_ranges(ranges, lambda i, data: data)
+
+    def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
+        """Fetch ranges and call ``fn(index, bytes)`` on each in the thread that fetched it.
+
+        Processing (e.g. decoding) each range where it lands overlaps with the
+        requests still in flight and runs on as many threads as there are
+        requests, which matters when the processing releases the GIL.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges, as for :meth:`read_ranges`.
+        fn : callable
+            Called once per range, from a pool thread, with the range's index
+            and bytes; must be thread-safe.
+        spread : bool
+            Coalesce into up to ``max_workers`` requests of at least
+            :data:`MIN_SPREAD_REQUEST` bytes (instead of as few requests as
+            ``max_request`` allows), so the bytes arrive, and are processed,
+            in parallel.
+
+        Returns
+        -------
+        list
+            ``fn``'s results in input order.  On an error the requests not yet
+            started are cancelled and the error is raised once every running
+            call has returned (so none still runs after this returns).
+        """
         ranges = _check_ranges(ranges)
-        spans = _coalesce(ranges, self.max_gap, self.max_request)
-        pieces = [
-            (p, min(self.max_request, end - p)) for start, end, _ in spans for p in range(start, end, self.max_request)
-        ]
-        if len(pieces) <= 1 or self.max_workers == 1:
-            fetched = [self._fetch(off, n) for off, n in pieces]
-        else:
-            with ThreadPoolExecutor(min(self.max_workers, len(pieces)), thread_name_prefix="nwb_dask-http") as pool:
-                fetched = list(pool.map(lambda p: self._fetch(*p), pieces))
-        by_offset = dict(zip((off for off, _ in pieces), fetched))
-        out = [b""] * len(ranges)
-        for start, end, members in spans:
-            if end - start <= self.max_request:
-                buf = by_offset[start]
-            else:
-                buf = b"".join(by_offset[p] for p in range(start, end, self.max_request))
+        cap = self.max_request
+        if spread:
+            total = sum(n for _, n in ranges)
+            cap = min(cap, max(MIN_SPREAD_REQUEST, -(-total // self.max_workers)))
+        spans = _coalesce(ranges, self.max_gap, cap)
+        out: list[Any] = [None] * len(ranges)
+        for i, (_, n) in enumerate(ranges):
+            if n == 0:
+                out[i] = fn(i, b"")
+
+        def span_job(span: tuple[int, int, list[int]]) -> None:
+            start, end, members = span
+            step = self.max_request  # a range larger than a request is fetched in pieces
+            buf = b"".join(self._fetch(p, min(step, end - p)) for p in range(start, end, step))
             if len(members) == 1 and ranges[members[0]] == (start, end - start):
-                out[members[0]] = buf
-                continue
+                out[members[0]] = fn(members[0], buf)
+                return
             view = memoryview(buf)
             for i in members:
                 off, length = ranges[i]
-                out[i] = bytes(view[off - start : off - start + length])
+                out[i] = fn(i, bytes(view[off - start : off - start + length]))
+
+        if len(spans) <= 1 or self.max_workers == 1:
+            for span in spans:
+                span_job(span)
+            return out
+        pool = ThreadPoolExecutor(min(self.max_workers, len(spans)), thread_name_prefix="nwb_dask-http")
+        try:
+            for future in as_completed([pool.submit(span_job, span) for span in spans]):
+                future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         return out
 
     def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
@@ -524,13 +564,35 @@ class HTTPByteSource:
         ``block_size`` bytes (blocks missing for one read are fetched together
         by :meth:`read_ranges`).  Enough for h5py: ``h5py.File(src.open(), "r")``.
         """
-        return io.BufferedReader(_BlockCacheFile(self, block_size, cache_blocks))
+        first = None
+        if self._size is None:  # one GET gives the size and the first block (no HEAD round trip)
+            self._size, first = self._with_retries((0, block_size), lambda: self._fetch_head(block_size))
+        return io.BufferedReader(_BlockCacheFile(self, block_size, cache_blocks, first))
+
+    def _fetch_head(self, length: int) -> tuple[int, bytes | None]:
+        """The file size and its first ``length`` bytes (fewer for a smaller file) in one request."""
+        headers = {"Range": f"bytes=0-{length - 1}", "Accept-Encoding": "identity"}
+        with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
+            self._check_status(resp, (0, length))
+            cr = _parse_content_range(resp.headers.get("Content-Range"))
+            if resp.status_code == 206 and cr is not None and cr[0] == 0 and cr[2] is not None:
+                data = resp.raw.read(cr[1] + 1, decode_content=False)
+                if len(data) != cr[1] + 1:
+                    raise _Retry(f"truncated body: {len(data)} of {cr[1] + 1} bytes")
+                return cr[2], data
+            if resp.status_code == 416 and cr is not None and cr[2] == 0:
+                return 0, b""
+            total = resp.headers.get("Content-Length")
+            if resp.status_code == 200 and total is not None and "Content-Encoding" not in resp.headers:
+                total = int(total)
+                return total, self._body_200(resp, 0, min(length, total))
+        return self._fetch_size(), None  # an unusual reply: ask for the size the long way
 
 
 class _BlockCacheFile(io.RawIOBase):
     """Raw read-only file over a byte source, with an LRU block cache."""
 
-    def __init__(self, source, block_size: int, cache_blocks: int):
+    def __init__(self, source, block_size: int, cache_blocks: int, first: bytes | None = None):
         if block_size < 1 or cache_blocks < 1:
             raise ValueError("block_size and cache_blocks must be >= 1")
         super().__init__()
@@ -541,6 +603,8 @@ class _BlockCacheFile(io.RawIOBase):
         self._max_blocks = int(cache_blocks)
         self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
         self._pos = 0
+        if first is not None and len(first) == min(self._bs, self._size):
+            self._cache[0] = first
 
     def readable(self) -> bool:
         return True
@@ -637,6 +701,10 @@ class LocalByteSource:
                     raise OSError(f"cannot read {length} bytes at offset {off} of {self.path}: past the end of the file")
                 out.append(data)
         return out
+
+    def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
+        """``fn(index, bytes)`` for each range, in input order, in this thread (``spread`` is ignored)."""
+        return [fn(i, data) for i, data in enumerate(self.read_ranges(ranges))]
 
     def open(self) -> io.BufferedReader:
         """The file, opened for binary reading."""

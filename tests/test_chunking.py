@@ -16,6 +16,7 @@ from nwb_dask.chunking import (
     align_to_chunks,
     block_shape,
     chunk_offsets,
+    chunk_overlaps,
     fit_to_blocks,
     guess_chunk_shape,
     is_aligned,
@@ -168,3 +169,22 @@ def test_fit_to_blocks():
     assert fit_to_blocks((5461, 384), ((30000, 20000, 12000), (384,))) == (5461, 384)
     # A prime block extent has no divisor nearby: keep the guess.
     assert fit_to_blocks((100, 3), ((1009, 1009), (3,))) == (100, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_chunk_overlaps_tile_any_box(data):
+    shape = data.draw(st.lists(st.integers(1, 60), min_size=1, max_size=3).map(tuple))
+    chunks = tuple(data.draw(st.integers(1, n)) for n in shape)
+    box = []
+    for n in shape:
+        a = data.draw(st.integers(0, n - 1))
+        box.append(slice(a, data.draw(st.integers(a + 1, n))))
+    x = np.arange(math.prod(shape)).reshape(shape)
+    out = np.full(tuple(s.stop - s.start for s in box), -1)
+    for offset, local, within in chunk_overlaps(box, chunks):
+        assert all(o % c == 0 for o, c in zip(offset, chunks))
+        chunk = x[tuple(slice(o, o + c) for o, c in zip(offset, chunks))]
+        assert (out[local] == -1).all()  # no element written twice
+        out[local] = chunk[within]
+    np.testing.assert_array_equal(out, x[tuple(box)])

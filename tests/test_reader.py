@@ -88,3 +88,58 @@ def test_errors_name_the_culprit(h5file, tmp_path):
         read_dataset(path, "missing")
     with pytest.raises(TypeError, match="grp is a Group, not a dataset"):
         read_dataset(path, "grp")
+
+
+# --------------------------------------------------------------------------- #
+# Selections: dask fuses slices into the read, so windows read only their chunks
+# --------------------------------------------------------------------------- #
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from nwb_dask.reader import _covering  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_covering_box_then_rest_equals_numpy_indexing(data):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12))
+    x = np.arange(int(np.prod(shape))).reshape(shape)
+    index = data.draw(hnp.basic_indices(shape, allow_newaxis=True, allow_ellipsis=True))
+    region, rest = _covering(index, shape)
+    assert len(region) == len(shape) and all(s.step in (None, 1) for s in region)
+    boxed = x[region]
+    np.testing.assert_array_equal(boxed if rest is None else boxed[rest], x[index])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_covering_integer_arrays(data):
+    n = data.draw(st.integers(1, 50))
+    x = np.arange(n * 3).reshape(n, 3)
+    idx = data.draw(st.lists(st.integers(-n, n - 1), min_size=1, max_size=8))
+    region, rest = _covering((idx, slice(None)), x.shape)
+    np.testing.assert_array_equal(x[region][rest], x[idx])
+
+
+def test_covering_errors():
+    with pytest.raises(IndexError, match="out of bounds for axis 1 with size 4"):
+        _covering((0, 4), (3, 4))
+    with pytest.raises(IndexError, match="too many indices"):
+        _covering((0, 0, 0), (3, 4))
+
+
+def test_window_of_a_large_block_decodes_only_its_chunks(h5file, monkeypatch):
+    path, x = h5file
+    arr = read_dataset(path, "gzip")  # 64 MiB blocks: the whole dataset is one block
+    assert arr.numblocks == (1, 1)
+    codec = nwb_dask.codec("gzip")
+    calls = []
+    original = type(codec).decode
+    monkeypatch.setattr(type(codec), "decode", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    window = arr[650:660, 3:20].compute(scheduler="sync")
+    np.testing.assert_array_equal(window, x[650:660, 3:20])
+    assert len(calls) == 2  # chunk row 600-900 x channel groups 0-16 and 16-32
+    calls.clear()
+    np.testing.assert_array_equal(arr[::1000, 5].compute(scheduler="sync"), x[::1000, 5])
+    np.testing.assert_array_equal(arr[[7, 4000, 12], :].compute(scheduler="sync"), x[[7, 4000, 12], :])

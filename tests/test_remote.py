@@ -383,3 +383,77 @@ def test_read_nwb_over_http(server, tmp_path):
     server.reset_counts()
     np.testing.assert_array_equal(series.data[1_000:3_000].compute(), x[1_000:3_000].compute())
     assert server.requests, "the data did not come over HTTP"
+
+
+# --------------------------------------------------------------------------- #
+# map_ranges, open in one request, windows fetch only their chunks            #
+# --------------------------------------------------------------------------- #
+def test_map_ranges_processes_in_the_fetching_threads(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"), max_gap=0, max_workers=4)
+    ranges = [(i * 300_000, 200_000) for i in range(8)] + [(5, 0)]
+    threads = set()
+
+    def fn(i, data):
+        threads.add(threading.current_thread().name)
+        return i, len(data), data[:4]
+
+    out = src.map_ranges(ranges, fn, spread=True)
+    assert out == [(i, n, blob[o : o + min(n, 4)]) for i, (o, n) in enumerate(ranges)]
+    assert any(name.startswith("nwb_dask-http") for name in threads)
+
+
+def test_map_ranges_spread_splits_one_span(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"), max_workers=4)
+    chunks = [(i * 100_000, 100_000) for i in range(30)]  # 3 MB, contiguous
+    server.reset_counts()
+    assert src.map_ranges(chunks, lambda i, d: d) == [blob[o : o + n] for o, n in chunks]
+    assert len(server.requests) == 1
+    server.reset_counts()
+    assert src.map_ranges(chunks, lambda i, d: d, spread=True) == [blob[o : o + n] for o, n in chunks]
+    assert len(server.requests) == 3  # up to max_workers requests of >= 1 MiB
+
+
+def test_map_ranges_error_stops_and_raises(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"), max_gap=0, max_workers=2)
+    ranges = [(i * 100_000, 1000) for i in range(20)]
+
+    def fn(i, data):
+        if i == 3:
+            raise ValueError("bad chunk 3")
+        return i
+
+    with pytest.raises(ValueError, match="bad chunk 3"):
+        src.map_ranges(ranges, fn)
+    with pytest.raises(RemoteReadError, match="past the end"):
+        src.map_ranges([(0, 10), (len(blob) + 10, 5)], lambda i, d: d)
+
+
+def test_open_is_one_request(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"))
+    server.reset_counts()
+    f = src.open()
+    assert [m for m, _ in server.requests] == ["GET"]  # size and first block together, no HEAD
+    assert f.read(100) == blob[:100]
+    f.seek(len(blob) - 10)
+    assert f.read() == blob[-10:]
+    assert len(server.requests) == 2
+    server.ignore_range = True  # a server that ignores Range: size from Content-Length
+    g = HTTPByteSource(server.url("blob.bin")).open()
+    assert g.read(10) == blob[:10] and g.seek(0, 2) == len(blob)
+
+
+def test_remote_window_fetches_only_its_chunks(server, tmp_path):
+    x = _remote_h5(tmp_path)
+    arr = nwb_dask.read_dataset(server.url("rec.h5"), "data")
+    assert arr.numblocks == (1, 1)
+    arr[:10].compute()  # open and read the chunk index once
+    src = nwb_dask.reader._source(server.url("rec.h5"), ())
+    fetched = []
+    original = src.map_ranges
+    src.map_ranges = lambda ranges, fn, **kw: fetched.extend(ranges) or original(ranges, fn, **kw)
+    try:
+        np.testing.assert_array_equal(arr[5_050:5_060].compute(), x[5_050:5_060])
+        np.testing.assert_array_equal(arr[3_999:4_001, 3].compute(), x[3_999:4_001, 3])
+    finally:
+        del src.map_ranges
+    assert len(fetched) == 3  # chunk 5000-6000, then chunks 3000-4000 and 4000-5000
