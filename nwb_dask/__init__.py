@@ -14,6 +14,12 @@ write_dask_array, WriteStats, WriteError
     The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
 read_dataset, read_nwb
     HDF5 datasets / NWB files as lazy, distributed-safe dask arrays (:mod:`nwb_dask.reader`).
+external_data, LinkMismatchError, audit_links
+    Link or copy a dataset of another file, checked; audit links (:mod:`nwb_dask.links`).
+join_segments, join_timeseries, SegmentError
+    Multi-file recordings as virtual datasets or copies (:mod:`nwb_dask.virtual`).
+consolidate
+    Self-contained copies of files with external data (:mod:`nwb_dask.consolidate`).
 synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
@@ -21,10 +27,13 @@ synthetic_ephys
 from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
 from .io import DaskDataIO, NWBDaskIO, write_nwb
+from .consolidate import consolidate
 from .iterators import DaskDataChunkIterator
+from .links import LinkMismatchError, audit_links, external_data
 from .reader import read_dataset, read_nwb
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
+from .virtual import SegmentError, join_segments, join_timeseries
 
 __all__ = [
     "ChunkShapeError",
@@ -32,13 +41,20 @@ __all__ = [
     "CodecError",
     "DaskDataChunkIterator",
     "DaskDataIO",
+    "LinkMismatchError",
     "NWBDaskIO",
+    "SegmentError",
     "WriteError",
     "WriteStats",
+    "audit_links",
     "available_codecs",
     "codec",
     "codec_from_dataset",
+    "consolidate",
+    "external_data",
     "guess_chunk_shape",
+    "join_segments",
+    "join_timeseries",
     "read_dataset",
     "read_nwb",
     "resolve_chunk_shape",

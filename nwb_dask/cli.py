@@ -34,6 +34,54 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_links(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from .links import audit_links
+
+    records = audit_links(args.file)
+    broken = sum(r.broken for r in records)
+    absolute = sum(r.absolute for r in records)
+    if args.json:
+        print(json.dumps({
+            "file": args.file,
+            "links": [dataclasses.asdict(r) for r in records],
+            "broken": broken,
+            "absolute": absolute,
+        }, indent=2))
+    else:
+        if not records:
+            print(f"{args.file}: no external links or virtual-dataset sources")
+        for r in records:
+            status = f"BROKEN: {r.reason}" if r.broken else f"ok -> {r.resolved}"
+            flag = "  [absolute path: the files cannot be moved together]" if r.absolute else ""
+            print(f"{r.kind:<9} {r.path}  ->  {r.file}:{r.object}  {status}{flag}")
+        if records:
+            print(f"{len(records)} link(s), {broken} broken, {absolute} with absolute paths")
+    return 1 if broken else 0
+
+
+def _cmd_consolidate(args: argparse.Namespace) -> int:
+    from .consolidate import consolidate
+
+    result = consolidate(
+        args.input,
+        args.output,
+        codec=_codec_arg(args) if args.codec else None,
+        verify=not args.no_verify,
+        overwrite=args.overwrite,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    moved = result.datasets + result.groups
+    print(f"wrote {result.output}: {len(moved)} object(s) copied in"
+          + (", verified against the sources" if result.verified else ""))
+    for name in moved:
+        print(f"  {name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -71,6 +119,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
+
+    links = sub.add_parser(
+        "links",
+        help="list external links and virtual-dataset sources; exit 1 if any is broken",
+        description="List the external links and virtual-dataset sources of an HDF5/NWB file, resolved the "
+        "way HDF5 resolves them (relative to the file's directory), flag broken targets and absolute paths. "
+        "Exit status 1 if any target is broken, 0 otherwise.",
+    )
+    links.add_argument("file", help="HDF5/NWB file")
+    links.add_argument("--json", action="store_true", help="machine-readable output")
+    links.set_defaults(func=_cmd_links)
+
+    cons = sub.add_parser(
+        "consolidate",
+        help="copy external links and virtual datasets into a new self-contained file",
+        description="Write a self-contained copy of INPUT at OUTPUT: external links and virtual datasets "
+        "are replaced by real datasets, copied in parallel and verified against their sources. OUTPUT "
+        "appears atomically; INPUT is never modified.",
+    )
+    cons.add_argument("input")
+    cons.add_argument("output")
+    cons.add_argument("--codec", help="compression of the copied datasets (default: the source's, else gzip)")
+    cons.add_argument("--level", type=int, help="compression level for --codec")
+    cons.add_argument("--scheduler", choices=["threads", "processes", "sync"], help="dask scheduler (default threads)")
+    cons.add_argument("--no-verify", action="store_true", help="skip comparing the copies with their sources")
+    cons.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
+    cons.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    cons.set_defaults(func=_cmd_consolidate)
     return parser
 
 
@@ -80,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CodecError, ValueError, OSError) as exc:
+    except (CodecError, ValueError, OSError, KeyError) as exc:
         print(f"nwb-dask {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

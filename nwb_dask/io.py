@@ -178,6 +178,46 @@ class NWBDaskIO(NWBHDF5IO):
             self._failed = True
             raise
 
+    def write_dataset(self, *args: Any, **kwargs: Any):
+        """hdmf's dataset writer, plus virtual datasets and checked external links.
+
+        * :class:`~nwb_dask.virtual.VirtualData` becomes an HDF5 virtual
+          dataset with the builder's attributes;
+        * a dataset of another file written as a link (a
+          :class:`~nwb_dask.links.LinkedData` or a bare ``h5py.Dataset``) is
+          first checked with :func:`~nwb_dask.links.check_link`, because the
+          link will show the target's attributes instead of the ones the
+          container declares (HDMF drops those silently).
+        """
+        import h5py
+
+        from .links import LinkedData, check_link
+        from .virtual import VirtualData
+
+        named = dict(zip(("parent", "builder"), args), **kwargs)  # hdmf passes (parent, builder, ...)
+        builder, parent = named["builder"], named["parent"]
+        data = builder.data
+        if isinstance(data, VirtualData) and not self.get_written(builder):
+            dset = data.create(parent, builder.name)
+            self.set_attributes(dset, builder.attributes)
+            self._HDF5IO__set_written(builder)  # hdmf's bookkeeping (private name, as for the queue above)
+            return None
+        target = data.data if isinstance(data, H5DataIO) else data
+        link = data.link_data if isinstance(data, H5DataIO) else named.get("link_data", True)
+        if (
+            isinstance(target, h5py.Dataset)
+            and link
+            and named.get("export_source") is None
+            and os.path.abspath(target.file.filename) != os.path.abspath(parent.file.filename)
+            and not self.get_written(builder)
+        ):
+            if isinstance(data, LinkedData):
+                check_link(builder, target, on_mismatch=data.on_mismatch, shape=data.shape_expected,
+                           dtype=data.dtype_expected)
+            else:
+                check_link(builder, target)
+        return super().write_dataset(*args, **kwargs)
+
     def read(self, *, min_bytes: int | None = None, **kwargs: Any):
         """Read the NWBFile with its large numeric datasets as dask arrays.
 

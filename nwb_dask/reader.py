@@ -48,6 +48,16 @@ def _is_url(path: Any) -> bool:
     return isinstance(path, str) and "://" in path
 
 
+def _options_key(remote_options: dict | None) -> tuple:
+    """``remote_options`` as a hashable key (nested dicts such as ``storage_options`` frozen).
+
+    :func:`nwb_dask.remote.byte_source` turns the frozen values back into dicts.
+    """
+    from .remote import _freeze_options
+
+    return _freeze_options(remote_options)
+
+
 @functools.lru_cache(maxsize=64)
 def _source(url: str, options: tuple = ()):
     """This process's byte source for ``url`` (connection pool reused across tasks)."""
@@ -349,7 +359,8 @@ def read_dataset(
     ----------
     path : str or PathLike
         HDF5/NWB file, a Zarr store (directory, e.g. NWB-Zarr), or a
-        ``http(s)://`` / ``s3://`` URL of an HDF5 file (see :mod:`nwb_dask.remote`).
+        ``http(s)://`` / ``s3://`` (or other fsspec, e.g. ``gs://``) URL of an
+        HDF5 file (see :mod:`nwb_dask.remote`).
     name : str
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
         External links are followed (relative targets resolved as HDF5 does);
@@ -363,8 +374,16 @@ def read_dataset(
         Read raw chunks and decode them on the workers when nwb_dask's codecs
         can (default); ``False`` always reads through h5py.
     remote_options : dict, optional
-        Settings of the remote byte source for URLs (``retries``, ``backoff``,
-        ``max_gap``, ...; see :class:`nwb_dask.remote.HTTPByteSource`).
+        Settings of the remote byte source for URLs (see
+        :func:`nwb_dask.remote.byte_source`): ``retries``, ``backoff``,
+        ``max_gap``, ... of :class:`nwb_dask.remote.HTTPByteSource`; or
+        ``storage_options`` (a dict) to read through fsspec
+        (:class:`nwb_dask.remote.FsspecByteSource`), e.g. signed S3 requests
+        with ``{"storage_options": {"key": ..., "secret": ..., "client_kwargs":
+        {"endpoint_url": ...}}}`` (needs s3fs), or ``{"anon": False}`` for
+        s3fs's default credentials.  Without either, ``s3://`` URLs are read
+        anonymously (public buckets).  The options, credentials included, are
+        sent to the workers with the tasks.
 
     Returns
     -------
@@ -381,7 +400,7 @@ def read_dataset(
     import h5py
 
     if _is_url(path):
-        options = tuple(sorted((remote_options or {}).items()))
+        options = _options_key(remote_options)
         return _remote_array(path, name, block_bytes or DEFAULT_BLOCK_BYTES, direct, options)
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
@@ -433,7 +452,7 @@ def daskify(
     import h5py
     import zarr
 
-    options = tuple(sorted((remote_options or {}).items()))
+    options = _options_key(remote_options)
 
     changed = []
     for obj in nwbfile.objects.values():
@@ -475,13 +494,17 @@ def read_nwb(
     ----------
     path : str or PathLike
         Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
-        hdmf-zarr), or a ``http(s)://`` / ``s3://`` URL; local datasets
+        hdmf-zarr), or a ``http(s)://`` / ``s3://`` (or other fsspec) URL of
+        an NWB HDF5 file; local datasets
         behind external links and virtual datasets are read from their sources.
     min_bytes : int
         Numeric datasets at least this large become dask arrays; smaller
         ones, strings, references and attributes stay as pynwb gives them.
-    block_bytes, direct, remote_options
+    block_bytes, direct
         As for :func:`read_dataset`.
+    remote_options : dict, optional
+        As for :func:`read_dataset`, e.g. ``{"storage_options": {"key": ...,
+        "secret": ...}}`` for a private S3 bucket.
 
     Returns
     -------
@@ -501,7 +524,7 @@ def read_nwb(
     from pynwb import NWBHDF5IO
 
     if _is_url(path):
-        options = tuple(sorted((remote_options or {}).items()))
+        options = _options_key(remote_options)
         io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
         url = path
         block_bytes = block_bytes or DEFAULT_BLOCK_BYTES

@@ -1,4 +1,4 @@
-"""Remote byte sources: byte ranges of files served over HTTP(S) or public S3.
+"""Remote byte sources: byte ranges of files served over HTTP(S), S3 or any fsspec filesystem.
 
 The lazy reader asks a byte source for the byte ranges of HDF5 chunks; the
 source decides how to fetch them.  :class:`HTTPByteSource`
@@ -13,17 +13,40 @@ source decides how to fetch them.  :class:`HTTPByteSource`
 * offers a seekable, block-cached file-like view (:meth:`HTTPByteSource.open`)
   so h5py can read the file's metadata: ``h5py.File(src.open(), "r")``.
 
-Sources are picklable (they hold only the URL and settings) and open one
-``requests.Session`` per process, so dask tasks can carry them to workers.
+:class:`FsspecByteSource` has the same interface over an fsspec filesystem
+(s3fs for signed S3 requests, gcsfs, adlfs, ...): the same coalescing, with
+the ranges of each thread fetched by one ``fs.cat_ranges`` call (concurrent
+in async filesystems such as s3fs); retries are the filesystem's own.
 
-``s3://bucket/key`` URLs name objects in *public* buckets and are read
-anonymously over HTTPS (see :func:`s3_to_https`); signed requests are not
-supported.
+Sources are picklable (they hold only the URL and settings) and open one
+``requests.Session`` or fsspec filesystem per process, so dask tasks can
+carry them to workers.
+
+Which source :func:`byte_source` picks:
+
+* ``http://``, ``https://``: :class:`HTTPByteSource`.
+* ``s3://bucket/key`` without ``storage_options``: objects in *public*
+  buckets, read anonymously over HTTPS (see :func:`s3_to_https`).
+* ``s3://bucket/key`` with ``storage_options`` (or ``anon=False``, which uses
+  s3fs's default credential chain: environment variables, ``~/.aws``,
+  instance roles): signed requests through s3fs, e.g.::
+
+      nwb_dask.read_nwb("s3://bucket/session.nwb", remote_options={"storage_options": {
+          "key": "...", "secret": "...", "client_kwargs": {"endpoint_url": "https://minio:9000"}}})
+
+* other fsspec protocols: with ``storage_options`` (may be ``{}``) any
+  protocol fsspec knows (``http(s)://`` too, through fsspec's HTTP
+  filesystem); without, the object stores in :data:`FSSPEC_SCHEMES` and
+  protocols registered with ``fsspec.register_implementation(name, cls)``.
+  Through :class:`FsspecByteSource`; the filesystem's package (s3fs, gcsfs,
+  adlfs, ...) must be installed (``pip install nwb-dask[s3]`` for s3fs).
+* ``file://`` URLs and local paths: :class:`LocalByteSource`.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import http.client
 import io
 import os
@@ -35,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Sequence, TypeVar
 
 __all__ = [
+    "FsspecByteSource",
     "HTTPByteSource",
     "LocalByteSource",
     "RemoteReadError",
@@ -44,6 +68,10 @@ __all__ = [
 
 #: URL schemes :func:`byte_source` accepts (besides plain paths and ``file://``).
 REMOTE_SCHEMES = ("http", "https", "s3")
+#: Object-store protocols :func:`byte_source` reads through fsspec even without ``storage_options``.
+FSSPEC_SCHEMES = ("gs", "gcs", "az", "abfs", "adl")
+#: :class:`FsspecByteSource` settings :func:`byte_source` accepts besides ``storage_options``.
+_FSSPEC_SETTINGS = frozenset({"max_gap", "max_request", "max_workers"})
 #: Default block size and block count of the cache behind :meth:`HTTPByteSource.open`.
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_CACHE_BLOCKS = 64
@@ -135,40 +163,142 @@ def _scheme(url_or_path: str) -> str:
     return "" if len(scheme) == 1 else scheme
 
 
-def byte_source(url_or_path: str | os.PathLike, **options: Any) -> "HTTPByteSource | LocalByteSource":
+class _FrozenDict(tuple):
+    """A dict as a hashable tuple of ``(key, value)`` pairs (see :func:`_freeze`)."""
+
+    __slots__ = ()
+
+
+class _FrozenList(tuple):
+    """A list as a hashable tuple (see :func:`_freeze`)."""
+
+    __slots__ = ()
+
+
+def _freeze(value: Any) -> Any:
+    """``value`` with dicts and lists (at any depth) made hashable; :func:`_thaw` undoes it.
+
+    Dict items are sorted by key, so equal dicts freeze equal.
+    """
+    if isinstance(value, dict):
+        return _FrozenDict(sorted(((k, _freeze(v)) for k, v in value.items()), key=lambda kv: repr(kv[0])))
+    if isinstance(value, list):
+        return _FrozenList(_freeze(v) for v in value)
+    if type(value) is tuple:
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Undo :func:`_freeze`."""
+    if isinstance(value, _FrozenDict):
+        return {k: _thaw(v) for k, v in value}
+    if isinstance(value, _FrozenList):
+        return [_thaw(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_thaw(v) for v in value)
+    return value
+
+
+def _freeze_options(options: dict | None) -> tuple:
+    """Byte-source options as a hashable, sorted tuple of items (nested dicts frozen).
+
+    The reader caches sources on this key; :func:`byte_source` thaws it.
+    """
+    return tuple(sorted(((k, _freeze(v)) for k, v in (options or {}).items()), key=lambda kv: kv[0]))
+
+
+def _fsspec_registered(scheme: str) -> bool:
+    """Whether a filesystem class was registered for ``scheme`` at run time (not one fsspec ships)."""
+    try:
+        import fsspec
+        from fsspec.registry import known_implementations
+    except ImportError:
+        return False
+    return scheme in fsspec.registry and scheme not in known_implementations
+
+
+def _unsupported(scheme: str, text: str) -> ValueError:
+    return ValueError(
+        f"unsupported URL scheme {scheme!r} in {text!r}; supported: "
+        + ", ".join(f"{s}://" for s in (*REMOTE_SCHEMES, "file"))
+        + " and local paths; the object stores "
+        + ", ".join(f"{s}://" for s in FSSPEC_SCHEMES)
+        + " through fsspec; and any other protocol fsspec knows when remote_options has "
+        "'storage_options' (use {} for none)"
+    )
+
+
+def byte_source(
+    url_or_path: str | os.PathLike, **options: Any
+) -> "HTTPByteSource | FsspecByteSource | LocalByteSource":
     """A byte source for a URL or a local path.
 
     Parameters
     ----------
     url_or_path : str or path-like
-        ``http://``, ``https://`` or ``s3://bucket/key`` (public bucket) URL, a
-        ``file://`` URL or a local path.
+        ``http://``, ``https://`` or ``s3://bucket/key`` URL, another fsspec
+        URL (``gs://``, ``az://``, ``abfs://``, ...), a ``file://`` URL or a
+        local path.
     **options
-        For URLs: :class:`HTTPByteSource` settings (``retries``, ``backoff``,
-        ``timeout``, ``max_gap``, ``max_request``, ``max_workers``, ...).
+        ``storage_options`` (dict): read the URL through fsspec
+        (:class:`FsspecByteSource`) with these filesystem options, e.g. for
+        signed S3 requests ``{"key": ..., "secret": ..., "client_kwargs":
+        {"endpoint_url": ...}}``.  ``anon`` (bool): ``anon=False`` reads
+        ``s3://`` (and other fsspec URLs) through fsspec with the default
+        credentials; it is merged into ``storage_options``.  Without either,
+        ``s3://`` URLs are read anonymously over HTTPS.
+
+        The rest are the source's settings: for :class:`HTTPByteSource`
+        ``retries``, ``backoff``, ``timeout``, ``max_gap``, ``max_request``,
+        ``max_workers``, ...; for :class:`FsspecByteSource` ``max_gap``,
+        ``max_request`` and ``max_workers`` (retries are the filesystem's,
+        configured in ``storage_options``).  Local files take none.
 
     Returns
     -------
-    HTTPByteSource or LocalByteSource
+    HTTPByteSource, FsspecByteSource or LocalByteSource
+        See the module docstring for which URL gets which.
 
     Raises
     ------
     ValueError
-        For any other URL scheme.
+        For a URL scheme that is not supported (named in the message, with
+        what is), or ``anon=False`` for an ``http(s)://`` URL.
+    TypeError
+        For settings the chosen source does not take.
     """
     text = os.fspath(url_or_path)
     scheme = _scheme(text)
-    if scheme in REMOTE_SCHEMES:
-        return HTTPByteSource(text, **options)
+    options = {k: _thaw(v) for k, v in options.items()}
+    storage_options = options.pop("storage_options", None)
+    anon = options.pop("anon", None)
     if scheme == "file":
         return LocalByteSource(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
-    if scheme:
+    if not scheme:
+        return LocalByteSource(text)
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict, got {type(storage_options).__name__}")
+    if storage_options is None and anon is not False and scheme in REMOTE_SCHEMES:
+        return HTTPByteSource(text, **options)  # plain HTTP(S) and public S3 over HTTPS
+    if storage_options is None and anon is False and scheme in ("http", "https"):
         raise ValueError(
-            f"unsupported URL scheme {scheme!r} in {text!r}; supported: "
-            + ", ".join(f"{s}://" for s in (*REMOTE_SCHEMES, "file"))
-            + " and local paths"
+            f"anon=False does not apply to {text!r}: http(s) URLs are read as they are; give "
+            "storage_options to read them through fsspec's HTTP filesystem"
         )
-    return LocalByteSource(text)
+    if storage_options is None and anon is None and scheme not in FSSPEC_SCHEMES and not _fsspec_registered(scheme):
+        raise _unsupported(scheme, text)
+    unknown = set(options) - _FSSPEC_SETTINGS
+    if unknown:
+        raise TypeError(
+            f"FsspecByteSource (for {text!r}) takes no {', '.join(sorted(unknown))}; its settings are "
+            f"{', '.join(sorted(_FSSPEC_SETTINGS))}, and retries and timeouts are the filesystem's "
+            "(set them in storage_options)"
+        )
+    storage_options = dict(storage_options or {})
+    if anon is not None:
+        storage_options.setdefault("anon", anon)
+    return FsspecByteSource(text, storage_options, **options)
 
 
 def _check_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -207,6 +337,81 @@ def _coalesce(
                 continue
         spans.append((off, off + length, [i]))
     return spans
+
+
+def _plan(
+    ranges: Sequence[tuple[int, int]], max_gap: int, max_request: int, max_workers: int, spread: bool
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, list[int]]]]:
+    """Checked ranges and their coalesced spans, as :meth:`HTTPByteSource.map_ranges` describes.
+
+    With ``spread``, spans are capped at the larger of :data:`MIN_SPREAD_REQUEST`
+    and an even share of the bytes over ``max_workers``.
+    """
+    ranges = _check_ranges(ranges)
+    cap = max_request
+    if spread:
+        total = sum(n for _, n in ranges)
+        cap = min(cap, max(MIN_SPREAD_REQUEST, -(-total // max_workers)))
+    return ranges, _coalesce(ranges, max_gap, cap)
+
+
+_Span = tuple[int, int, list[int]]
+
+
+def _map_spans(
+    ranges: list[tuple[int, int]],
+    jobs: list[list[_Span]],
+    fetch: Callable[[list[_Span]], list[bytes]],
+    fn: Callable[[int, bytes], _T],
+    max_workers: int,
+    thread_name_prefix: str,
+) -> list[_T]:
+    """Run ``jobs`` (groups of spans) in a pool; each fetches its spans and calls ``fn`` on their ranges.
+
+    ``fetch(spans)`` returns the bytes ``start:end`` of each span.  ``fn(i,
+    bytes)`` runs in the thread that fetched range ``i`` (empty ranges: in
+    this thread, first).  Results come back in input order.  On an error the
+    jobs not yet started are cancelled and the error is raised once every
+    running job has returned.
+    """
+    out: list[Any] = [None] * len(ranges)
+    for i, (_, n) in enumerate(ranges):
+        if n == 0:
+            out[i] = fn(i, b"")
+
+    def run(job: list[_Span]) -> None:
+        for (start, end, members), buf in zip(job, fetch(job)):
+            if len(members) == 1 and ranges[members[0]] == (start, end - start):
+                out[members[0]] = fn(members[0], buf)
+                continue
+            view = memoryview(buf)
+            for i in members:
+                off, length = ranges[i]
+                out[i] = fn(i, bytes(view[off - start : off - start + length]))
+
+    if len(jobs) <= 1 or max_workers == 1:
+        for job in jobs:
+            run(job)
+        return out
+    pool = ThreadPoolExecutor(min(max_workers, len(jobs)), thread_name_prefix=thread_name_prefix)
+    try:
+        for future in as_completed([pool.submit(run, job) for job in jobs]):
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return out
+
+
+def _balance(spans: list[_Span], groups: int) -> list[list[_Span]]:
+    """Spans dealt into at most ``groups`` groups of similar byte totals (each group in offset order)."""
+    groups = max(1, min(groups, len(spans)))
+    bins: list[list[_Span]] = [[] for _ in range(groups)]
+    loads = [0] * groups
+    for span in sorted(spans, key=lambda sp: sp[0] - sp[1]):  # largest first
+        k = loads.index(min(loads))
+        bins[k].append(span)
+        loads[k] += span[1] - span[0]
+    return [sorted(b, key=lambda sp: sp[0]) for b in bins if b]
 
 
 # --------------------------------------------------------------------------- #
@@ -522,40 +727,13 @@ class HTTPByteSource:
             started are cancelled and the error is raised once every running
             call has returned (so none still runs after this returns).
         """
-        ranges = _check_ranges(ranges)
-        cap = self.max_request
-        if spread:
-            total = sum(n for _, n in ranges)
-            cap = min(cap, max(MIN_SPREAD_REQUEST, -(-total // self.max_workers)))
-        spans = _coalesce(ranges, self.max_gap, cap)
-        out: list[Any] = [None] * len(ranges)
-        for i, (_, n) in enumerate(ranges):
-            if n == 0:
-                out[i] = fn(i, b"")
+        ranges, spans = _plan(ranges, self.max_gap, self.max_request, self.max_workers, spread)
+        return _map_spans(ranges, [[span] for span in spans], self._fetch_spans, fn, self.max_workers, "nwb_dask-http")
 
-        def span_job(span: tuple[int, int, list[int]]) -> None:
-            start, end, members = span
-            step = self.max_request  # a range larger than a request is fetched in pieces
-            buf = b"".join(self._fetch(p, min(step, end - p)) for p in range(start, end, step))
-            if len(members) == 1 and ranges[members[0]] == (start, end - start):
-                out[members[0]] = fn(members[0], buf)
-                return
-            view = memoryview(buf)
-            for i in members:
-                off, length = ranges[i]
-                out[i] = fn(i, bytes(view[off - start : off - start + length]))
-
-        if len(spans) <= 1 or self.max_workers == 1:
-            for span in spans:
-                span_job(span)
-            return out
-        pool = ThreadPoolExecutor(min(self.max_workers, len(spans)), thread_name_prefix="nwb_dask-http")
-        try:
-            for future in as_completed([pool.submit(span_job, span) for span in spans]):
-                future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return out
+    def _fetch_spans(self, spans: list[_Span]) -> list[bytes]:
+        """The bytes of each span, a span larger than ``max_request`` fetched in pieces."""
+        step = self.max_request
+        return [b"".join(self._fetch(p, min(step, end - p)) for p in range(start, end, step)) for start, end, _ in spans]
 
     def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
         """A read-only, seekable file object over the remote file.
@@ -660,6 +838,241 @@ class _BlockCacheFile(io.RawIOBase):
         while len(self._cache) > self._max_blocks:
             self._cache.popitem(last=False)
         return result
+
+
+# --------------------------------------------------------------------------- #
+# fsspec (signed S3 through s3fs, GCS, Azure, ...)                             #
+# --------------------------------------------------------------------------- #
+class FsspecByteSource:
+    """Byte ranges of one file on an fsspec filesystem, with the interface of :class:`HTTPByteSource`.
+
+    For signed (credentialed) S3 reads through s3fs, S3-compatible stores
+    (MinIO, Ceph, ...) through ``client_kwargs={"endpoint_url": ...}``, and
+    any other fsspec protocol (``gs://``, ``az://``, ``abfs://``, ...).
+
+    Parameters
+    ----------
+    url : str
+        A URL fsspec understands, e.g. ``s3://bucket/key``.
+    storage_options : dict, optional
+        Options of the filesystem, passed to ``fsspec.core.url_to_fs``; for
+        s3fs e.g. ``{"key": ..., "secret": ..., "token": ..., "anon": False,
+        "client_kwargs": {"endpoint_url": ..., "region_name": ...},
+        "config_kwargs": {"retries": {"max_attempts": 10}}}``.
+    max_gap : int
+        Ranges separated by at most this many bytes are fetched by one request
+        (the gap bytes are downloaded and dropped).
+    max_request : int
+        Largest request, in bytes; larger ranges are split.
+    max_workers : int
+        Threads fetching (and, in :meth:`map_ranges`, processing) ranges in
+        parallel; each passes its requests to the filesystem in one
+        ``cat_ranges`` call, which async filesystems (s3fs, gcsfs, adlfs,
+        fsspec's HTTP) run concurrently.
+
+    Raises
+    ------
+    ValueError
+        For a URL without a protocol, or a protocol fsspec does not know.
+    ImportError
+        When the protocol's filesystem package (s3fs, gcsfs, ...) is missing.
+
+    Notes
+    -----
+    The object holds only the URL, the storage options and the settings and
+    pickles cheaply (credentials in ``storage_options`` travel with it, and
+    are left out of its ``repr``); each process creates its filesystem on
+    first use.  Retries are the filesystem's (s3fs retries throttling and
+    transient network errors itself); a failure that remains raises
+    :class:`RemoteReadError` naming the URL and byte range (``attempts`` is 1:
+    one call to the filesystem), a missing object ``FileNotFoundError``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict | None = None,
+        *,
+        max_gap: int = 1 << 20,
+        max_request: int = 16 << 20,
+        max_workers: int = 8,
+    ):
+        url = os.fspath(url)
+        scheme = _scheme(url)
+        if not scheme:
+            raise ValueError(f"FsspecByteSource needs a URL with a protocol (e.g. s3://bucket/key), got {url!r}")
+        if max_gap < 0 or max_request < 1 or max_workers < 1:
+            raise ValueError("max_gap must be >= 0, max_request and max_workers >= 1")
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(f"storage_options must be a dict, got {type(storage_options).__name__}")
+        import fsspec
+
+        protocol = scheme.split("::", 1)[0]  # the outermost of chained URLs (simplecache::s3://...)
+        try:
+            fsspec.get_filesystem_class(protocol)  # ImportError names the package to install
+        except ValueError:
+            raise ValueError(
+                f"unsupported URL scheme {protocol!r} in {url!r}: fsspec has no filesystem for it "
+                f"(known: {', '.join(sorted(fsspec.available_protocols()))})"
+            ) from None
+        self.url = url
+        self.storage_options = dict(storage_options or {})
+        self.max_gap = int(max_gap)
+        self.max_request = int(max_request)
+        self.max_workers = int(max_workers)
+        self._size: int | None = None
+        self._fs_obj = None
+        self._fs_path: str | None = None
+        self._fs_pid: int | None = None
+
+    # -- pickling and the filesystem ----------------------------------------- #
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fs_obj"] = None
+        state["_fs_path"] = None
+        state["_fs_pid"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"FsspecByteSource({self.url!r})"  # no storage options: they may hold secrets
+
+    def _filesystem(self) -> tuple[Any, str]:
+        """This process's ``(filesystem, path)`` (created on first use)."""
+        pid = os.getpid()
+        if self._fs_obj is None or self._fs_pid != pid:
+            with _SESSION_LOCK:
+                if self._fs_obj is None or self._fs_pid != pid:
+                    from fsspec.core import url_to_fs
+
+                    fs, path = url_to_fs(self.url, **self.storage_options)
+                    self._fs_obj, self._fs_path, self._fs_pid = fs, path, pid
+        return self._fs_obj, self._fs_path  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Drop this process's filesystem (a new one is created on next use)."""
+        self._fs_obj = None
+
+    def _error(self, exc: BaseException, byte_range: tuple[int, int] | None) -> OSError:
+        """``FileNotFoundError`` naming the URL for a missing object, else :class:`RemoteReadError`."""
+        if isinstance(exc, FileNotFoundError):
+            return FileNotFoundError(errno.ENOENT, f"no such object ({exc})", self.url)
+        if isinstance(exc, RemoteReadError):
+            return exc
+        return RemoteReadError(self.url, byte_range, 1, f"{type(exc).__name__}: {exc}")
+
+    # -- size ---------------------------------------------------------------- #
+    @property
+    def size(self) -> int:
+        """File size in bytes (``fs.size``)."""
+        if self._size is None:
+            fs, path = self._filesystem()
+            try:
+                size = fs.size(path)
+            except Exception as exc:
+                raise self._error(exc, None) from exc
+            if size is None:
+                raise RemoteReadError(self.url, None, 1, "the filesystem reports no size")
+            self._size = int(size)
+        return self._size
+
+    # -- reading ------------------------------------------------------------- #
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``."""
+        return self.read_ranges([(offset, length)])[0]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many ``(offset, length)`` ranges, coalesced and fetched concurrently.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges; may overlap, touch, repeat or be empty.
+
+        Returns
+        -------
+        list of bytes
+            The bytes of each range, in input order.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the object does not exist.
+        RemoteReadError
+            When a request still fails after the filesystem's retries, or a
+            range lies past the end of the file.
+        """
+        return self.map_ranges(ranges, lambda i, data: data)
+
+    def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
+        """Fetch ranges and call ``fn(index, bytes)`` on each in the thread that fetched it.
+
+        As :meth:`HTTPByteSource.map_ranges`: ranges are coalesced into
+        requests (with ``spread``, into up to ``max_workers`` requests of at
+        least :data:`MIN_SPREAD_REQUEST` bytes), the requests are dealt to up
+        to ``max_workers`` threads, and each thread fetches its requests with
+        one ``cat_ranges`` call, then calls ``fn`` on their ranges while the
+        other threads' requests are still in flight.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges, as for :meth:`read_ranges`.
+        fn : callable
+            Called once per range, from a pool thread, with the range's index
+            and bytes; must be thread-safe.
+        spread : bool
+            Spread the bytes over parallel requests (see above).
+
+        Returns
+        -------
+        list
+            ``fn``'s results in input order.  On an error the threads not yet
+            started are cancelled and the error is raised once every running
+            call has returned.
+        """
+        ranges, spans = _plan(ranges, self.max_gap, self.max_request, self.max_workers, spread)
+        if self._size is not None:  # known size: refuse ranges past the end without a request
+            for off, length in ranges:
+                if length and off + length > self._size:
+                    raise self._past_end(off, length)
+        jobs = _balance(spans, self.max_workers)
+        return _map_spans(ranges, jobs, self._fetch_spans, fn, self.max_workers, "nwb_dask-fsspec")
+
+    def _past_end(self, offset: int, length: int, got: int | None = None) -> RemoteReadError:
+        got_text = f"got {got} of {length} bytes; " if got is not None else ""
+        size = f" (file size {self._size})" if self._size is not None else ""
+        return RemoteReadError(self.url, (offset, length), 1, f"{got_text}range is past the end of the file{size}")
+
+    def _fetch_spans(self, spans: list[_Span]) -> list[bytes]:
+        """The bytes of each span, in one ``cat_ranges`` call (spans over ``max_request`` in pieces)."""
+        step = self.max_request
+        pieces = [(k, p, min(step, end - p)) for k, (start, end, _) in enumerate(spans) for p in range(start, end, step)]
+        fs, path = self._filesystem()
+        try:
+            results = fs.cat_ranges(
+                [path] * len(pieces), [p for _, p, _ in pieces], [p + n for _, p, n in pieces], on_error="return"
+            )
+        except Exception as exc:
+            start, end = spans[0][0], max(sp[1] for sp in spans)
+            raise self._error(exc, (start, end - start)) from exc
+        parts: list[list[bytes]] = [[] for _ in spans]
+        for (k, off, length), data in zip(pieces, results):
+            if isinstance(data, BaseException):
+                raise self._error(data, (off, length)) from data
+            if len(data) != length:
+                raise self._past_end(off, length, len(data))
+            parts[k].append(data)
+        return [p[0] if len(p) == 1 else b"".join(p) for p in parts]
+
+    def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
+        """A read-only, seekable file object over the file.
+
+        Reads go through an LRU cache of ``cache_blocks`` blocks of
+        ``block_size`` bytes, fetched by :meth:`read_ranges` (so failures
+        raise the same errors as chunk reads).  Enough for h5py:
+        ``h5py.File(src.open(), "r")``.
+        """
+        return io.BufferedReader(_BlockCacheFile(self, block_size, cache_blocks))
 
 
 # --------------------------------------------------------------------------- #

@@ -186,7 +186,15 @@ def synthetic_ephys(
     )
 
 
-def ephys_nwbfile(data, rate: float = 30_000.0, *, name: str = "ElectricalSeries", identifier: str = "nwb_dask-synthetic"):
+def ephys_nwbfile(
+    data,
+    rate: float = 30_000.0,
+    *,
+    name: str = "ElectricalSeries",
+    identifier: str = "nwb_dask-synthetic",
+    session_start_time=None,
+    **series_kwargs,
+):
     """An in-memory NWBFile holding ``data`` as an ElectricalSeries.
 
     Builds the electrode table (one probe, one group, ``data.shape[1]``
@@ -203,6 +211,12 @@ def ephys_nwbfile(data, rate: float = 30_000.0, *, name: str = "ElectricalSeries
         Name of the ElectricalSeries in ``nwbfile.acquisition``.
     identifier : str
         NWB file identifier.
+    session_start_time : datetime, optional
+        Default 2026-01-01 00:00 UTC.
+    **series_kwargs
+        Other ``ElectricalSeries`` arguments (``starting_time``,
+        ``conversion`` (default 0.195e-6), ``timestamps`` instead of ``rate``
+        when ``rate=None``, ...).
 
     Returns
     -------
@@ -220,15 +234,17 @@ def ephys_nwbfile(data, rate: float = 30_000.0, *, name: str = "ElectricalSeries
     nwbfile = NWBFile(
         session_description="synthetic ephys-like recording (nwb_dask)",
         identifier=identifier,
-        session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        session_start_time=session_start_time or datetime(2026, 1, 1, tzinfo=timezone.utc),
     )
     device = nwbfile.create_device(name="probe", description="synthetic 384-channel probe")
     group = nwbfile.create_electrode_group("shank0", description="synthetic shank", location="CA1", device=device)
     for _ in range(n_channels):
         nwbfile.add_electrode(group=group, location="CA1")
     region = nwbfile.create_electrode_table_region(list(range(n_channels)), "all electrodes")
-    series = ElectricalSeries(
-        name=name, data=data, electrodes=region, rate=float(rate), conversion=0.195e-6, description="synthetic"
-    )
+    kwargs = dict(conversion=0.195e-6, description="synthetic")
+    if rate is not None:
+        kwargs["rate"] = float(rate)
+    kwargs.update(series_kwargs)
+    series = ElectricalSeries(name=name, data=data, electrodes=region, **kwargs)
     nwbfile.add_acquisition(series)
     return nwbfile

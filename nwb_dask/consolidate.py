@@ -1,0 +1,221 @@
+"""Consolidate: turn a file with external links or virtual datasets into a self-contained one.
+
+:func:`consolidate` never opens its input for writing.  It copies the input
+byte for byte to a temporary file next to the output (so every object, object
+reference and attribute stays exactly as it was), then, in the copy, replaces
+
+* each external link to a dataset with a real dataset holding the target's
+  data and attributes (what readers of the input saw through the link);
+* each external link to a group with a copy of that group (HDF5's object
+  copy, following further external links);
+* each virtual dataset with a real, chunked, compressed dataset holding the
+  data HDF5 assembles from its sources (with the virtual dataset's
+  attributes);
+
+where datasets are read lazily from the input and written by the parallel
+writer.  Every written dataset is then compared with its source element by
+element (in parallel), and only then is the copy renamed to the output.  On any
+error, or if interrupted, the temporary file is removed (or, after SIGKILL,
+left under its ``.NAME.*.partial`` name) and nothing appears at the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .chunking import guess_chunk_shape
+from .codecs import CodecSpec, codec as make_codec
+from .writer import WriteStats
+
+__all__ = ["ConsolidateResult", "consolidate"]
+
+
+@dataclasses.dataclass
+class ConsolidateResult:
+    """What :func:`consolidate` did.
+
+    Attributes
+    ----------
+    output : pathlib.Path
+    datasets : list of str
+        Datasets materialised (former external links and virtual datasets).
+    groups : list of str
+        Externally linked groups copied in.
+    verified : bool
+        Every materialised dataset was compared with its source.
+    stats : WriteStats
+        Bytes written by the parallel writer.
+    """
+
+    output: Path
+    datasets: list[str]
+    groups: list[str]
+    verified: bool
+    stats: WriteStats
+
+
+def _copy_attrs(source, dest) -> None:
+    """Copy attributes with their exact HDF5 types; object references cannot cross files."""
+    import h5py
+
+    for key in source.attrs:
+        attr_type = source.attrs.get_id(key).dtype
+        if h5py.check_dtype(ref=attr_type) is not None:
+            warnings.warn(
+                f"{dest.name}: attribute {key!r} holds object references into {source.file.filename}; not copied",
+                UserWarning,
+                stacklevel=3,
+            )
+            continue
+        dest.attrs.create(key, source.attrs[key], dtype=attr_type)
+
+
+def _bulk(dset) -> bool:
+    """Worth the parallel writer: a non-empty numeric array."""
+    return dset.ndim > 0 and dset.size > 0 and dset.dtype.kind in "biuf"
+
+
+def _same_values(a, b, scheduler: Any = None) -> bool:
+    """Element-by-element equality of two dask arrays (NaN equals NaN), computed in parallel."""
+    import dask.array as da
+
+    eq = a == b
+    if a.dtype.kind in "fc":
+        eq = eq | (da.isnan(a) & da.isnan(b))
+    kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
+    return bool(eq.all().compute(**kwargs))
+
+
+def consolidate(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    codec: CodecSpec | None = None,
+    chunks: tuple | None = None,
+    verify: bool = True,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> ConsolidateResult:
+    """Write a self-contained copy of ``source`` with external data copied in.
+
+    Parameters
+    ----------
+    source : str or PathLike
+        An HDF5/NWB file with external links and/or virtual datasets (others
+        are copied unchanged).  Never modified.
+    output : str or PathLike
+        The self-contained file, created atomically.
+    codec : codec spec, optional
+        Compression of the materialised datasets.  Default: the linked
+        dataset's own codec when nwb_dask can run it, else ``"gzip"``.
+    chunks : tuple, optional
+        Chunk shape of the materialised datasets (default: the source's, or
+        :func:`nwb_dask.chunking.guess_chunk_shape`).
+    verify : bool
+        Compare every materialised dataset with its source before renaming.
+    overwrite : bool
+        Replace an existing ``output`` (never ``source`` itself).
+    scheduler : optional
+        Dask scheduler for reading and writing (default: the active one).
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    ConsolidateResult
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` is missing, or a link or virtual source is broken (all are
+        listed; nothing is written).
+    FileExistsError
+        ``output`` exists and ``overwrite`` is false.
+    ValueError
+        ``output`` is ``source``, or verification failed (the named dataset
+        differs from its source; nothing is left at ``output``).
+    """
+    import h5py
+
+    from .codecs import codec_from_dataset, runs_outside_hdf5
+    from .links import audit_links
+    from .reader import read_dataset
+    from .writer import plan_write, write_arrays
+
+    src = Path(source).resolve()
+    out = Path(output).absolute()
+    if not src.exists():
+        raise FileNotFoundError(f"no such file: {src}")
+    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
+        raise ValueError(f"output {out} is the input file; consolidate writes a new file and never modifies its input")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    records = audit_links(src)
+    broken = [r for r in records if r.broken]
+    if broken:
+        listing = "; ".join(f"{r.path} -> {r.file}:{r.object} ({r.reason})" for r in broken)
+        raise FileNotFoundError(f"{src} has broken external data, cannot consolidate: {listing}")
+
+    temp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    done_datasets: list[str] = []
+    done_groups: list[str] = []
+    jobs = []
+    try:
+        shutil.copyfile(src, temp)
+        with h5py.File(src, "r") as fin, h5py.File(temp, "r+") as fout:
+            targets = [r.path for r in records if r.kind == "external"]
+            targets += list(dict.fromkeys(r.path for r in records if r.kind == "virtual"))
+            for name in targets:
+                obj = fin[name]
+                parent, base = name.rsplit("/", 1)
+                parent = parent or "/"
+                if isinstance(obj, h5py.Group) or (not obj.is_virtual and not _bulk(obj)):
+                    # groups, strings, scalars, compound types: HDF5's own object copy
+                    del fout[name]
+                    fout.copy(obj, fout[parent], name=base, expand_external=True)
+                    (done_groups if isinstance(obj, h5py.Group) else done_datasets).append(name)
+                    continue
+                if not _bulk(obj):  # a small or non-numeric virtual dataset: read it whole
+                    del fout[name]
+                    _copy_attrs(obj, fout.create_dataset(name, data=obj[()], dtype=obj.dtype))
+                    done_datasets.append(name)
+                    continue
+                spec = codec
+                if spec is None:
+                    spec = "gzip"
+                    if obj.chunks and not obj.is_virtual and runs_outside_hdf5(obj.dtype):
+                        try:
+                            spec = codec_from_dataset(obj)
+                        except Exception:  # a filter nwb_dask cannot run: recompress
+                            spec = "gzip"
+                c = make_codec(spec)
+                shape = chunks or (obj.chunks if obj.chunks and not obj.is_virtual else None)
+                shape = shape or guess_chunk_shape(obj.shape, obj.dtype)
+                del fout[name]
+                dset = fout.create_dataset(
+                    name, shape=obj.shape, dtype=obj.dtype, chunks=tuple(shape), fillvalue=obj.fillvalue,
+                    **c.dataset_kwargs(),
+                )
+                _copy_attrs(obj, dset)
+                jobs.append(plan_write(read_dataset(src, name), dset, c, name=name))
+                done_datasets.append(name)
+            # All datasets at once: the writer interleaves their blocks on the workers.
+            stats = write_arrays(jobs, scheduler=scheduler, progress=progress) if jobs else WriteStats()
+        for name in done_datasets if verify else ():
+            if not _same_values(read_dataset(temp, name), read_dataset(src, name), scheduler):
+                raise ValueError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
+        with open(temp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return ConsolidateResult(out, done_datasets, done_groups, verify, stats)
+
