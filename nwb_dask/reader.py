@@ -495,8 +495,8 @@ def read_nwb(
     path : str or PathLike
         Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
         hdmf-zarr), or a ``http(s)://`` / ``s3://`` (or other fsspec) URL of
-        an NWB HDF5 file; local datasets
-        behind external links and virtual datasets are read from their sources.
+        an NWB HDF5 file; local datasets behind external links and virtual
+        datasets are read from their sources.
     min_bytes : int
         Numeric datasets at least this large become dask arrays; smaller
         ones, strings, references and attributes stay as pynwb gives them.
