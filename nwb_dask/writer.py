@@ -180,6 +180,14 @@ def _bound_heap_growth() -> None:
         pass
 
 
+def progress_bar(total: int, enabled: bool, desc: str = "nwb_dask write"):
+    """A tqdm bar in bytes (MB/s), shown for writes over 64 MiB when ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc,
+                disable=not enabled or total < 2**26)
+
+
 def _interleave(jobs: Sequence[WriteJob]) -> Iterator[BlockTask]:
     """Round-robin over the datasets' blocks so they progress together."""
     iters = [job.tasks(i) for i, job in enumerate(jobs)]
@@ -221,13 +229,8 @@ def write_arrays(
         partly written; :class:`~nwb_dask.io.NWBDaskIO` removes the whole
         file in that case.
     """
-    from tqdm.auto import tqdm
-
     stats = WriteStats(datasets=[j.name for j in jobs])
-    total = sum(int(j.array.nbytes) for j in jobs)
-    bar = tqdm(
-        total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="nwb_dask write", disable=not progress or total < 2**26
-    )
+    bar = progress_bar(sum(int(j.array.nbytes) for j in jobs), progress)
     t0 = time.perf_counter()
     _bound_heap_growth()
     try:

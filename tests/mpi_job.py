@@ -1,0 +1,67 @@
+"""A job for tests/test_mpi.py, run under ``mpiexec -n N python tests/mpi_job.py KIND OUT [MODE]``.
+
+KIND:
+  nwb      an NWBFile with a DaskDataIO ElectricalSeries (synthetic, 2 s x 64 ch)
+  mapping  two datasets from a mapping: a dask array and a numpy memmap
+  fail     like mapping, but rank 1 raises while computing one block
+  stall    like mapping, but the last rank never finishes one block (timeout 5 s)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import dask.array as da
+import numpy as np
+from mpi4py import MPI
+
+import nwb_dask
+import nwb_dask.mpi
+from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+
+
+def mapping_data(out: str) -> dict:
+    """A dask array and a numpy memmap (rank 0 creates the memmap file, the others open it)."""
+    comm = MPI.COMM_WORLD
+    if comm.rank == 0:
+        ramp = np.lib.format.open_memmap(out + ".ramp.npy", mode="w+", dtype="f4", shape=(50_000, 7))
+        ramp[:] = np.arange(350_000, dtype="f4").reshape(50_000, 7)
+        ramp.flush()
+    comm.Barrier()
+    ramp = np.lib.format.open_memmap(out + ".ramp.npy", mode="r")
+    return {"/ephys/data": synthetic_ephys(seconds=2, n_channels=64, seed=5), "/other/ramp": ramp}
+
+
+def sabotage(array, rank_to_fail: int, kind: str):
+    """The array, except that block 1 misbehaves on one rank."""
+    rank = MPI.COMM_WORLD.rank
+
+    def block(b, block_info=None):
+        if rank == rank_to_fail and block_info[0]["chunk-location"][0] == 1:
+            if kind == "fail":
+                raise ValueError("synthetic failure in block 1")
+            time.sleep(3600)
+        return b
+
+    return array.rechunk((20_000, 64)).map_blocks(block, dtype=array.dtype)
+
+
+def main() -> None:
+    kind, out = sys.argv[1], sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "auto"
+    comm = MPI.COMM_WORLD
+    if kind == "nwb":
+        data = ephys_nwbfile(nwb_dask.DaskDataIO(synthetic_ephys(seconds=2, n_channels=64, seed=4), codec="gzip"))
+        nwb_dask.mpi.write(data, out, mode=mode)
+        return
+    data = mapping_data(out)
+    timeout = 600.0
+    if kind in ("fail", "stall"):
+        data["/ephys/data"] = sabotage(data["/ephys/data"], 1 if kind == "fail" else comm.size - 1, kind)
+        timeout = 5.0
+    nwb_dask.mpi.write(data, out, mode=mode, codec="gzip", timeout=timeout)
+
+
+if __name__ == "__main__":
+    main()
