@@ -227,7 +227,7 @@ def _length(data: Any) -> int | None:
         shape = get_data_shape(data)
     except Exception:  # pragma: no cover - exotic data
         return None
-    return int(shape[0]) if shape else None
+    return int(shape[0]) if shape and shape[0] is not None else None  # None: length unknown (e.g. a generator)
 
 
 def _object_path(builder) -> str:
@@ -261,7 +261,7 @@ def check_link(builder, target, *, on_mismatch: OnMismatch = "raise", shape=None
         With ``on_mismatch="raise"``, naming each attribute, the declared and
         the target's value, the target file and dataset, and the overrides.
     """
-    from hdmf.build import Builder, ReferenceBuilder
+    from hdmf.build import Builder, DatasetBuilder, ReferenceBuilder
 
     problems = []
     for key, declared in builder.attributes.items():
@@ -276,7 +276,9 @@ def check_link(builder, target, *, on_mismatch: OnMismatch = "raise", shape=None
     parent = builder.parent
     if parent is not None and builder.name == "data" and target.ndim >= 1:
         ts = parent.datasets.get("timestamps")
-        n = _length(ts.data) if ts is not None and not isinstance(ts.data, ReferenceBuilder) else None
+        if ts is None and "timestamps" in parent.links:  # timestamps=another series: a link to its timestamps
+            ts = parent.links["timestamps"].builder
+        n = _length(ts.data) if isinstance(ts, DatasetBuilder) and not isinstance(ts.data, ReferenceBuilder) else None
         if n is not None and n != target.shape[0]:
             problems.append(f"the container has {n} timestamps, the target has {target.shape[0]} samples")
         el = parent.datasets.get("electrodes")
@@ -354,7 +356,7 @@ def _record(kind: str, path: str, stored: str, obj: str, parent_file: str) -> Li
         found: str | None = os.path.abspath(parent_file)
     else:
         env = "HDF5_EXT_PREFIX" if kind == "external" else "HDF5_VDS_PREFIX"
-        found = next((c for c in _candidates(stored, parent_dir, env) if os.path.isfile(c)), None)
+        found = next((os.path.normpath(c) for c in _candidates(stored, parent_dir, env) if os.path.isfile(c)), None)
     reason = ""
     if found is None:
         reason = f"target file {stored!r} not found (looked in {parent_dir} and the working directory)"

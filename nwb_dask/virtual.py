@@ -141,7 +141,8 @@ def _describe_segments(pairs: list[tuple[str, str]], axis: int) -> tuple[list[tu
                         f"segment {path}:{dname} has shape {shape}, the first segment {fpath}:{fname} has {fshape}: "
                         f"all axes but axis {axis} must agree"
                     )
-            described.append((path, d.name, shape))
+            # The name as asked, not d.name: behind an external link d.name is the target file's name.
+            described.append((path, "/" + dname.strip("/"), shape))
     return described, np.dtype(dtype), fill
 
 
