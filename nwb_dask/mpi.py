@@ -7,8 +7,9 @@ rank builds the same lazy data, and :func:`write` shares the work:
    for a mapping of datasets) with empty chunked, compressed datasets, under
    a temporary name next to the target, and tells every rank the plan: which
    chunk-aligned blocks of which datasets exist;
-2. the blocks are dealt round-robin over the ranks (uneven splits are fine),
-   and each rank computes its blocks from its own copy of the data;
+2. each rank computes blocks from its own copy of the data: in funnel mode
+   rank 0 hands them out on request (so the rank that also writes takes a
+   smaller share), in collective mode they are dealt round-robin;
 3. **funnel mode** (any h5py, e.g. the wheel, with ``pip install mpi4py
    mpich``): each rank compresses its blocks' chunks with nwb_dask's codecs
    and sends the encoded bytes to rank 0, which computes its own share too
@@ -58,8 +59,9 @@ from .writer import WriteStats
 __all__ = ["MPIWriteError", "available_modes", "write"]
 
 Mode = Literal["auto", "funnel", "collective"]
-_TAG_BLOCK, _TAG_ERROR = 7101, 7102
-_MAX_IN_FLIGHT = 2  # blocks a funnel rank may have sent but not yet delivered
+_TAG_BLOCK, _TAG_ERROR, _TAG_REQUEST, _TAG_ASSIGN, _TAG_DATA = 7101, 7102, 7103, 7104, 7105
+_MAX_IN_FLIGHT = 4  # blocks a funnel rank may have sent but not yet delivered
+_PREFETCH = 2  # block requests a funnel rank keeps ahead of its work (rank 0 answers between its own blocks)
 
 
 class MPIWriteError(RuntimeError):
@@ -242,30 +244,96 @@ class _Watchdog:
 # funnel mode                                                                  #
 # --------------------------------------------------------------------------- #
 def _funnel(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, progress: bool) -> WriteStats | None:
-    from mpi4py import MPI
+    """Rank 0 hands out blocks on request and stores every chunk; the others compute and send.
 
-    rank, size = comm.rank, comm.size
-    mine = [(k, j, sel) for k, (j, sel) in enumerate(plan.blocks) if k % size == rank]
-    if rank != 0:
-        pending = []
-        with _Watchdog(comm, 2 * timeout, "sending blocks to rank 0") as dog:  # rank 0 notices first
-            for k, j, sel in mine:
-                try:
-                    payload = _encode(plan, arrays, j, sel)
-                except BaseException as exc:  # report to rank 0, which aborts the job
-                    comm.send(f"rank {rank} failed on {_where(plan, j, sel)}: {type(exc).__name__}: {exc}\n"
-                              + traceback.format_exc(), dest=0, tag=_TAG_ERROR)
-                    time.sleep(timeout)  # rank 0 aborts the job; never return a partial write
-                    raise
-                pending.append(comm.isend((k, payload), dest=0, tag=_TAG_BLOCK))
-                while len(pending) >= _MAX_IN_FLIGHT:
-                    pending.pop(0).wait()
-                dog.tick()
-            for req in pending:
-                req.wait()
+    Blocks are dealt dynamically: a rank keeps two requests for blocks
+    ahead of its work, and rank 0 computes a block itself only when no
+    request or result is waiting, so the rank that also writes takes a
+    smaller share and no rank idles at the end.
+    """
+    if comm.rank != 0:
+        _funnel_worker(comm, plan, arrays, timeout)
         return None
+    return _funnel_root(comm, plan, arrays, timeout, progress)
 
+
+def _funnel_worker(comm, plan: _Plan, arrays: dict[str, Any], timeout: float) -> None:
+    rank = comm.rank
+    pending = []
+    with _Watchdog(comm, 2 * timeout, "computing blocks for rank 0") as dog:  # rank 0 notices a stall first
+        for _ in range(_PREFETCH):
+            comm.send(None, dest=0, tag=_TAG_REQUEST)
+        outstanding = _PREFETCH
+        while outstanding:
+            k = comm.recv(source=0, tag=_TAG_ASSIGN)
+            outstanding -= 1
+            if k is None:  # no blocks left (one None per outstanding request)
+                continue
+            comm.send(None, dest=0, tag=_TAG_REQUEST)  # keep _PREFETCH requests ahead of the work
+            outstanding += 1
+            j, sel = plan.blocks[k]
+            try:
+                payload = _encode(plan, arrays, j, sel)
+            except BaseException as exc:  # report to rank 0, which aborts the job
+                comm.send(f"rank {rank} failed on {_where(plan, j, sel)}: {type(exc).__name__}: {exc}\n"
+                          + traceback.format_exc(), dest=0, tag=_TAG_ERROR)
+                time.sleep(timeout)  # rank 0 aborts the job; never return a partial write
+                raise
+            header, buf = _pack(k, payload)
+            comm.send(header, dest=0, tag=_TAG_BLOCK)
+            pending.append((comm.Isend(buf, dest=0, tag=_TAG_DATA), buf))  # keep buf alive until sent
+            while len(pending) >= _MAX_IN_FLIGHT:
+                pending.pop(0)[0].Wait()
+            dog.tick()
+        for req, _ in pending:
+            req.Wait()
+
+
+def _root_share(size: int, timing: list) -> float:
+    """Fraction of the blocks rank 0 should compute so that it finishes with the others.
+
+    Rank 0 computes ``x`` of ``n`` blocks and stores all ``n``; each other
+    rank computes ``(n - x) / (size - 1)``.  With ``c`` seconds to compute a
+    block and ``w`` to store one, equal finishing times give
+    ``x / n = (1 - (size - 1) * w / c) / size``; ``c`` and ``w`` are measured
+    as the write goes.
+    """
+    if size == 1 or not timing[2] or not timing[3]:
+        return 1.0  # alone, or nothing measured yet: compute
+    c, w = timing[0] / timing[2], timing[1] / timing[3]
+    return max(0.0, (1.0 - (size - 1) * w / c) / size)
+
+
+def _pack(k: int, payload) -> tuple[tuple, np.ndarray]:
+    """A block as a small header and one contiguous buffer (sent without pickling the bytes)."""
+    if isinstance(payload, np.ndarray):
+        return (k, "raw", payload.shape, payload.dtype.str), np.ascontiguousarray(payload).reshape(-1).view(np.uint8)
+    sizes = [len(data) for _, _, data in payload]
+    buf = np.frombuffer(b"".join(data for _, _, data in payload), np.uint8)
+    return (k, "chunks", [(offset, mask) for offset, mask, _ in payload], sizes), buf
+
+
+def _unpack(comm, source: int, header: tuple, inbox: np.ndarray):
+    """Receive the buffer announced by ``header`` into ``inbox`` (grown if needed); ``(k, payload, inbox)``."""
+    k, kind, a, b = header
+    nbytes = int(np.prod(a)) * np.dtype(b).itemsize if kind == "raw" else sum(b)
+    if inbox.size < nbytes:
+        inbox = np.empty(max(nbytes, 2 * inbox.size), np.uint8)
+    view = inbox[:nbytes]
+    comm.Recv(view, source=source, tag=_TAG_DATA)
+    if kind == "raw":
+        return k, view.view(np.dtype(b)).reshape(a), inbox
+    chunks, start = [], 0
+    mv = memoryview(view)
+    for (offset, mask), size in zip(a, b):
+        chunks.append((offset, mask, mv[start : start + size]))
+        start += size
+    return k, chunks, inbox
+
+
+def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, progress: bool) -> WriteStats:
     import h5py
+    from mpi4py import MPI
 
     from .writer import progress_bar
 
@@ -277,7 +345,15 @@ def _funnel(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, progress:
     with h5py.File(plan.temp, "r+") as f, progress_bar(total, progress, "nwb_dask mpi funnel") as bar:
         dsets = [f[n] for n in plan.names]
 
+        timing = [0.0, 0.0, 0, 0]  # seconds computing, seconds storing, blocks computed, blocks stored
+
         def store(k: int, payload) -> None:
+            t = time.perf_counter()
+            _store(k, payload)
+            timing[1] += time.perf_counter() - t
+            timing[3] += 1
+
+        def _store(k: int, payload) -> None:
             j, sel = plan.blocks[k]
             nbytes = int(np.prod([s.stop - s.start for s in sel])) * np.dtype(plan.dtypes[j]).itemsize
             if isinstance(payload, np.ndarray):
@@ -291,32 +367,51 @@ def _funnel(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, progress:
             stats.logical_bytes += nbytes
             bar.update(nbytes)
 
-        expected, received = len(plan.blocks) - len(mine), 0
-        own = iter(mine)
+        n_blocks, nxt = len(plan.blocks), 0
+        given = received = finished = own = 0
+        inbox = np.empty(0, np.uint8)  # reused receive buffer (fresh pages are slow to touch)
         last = time.monotonic()
-        while True:
+        while finished < (comm.size - 1) * _PREFETCH or received < given or nxt < n_blocks:
+            busy = False
             while comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-                msg = comm.recv(source=status.Get_source(), tag=status.Get_tag())
-                if status.Get_tag() == _TAG_ERROR:
+                source, tag = status.Get_source(), status.Get_tag()
+                msg = comm.recv(source=source, tag=tag)
+                if tag == _TAG_ERROR:
                     raise MPIWriteError(msg)
-                store(*msg)
-                received += 1
+                if tag == _TAG_REQUEST:
+                    if nxt < n_blocks:
+                        comm.send(nxt, dest=source, tag=_TAG_ASSIGN)
+                        nxt, given = nxt + 1, given + 1
+                    else:
+                        comm.send(None, dest=source, tag=_TAG_ASSIGN)
+                        finished += 1
+                else:  # a block's header; its bytes follow as one buffer
+                    k, payload, inbox = _unpack(comm, source, msg, inbox)
+                    store(k, payload)
+                    received += 1
+                busy = True
+            if busy:
                 last = time.monotonic()
-            nxt = next(own, None)
-            if nxt is not None:
-                k, j, sel = nxt
+                continue
+            if nxt < n_blocks and own < _root_share(comm.size, timing) * (own + given + 1):
+                # nothing waiting and rank 0 is below its fair share: compute a block here
+                k, nxt = nxt, nxt + 1
+                j, sel = plan.blocks[k]
+                t = time.perf_counter()
                 try:
-                    store(k, _encode(plan, arrays, j, sel))
+                    payload = _encode(plan, arrays, j, sel)
                 except Exception as exc:
                     raise MPIWriteError(f"rank 0 failed on {_where(plan, j, sel)}: {type(exc).__name__}: {exc}") from exc
+                timing[0] += time.perf_counter() - t
+                timing[2] += 1
+                store(k, payload)
+                own += 1
                 last = time.monotonic()
-            elif received == expected:
-                break
-            else:
-                if timeout and time.monotonic() - last > timeout:
-                    raise MPIWriteError(f"rank 0 received no block for {timeout:g} s "
-                                        f"({received} of {expected} from other ranks); a rank is stuck")
-                time.sleep(0.0005)
+                continue
+            if timeout and time.monotonic() - last > timeout:
+                raise MPIWriteError(f"rank 0 received no block for {timeout:g} s "
+                                    f"({received} of {given} from other ranks); a rank is stuck")
+            time.sleep(0.0005)
     stats.seconds = time.perf_counter() - t0
     return stats
 

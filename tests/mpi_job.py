@@ -3,8 +3,8 @@
 KIND:
   nwb      an NWBFile with a DaskDataIO ElectricalSeries (synthetic, 2 s x 64 ch)
   mapping  two datasets from a mapping: a dask array and a numpy memmap
-  fail     like mapping, but rank 1 raises while computing one block
-  stall    like mapping, but the last rank never finishes one block (timeout 5 s)
+  fail     like mapping, but the ranks other than 0 raise while computing blocks
+  stall    like mapping, but the ranks other than 0 never finish a block (timeout 5 s)
 """
 
 from __future__ import annotations
@@ -33,18 +33,22 @@ def mapping_data(out: str) -> dict:
     return {"/ephys/data": synthetic_ephys(seconds=2, n_channels=64, seed=5), "/other/ramp": ramp}
 
 
-def sabotage(array, rank_to_fail: int, kind: str):
-    """The array, except that block 1 misbehaves on one rank."""
+def sabotage(array, kind: str):
+    """The array, except that every block misbehaves on the ranks other than 0.
+
+    Blocks are handed out dynamically (funnel) or round-robin (collective), so
+    which block a rank computes varies; every rank but 0 computes some.
+    """
     rank = MPI.COMM_WORLD.rank
 
-    def block(b, block_info=None):
-        if rank == rank_to_fail and block_info[0]["chunk-location"][0] == 1:
+    def block(b):
+        if rank != 0:
             if kind == "fail":
-                raise ValueError("synthetic failure in block 1")
+                raise ValueError(f"synthetic failure on rank {rank}")
             time.sleep(3600)
         return b
 
-    return array.rechunk((20_000, 64)).map_blocks(block, dtype=array.dtype)
+    return array.map_blocks(block, dtype=array.dtype)
 
 
 def main() -> None:
@@ -58,7 +62,7 @@ def main() -> None:
     data = mapping_data(out)
     timeout = 600.0
     if kind in ("fail", "stall"):
-        data["/ephys/data"] = sabotage(data["/ephys/data"], 1 if kind == "fail" else comm.size - 1, kind)
+        data["/ephys/data"] = sabotage(data["/ephys/data"], kind)
         timeout = 5.0
     nwb_dask.mpi.write(data, out, mode=mode, codec="gzip", timeout=timeout)
 
