@@ -438,7 +438,39 @@ def _retry_after(resp) -> float | None:
         return None
 
 
-class HTTPByteSource:
+class _RangeReader:
+    """``read`` and ``read_ranges`` for sources that implement ``map_ranges``."""
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``."""
+        return self.read_ranges([(offset, length)])[0]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many ``(offset, length)`` ranges, coalesced and fetched in parallel.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges; may overlap, touch, repeat or be empty.
+
+        Returns
+        -------
+        list of bytes
+            The bytes of each range, in input order.
+
+        Raises
+        ------
+        RemoteReadError
+            When a request still fails after the retries, or a range lies past
+            the end of the file (``FileNotFoundError`` for a missing object).
+        """
+        return self.map_ranges(ranges, lambda i, data: data)
+
+    def map_ranges(self, ranges, fn, *, spread=False):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class HTTPByteSource(_RangeReader):
     """Byte ranges of one file served over HTTP(S) (or a public S3 object).
 
     Parameters
@@ -675,31 +707,6 @@ class HTTPByteSource:
             raise _Retry(f"truncated body: full-body reply of {len(body)} bytes, need {need}")
         return body[offset:need]
 
-    def read(self, offset: int, length: int) -> bytes:
-        """Read ``length`` bytes at ``offset``."""
-        return self.read_ranges([(offset, length)])[0]
-
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read many ``(offset, length)`` ranges, coalesced and fetched in parallel.
-
-        Parameters
-        ----------
-        ranges : sequence of (int, int)
-            Byte ranges; may overlap, touch, repeat or be empty.
-
-        Returns
-        -------
-        list of bytes
-            The bytes of each range, in input order.
-
-        Raises
-        ------
-        RemoteReadError
-            When a request still fails after the retries, or a range lies past
-            the end of the file.
-        """
-        return self.map_ranges(ranges, lambda i, data: data)
-
     def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
         """Fetch ranges and call ``fn(index, bytes)`` on each in the thread that fetched it.
 
@@ -843,7 +850,7 @@ class _BlockCacheFile(io.RawIOBase):
 # --------------------------------------------------------------------------- #
 # fsspec (signed S3 through s3fs, GCS, Azure, ...)                             #
 # --------------------------------------------------------------------------- #
-class FsspecByteSource:
+class FsspecByteSource(_RangeReader):
     """Byte ranges of one file on an fsspec filesystem, with the interface of :class:`HTTPByteSource`.
 
     For signed (credentialed) S3 reads through s3fs, S3-compatible stores
@@ -976,33 +983,6 @@ class FsspecByteSource:
         return self._size
 
     # -- reading ------------------------------------------------------------- #
-    def read(self, offset: int, length: int) -> bytes:
-        """Read ``length`` bytes at ``offset``."""
-        return self.read_ranges([(offset, length)])[0]
-
-    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """Read many ``(offset, length)`` ranges, coalesced and fetched concurrently.
-
-        Parameters
-        ----------
-        ranges : sequence of (int, int)
-            Byte ranges; may overlap, touch, repeat or be empty.
-
-        Returns
-        -------
-        list of bytes
-            The bytes of each range, in input order.
-
-        Raises
-        ------
-        FileNotFoundError
-            When the object does not exist.
-        RemoteReadError
-            When a request still fails after the filesystem's retries, or a
-            range lies past the end of the file.
-        """
-        return self.map_ranges(ranges, lambda i, data: data)
-
     def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
         """Fetch ranges and call ``fn(index, bytes)`` on each in the thread that fetched it.
 
