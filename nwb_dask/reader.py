@@ -16,6 +16,7 @@ with coalesced, parallel range requests and decodes them on the worker.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 from typing import Any
@@ -72,6 +73,24 @@ def _open_remote(url: str, options: tuple = ()):
     import h5py
 
     return h5py.File(_source(url, options).open(), "r")
+
+
+def _close_remote() -> None:
+    """Drop this process's remote handles while the interpreter is still whole (atexit).
+
+    An h5py file opened over a Python file object (the remote views above)
+    that is still open when the interpreter finalises calls back into
+    half-destroyed Python objects: with s3fs's event-loop thread alive this
+    crashed the interpreter on exit (seen after a process cluster had run).
+    """
+    import gc
+
+    _open_remote.cache_clear()
+    _source.cache_clear()
+    gc.collect()
+
+
+atexit.register(_close_remote)
 
 
 def _covering(index: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple | None]:
