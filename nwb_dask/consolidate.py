@@ -241,6 +241,11 @@ def consolidate(
             os.fsync(fh.fileno())
         os.replace(temp, out)
     except BaseException:
+        # The traceback keeps this frame alive: drop its HDF5 objects now.  A virtual
+        # dataset's creation property list that outlived h5py crashed the C library's
+        # exit handler (H5_term_library -> H5D__virtual_reset_layout).
+        obj = dset = None  # noqa: F841
+        jobs.clear()
         temp.unlink(missing_ok=True)
         raise
     return ConsolidateResult(out, done_datasets, done_groups, verify, stats)

@@ -562,12 +562,14 @@ def write(
             Path(plan.temp).unlink(missing_ok=True)
         if mode == "funnel":  # the other ranks may be blocked sending: end the job
             print(f"nwb_dask.mpi: {exc}", file=sys.stderr, flush=True)
+            time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
             comm.Abort(1)
         raise
     except BaseException as exc:
         if comm.rank == 0:
             Path(plan.temp).unlink(missing_ok=True)
         print(f"nwb_dask.mpi: rank {comm.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
         comm.Abort(1)
         raise
     if comm.rank == 0 and ok:

@@ -75,22 +75,25 @@ def _open_remote(url: str, options: tuple = ()):
     return h5py.File(_source(url, options).open(), "r")
 
 
-def _close_remote() -> None:
-    """Drop this process's remote handles while the interpreter is still whole (atexit).
+def _close_handles() -> None:
+    """Close this process's cached handles while the interpreter is still whole (atexit).
 
     An h5py file opened over a Python file object (the remote views above)
     that is still open when the interpreter finalises calls back into
-    half-destroyed Python objects: with s3fs's event-loop thread alive this
-    crashed the interpreter on exit (seen after a process cluster had run).
+    half-destroyed Python objects (with s3fs's event-loop thread alive this
+    crashed the interpreter on exit), and HDF5 objects left for the C
+    library's own exit handler crashed it too (a virtual dataset's creation
+    property list, kept alive by a traceback, closed after h5py was gone).
     """
     import gc
 
     _open_remote.cache_clear()
     _source.cache_clear()
+    _open.cache_clear()
     gc.collect()
 
 
-atexit.register(_close_remote)
+atexit.register(_close_handles)
 
 
 def _covering(index: Any, shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple | None]:
