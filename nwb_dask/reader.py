@@ -169,6 +169,9 @@ class _Chunks:
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
         self.chunk_shape, self.codec, self.fill = tuple(chunk_shape), codec, fill
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.where[0]!r}, {self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
     def __getitem__(self, index: Any) -> np.ndarray:
         region, rest = _covering(index, self.shape)
         out = self._read(region)
@@ -318,8 +321,10 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
 
     The dataset's own file (``dset.file.filename``) and path (``dset.name``)
     are used, so a dataset reached through an external link is read from the
-    link's target file directly; a virtual dataset is read through HDF5, which
-    resolves its sources.
+    link's target file directly.  A virtual dataset whose sources are whole
+    datasets tiling it along one axis (what :func:`nwb_dask.join_segments`
+    writes) is read from its sources directly, each decoded in parallel;
+    other virtual datasets are read through HDF5, which resolves them.
 
     Parameters
     ----------
@@ -333,6 +338,10 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     """
     from dask.base import tokenize
 
+    if dset.is_virtual:
+        parts = _virtual_tiles(dset)
+        if parts is not None:
+            return _join_tiles(parts, block_bytes, direct)
     path = os.path.abspath(dset.file.filename)
     name = dset.name
     shape, dtype, chunks, codec, fill = _describe(dset)
@@ -346,6 +355,71 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     mtime = os.path.getmtime(path)
     reader = _LocalChunks((path, mtime), name, shape, dtype, chunk_shape, codec, fill)
     return _chunked_array(reader, blocks, tokenize(path, name, mtime, blocks, codec, direct))
+
+
+def _virtual_tiles(dset) -> tuple[int, list[tuple[str, str]]] | None:
+    """``(axis, [(source file, source dataset), ...])`` if whole source datasets tile ``dset`` along one axis.
+
+    Returns None for any other layout (strided or partial selections, gaps,
+    missing sources, a different dtype), which HDF5 then reads itself.
+    """
+    import h5py
+
+    from .links import _candidates
+
+    shape, here = dset.shape, os.path.dirname(os.path.abspath(dset.file.filename))
+    boxes = []
+    for m in dset.virtual_sources():
+        vs = m.vspace
+        if m.src_space.get_select_type() != h5py.h5s.SEL_ALL or vs.get_select_type() != h5py.h5s.SEL_HYPERSLABS:
+            return None
+        if not vs.is_regular_hyperslab():
+            return None
+        start, stride, count, block = vs.get_regular_hyperslab()
+        if any(c != 1 and s != b for c, s, b in zip(count, stride, block)):
+            return None
+        stop = tuple(a + c * b for a, c, b in zip(start, count, block))
+        if m.file_name == ".":
+            path = os.path.abspath(dset.file.filename)
+        else:
+            path = next((c for c in _candidates(m.file_name, here, "HDF5_VDS_PREFIX") if os.path.isfile(c)), None)
+            if path is None:
+                return None
+        try:
+            with h5py.File(path, "r") as f:
+                src = f.get(m.dset_name)
+                if not isinstance(src, h5py.Dataset) or src.dtype != dset.dtype:
+                    return None
+                if src.shape != tuple(b - a for a, b in zip(start, stop)):
+                    return None
+        except OSError:
+            return None
+        boxes.append((tuple(start), stop, os.path.normpath(path), m.dset_name))
+    if not boxes:
+        return None
+    for axis in range(len(shape)):
+        if all(b[0][a] == 0 and b[1][a] == shape[a] for b in boxes for a in range(len(shape)) if a != axis):
+            boxes.sort(key=lambda b: b[0][axis])
+            edge = 0
+            for b in boxes:
+                if b[0][axis] != edge:
+                    return None
+                edge = b[1][axis]
+            return (axis, [(b[2], b[3]) for b in boxes]) if edge == shape[axis] else None
+    return None
+
+
+def _join_tiles(parts: tuple[int, list[tuple[str, str]]], block_bytes: int, direct: bool):
+    """The tiles of a virtual dataset, each read directly, concatenated along their axis."""
+    import dask.array as da
+    import h5py
+
+    axis, sources = parts
+    arrays = []
+    for path, name in sources:
+        with h5py.File(path, "r") as f:
+            arrays.append(dataset_array(f[name], block_bytes=block_bytes, direct=direct))
+    return da.concatenate(arrays, axis=axis)
 
 
 def _check_link(f, name: str, path: str) -> None:

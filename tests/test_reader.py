@@ -143,3 +143,49 @@ def test_window_of_a_large_block_decodes_only_its_chunks(h5file, monkeypatch):
     calls.clear()
     np.testing.assert_array_equal(arr[::1000, 5].compute(scheduler="sync"), x[::1000, 5])
     np.testing.assert_array_equal(arr[[7, 4000, 12], :].compute(scheduler="sync"), x[[7, 4000, 12], :])
+
+
+# --------------------------------------------------------------------------- #
+# Virtual datasets: whole-source tiles are read from their sources directly    #
+# --------------------------------------------------------------------------- #
+def _vds_file(folder, layout_kind: str):
+    rng = np.random.default_rng(9)
+    parts = [(rng.normal(size=(n, 6)) * 30).astype("i2") for n in (700, 1300, 500)]
+    for i, p in enumerate(parts):
+        with h5py.File(folder / f"part{i}.h5", "w") as f:
+            f.create_dataset("x", data=p, chunks=(200, 6), **nwb_dask.codec("gzip").dataset_kwargs())
+    whole = np.concatenate(parts)
+    layout = h5py.VirtualLayout(shape=whole.shape, dtype="i2")
+    start = 0
+    for i, p in enumerate(parts):
+        src = h5py.VirtualSource(f"part{i}.h5", "x", shape=p.shape)
+        if layout_kind == "strided" and i == 1:  # every other row of part 1, rest fill
+            layout[start : start + len(p) : 2] = src[::2]
+            whole[start + 1 : start + len(p) : 2] = -7
+        else:
+            layout[start : start + len(p)] = src
+        start += len(p)
+    with h5py.File(folder / "vds.h5", "w") as f:
+        f.create_virtual_dataset("v", layout, fillvalue=-7)
+    return folder / "vds.h5", whole
+
+
+def test_virtual_tiles_are_read_from_their_sources(tmp_path, monkeypatch):
+    path, whole = _vds_file(tmp_path, "tiles")
+    arr = read_dataset(path, "v")
+    assert "part1.h5" in str(dict(arr.__dask_graph__()))  # the sources, not the virtual dataset
+    np.testing.assert_array_equal(arr.compute(), whole)
+    np.testing.assert_array_equal(arr[650:720, 2].compute(), whole[650:720, 2])
+    monkeypatch.chdir(tmp_path.parent)  # relative source names resolve against the file's folder
+    np.testing.assert_array_equal(read_dataset(path, "v").compute(), whole)
+
+
+def test_other_virtual_layouts_are_read_through_hdf5(tmp_path):
+    path, whole = _vds_file(tmp_path, "strided")
+    arr = read_dataset(path, "v")
+    assert "part1.h5" not in str(dict(arr.__dask_graph__()))
+    np.testing.assert_array_equal(arr.compute(), whole)
+    (tmp_path / "part2.h5").unlink()  # a missing source: HDF5's fill value, as h5py reads it
+    with h5py.File(path, "r") as f:
+        expected = f["v"][...]
+    np.testing.assert_array_equal(read_dataset(path, "v").compute(), expected)
