@@ -207,6 +207,10 @@ def _encode(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple):
     return encode_block(block, selection, plan.chunk_shapes[j], codec, plan.fills[j])
 
 
+def _block_nbytes(plan: _Plan, j: int, selection: tuple) -> int:
+    return int(np.prod([s.stop - s.start for s in selection])) * np.dtype(plan.dtypes[j]).itemsize
+
+
 def _where(plan: _Plan, j: int, selection: tuple) -> str:
     return f"dataset {plan.names[j]!r} block {tuple((s.start, s.stop) for s in selection)}"
 
@@ -338,8 +342,7 @@ def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, prog
     from .writer import progress_bar
 
     stats = WriteStats(datasets=list(plan.names))
-    total = sum(int(np.prod([s.stop - s.start for s in sel])) * np.dtype(plan.dtypes[j]).itemsize
-                for j, sel in plan.blocks)
+    total = sum(_block_nbytes(plan, j, sel) for j, sel in plan.blocks)
     t0 = time.perf_counter()
     status = MPI.Status()
     with h5py.File(plan.temp, "r+") as f, progress_bar(total, progress, "nwb_dask mpi funnel") as bar:
@@ -355,7 +358,7 @@ def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, prog
 
         def _store(k: int, payload) -> None:
             j, sel = plan.blocks[k]
-            nbytes = int(np.prod([s.stop - s.start for s in sel])) * np.dtype(plan.dtypes[j]).itemsize
+            nbytes = _block_nbytes(plan, j, sel)
             if isinstance(payload, np.ndarray):
                 dsets[j][sel] = payload
                 stats.stored_bytes += nbytes

@@ -339,9 +339,9 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     from dask.base import tokenize
 
     if dset.is_virtual:
-        parts = _virtual_tiles(dset)
-        if parts is not None:
-            return _join_tiles(parts, block_bytes, direct)
+        tiled = _virtual_tiles(dset, block_bytes, direct)
+        if tiled is not None:
+            return tiled
     path = os.path.abspath(dset.file.filename)
     name = dset.name
     shape, dtype, chunks, codec, fill = _describe(dset)
@@ -357,18 +357,21 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     return _chunked_array(reader, blocks, tokenize(path, name, mtime, blocks, codec, direct))
 
 
-def _virtual_tiles(dset) -> tuple[int, list[tuple[str, str]]] | None:
-    """``(axis, [(source file, source dataset), ...])`` if whole source datasets tile ``dset`` along one axis.
+def _virtual_tiles(dset, block_bytes: int, direct: bool):
+    """``dset`` read from its sources, if whole source datasets tile it along one axis.
 
-    Returns None for any other layout (strided or partial selections, gaps,
-    missing sources, a different dtype), which HDF5 then reads itself.
+    Each source becomes a dask array of its own (decoded in parallel like any
+    dataset) and they are concatenated.  Returns None for any other layout
+    (strided or partial selections, gaps, missing sources, a different
+    dtype), which HDF5 then reads itself.
     """
+    import dask.array as da
     import h5py
 
     from .links import _candidates
 
     shape, here = dset.shape, os.path.dirname(os.path.abspath(dset.file.filename))
-    boxes = []
+    tiles = []  # (start, stop, dask array)
     for m in dset.virtual_sources():
         vs = m.vspace
         if m.src_space.get_select_type() != h5py.h5s.SEL_ALL or vs.get_select_type() != h5py.h5s.SEL_HYPERSLABS:
@@ -386,40 +389,27 @@ def _virtual_tiles(dset) -> tuple[int, list[tuple[str, str]]] | None:
             if path is None:
                 return None
         try:
-            with h5py.File(path, "r") as f:
+            with h5py.File(os.path.normpath(path), "r") as f:
                 src = f.get(m.dset_name)
                 if not isinstance(src, h5py.Dataset) or src.dtype != dset.dtype:
                     return None
                 if src.shape != tuple(b - a for a, b in zip(start, stop)):
                     return None
+                tiles.append((tuple(start), stop, dataset_array(src, block_bytes=block_bytes, direct=direct)))
         except OSError:
             return None
-        boxes.append((tuple(start), stop, os.path.normpath(path), m.dset_name))
-    if not boxes:
+    if not tiles:
         return None
     for axis in range(len(shape)):
-        if all(b[0][a] == 0 and b[1][a] == shape[a] for b in boxes for a in range(len(shape)) if a != axis):
-            boxes.sort(key=lambda b: b[0][axis])
+        if all(t[0][a] == 0 and t[1][a] == shape[a] for t in tiles for a in range(len(shape)) if a != axis):
+            tiles.sort(key=lambda t: t[0][axis])
             edge = 0
-            for b in boxes:
-                if b[0][axis] != edge:
+            for t in tiles:
+                if t[0][axis] != edge:
                     return None
-                edge = b[1][axis]
-            return (axis, [(b[2], b[3]) for b in boxes]) if edge == shape[axis] else None
+                edge = t[1][axis]
+            return da.concatenate([t[2] for t in tiles], axis=axis) if edge == shape[axis] else None
     return None
-
-
-def _join_tiles(parts: tuple[int, list[tuple[str, str]]], block_bytes: int, direct: bool):
-    """The tiles of a virtual dataset, each read directly, concatenated along their axis."""
-    import dask.array as da
-    import h5py
-
-    axis, sources = parts
-    arrays = []
-    for path, name in sources:
-        with h5py.File(path, "r") as f:
-            arrays.append(dataset_array(f[name], block_bytes=block_bytes, direct=direct))
-    return da.concatenate(arrays, axis=axis)
 
 
 def _check_link(f, name: str, path: str) -> None:
@@ -495,10 +485,9 @@ def read_dataset(
     """
     import h5py
 
-    if _is_url(path):
-        options = _options_key(remote_options)
-        return _remote_array(path, name, block_bytes or DEFAULT_BLOCK_BYTES, direct, options)
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
+    if _is_url(path):
+        return _remote_array(path, name, block_bytes, direct, _options_key(remote_options))
     if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
         return _zarr_array(os.fspath(path), name, block_bytes)
     path = os.path.abspath(os.fspath(path))
@@ -619,24 +608,21 @@ def read_nwb(
     """
     from pynwb import NWBHDF5IO
 
+    block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
+    url = None
     if _is_url(path):
         options = _options_key(remote_options)
         io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
         url = path
-        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     elif os.path.isdir(path):  # NWB-Zarr (hdmf-zarr layout)
         from hdmf_zarr.nwb import NWBZarrIO
 
         io = NWBZarrIO(os.fspath(path), "r")
-        url = None
-        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     else:
         path = os.path.abspath(os.fspath(path))
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such file: {path}")
         io = NWBHDF5IO(path, "r")
-        url = None
-        block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     try:
         nwbfile = io.read()
         daskify(
