@@ -20,6 +20,9 @@ join_segments, join_timeseries, SegmentError
     Multi-file recordings as virtual datasets or copies (:mod:`nwb_dask.virtual`).
 consolidate
     Self-contained copies of files with external data (:mod:`nwb_dask.consolidate`).
+StreamWriter, growing
+    Live acquisition into growing NWB datasets, SWMR readers, crash-safe
+    flushes (:mod:`nwb_dask.live`: also ``follow``, ``open_live``, ``recover``).
 synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
@@ -30,6 +33,7 @@ from .io import DaskDataIO, NWBDaskIO, write_nwb
 from .consolidate import consolidate
 from .iterators import DaskDataChunkIterator
 from .links import LinkMismatchError, audit_links, external_data
+from .live import StreamWriter, growing
 from .reader import read_dataset, read_nwb
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
@@ -44,6 +48,7 @@ __all__ = [
     "LinkMismatchError",
     "NWBDaskIO",
     "SegmentError",
+    "StreamWriter",
     "WriteError",
     "WriteStats",
     "audit_links",
@@ -52,6 +57,7 @@ __all__ = [
     "codec_from_dataset",
     "consolidate",
     "external_data",
+    "growing",
     "guess_chunk_shape",
     "join_segments",
     "join_timeseries",

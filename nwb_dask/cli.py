@@ -82,6 +82,29 @@ def _cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from .live import recover
+
+    recover(args.file)
+    print(f"{args.file}: writer mark cleared; any HDF5 reader opens it now")
+    return 0
+
+
+def _cmd_follow(args: argparse.Namespace) -> int:
+    import time
+
+    from .live import follow
+
+    t0 = time.monotonic()
+    total = args.start
+    for start, new in follow(args.file, args.dataset, start=args.start, poll=args.poll,
+                             idle_timeout=args.idle_timeout):
+        total = start + len(new)
+        print(f"{time.monotonic() - t0:8.2f} s  {args.dataset}: {total} samples (+{len(new)})", flush=True)
+    print(f"no new samples for {args.idle_timeout:g} s; {total} samples")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -147,6 +170,30 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
     cons.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     cons.set_defaults(func=_cmd_consolidate)
+
+    rec = sub.add_parser(
+        "recover",
+        help="clear the 'open for writing' mark a killed live writer left (like h5clear -s)",
+        description="A live file whose writer was killed keeps HDF5's 'file is open for writing' mark, and "
+        "HDF5 readers other than SWMR readers refuse it. This clears the mark (as HDF5's `h5clear -s` does) "
+        "without changing the data: the file holds every sample up to the writer's last flush. Refuses a "
+        "file a writer still holds open.",
+    )
+    rec.add_argument("file")
+    rec.set_defaults(func=_cmd_recover)
+
+    fol = sub.add_parser(
+        "follow",
+        help="watch a growing dataset of a live file (SWMR reader)",
+        description="Open a live file read-only in SWMR mode and print the dataset's length each time a "
+        "flush makes new samples visible; stop after --idle-timeout seconds without new samples.",
+    )
+    fol.add_argument("file")
+    fol.add_argument("dataset", help="HDF5 path, e.g. acquisition/ephys/data")
+    fol.add_argument("--start", type=int, default=0, help="first sample to report")
+    fol.add_argument("--poll", type=float, default=0.1, help="seconds between looks (default 0.1)")
+    fol.add_argument("--idle-timeout", type=float, default=10.0, help="stop after this many idle seconds (default 10)")
+    fol.set_defaults(func=_cmd_follow)
     return parser
 
 
