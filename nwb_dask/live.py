@@ -44,6 +44,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +244,7 @@ class _Column:
         self.rows = self.chunk_shape[0]
         self.fill = 0
         self.row_bytes = int(np.prod(self.trailing, dtype=np.int64)) * self.dtype.itemsize
+        self.free: deque = deque(maxlen=8)  # encoded rows' buffers, reused (fresh pages are slow to touch)
         self.staged = self._new_buffer()
         self.filled = 0  # samples in ``staged``
         self.row_index = 0  # index of the row being staged
@@ -250,7 +252,10 @@ class _Column:
         self.last_tail = (0, 0)  # (row, samples) of the partial row last flushed
 
     def _new_buffer(self) -> np.ndarray:
-        return np.empty((self.rows, *self.trailing), self.dtype)
+        try:
+            return self.free.pop()
+        except IndexError:
+            return np.empty((self.rows, *self.trailing), self.dtype)
 
     def selection(self, row: int, n: int) -> tuple[slice, ...]:
         start = row * self.rows
@@ -272,8 +277,11 @@ class _Stream:
         return [self.data] + ([self.timestamps] if self.timestamps is not None else [])
 
 
-def _encode_rows(column: _Column, row: int, block: np.ndarray):
-    return encode_block(block, column.selection(row, block.shape[0]), column.chunk_shape, column.codec, column.fill)
+def _encode_rows(column: _Column, row: int, block: np.ndarray, recycle: bool = False):
+    chunks = encode_block(block, column.selection(row, block.shape[0]), column.chunk_shape, column.codec, column.fill)
+    if recycle:  # Codec.encode returns new bytes, never views of the block
+        column.free.append(block)
+    return chunks
 
 
 # --------------------------------------------------------------------------- #
@@ -567,7 +575,10 @@ class StreamWriter:
                 self._cond.notify_all()
             self._thread.join()
             self._pool.shutdown(wait=True)
-            self._file.close()
+            try:
+                self._file.close()
+            except Exception as exc:  # after a failed write; report the first error
+                self._error = self._error or exc
             self._closed = True
         if self._error is not None:
             self._raise_if_failed()
@@ -635,7 +646,7 @@ class StreamWriter:
             i += take
             if col.filled == col.rows:
                 row, block = col.row_index, col.staged
-                fut = self._pool.submit(_encode_rows, col, row, block)
+                fut = self._pool.submit(_encode_rows, col, row, block, True)
                 self._rows.append((col, row, fut, False))
                 col.staged, col.filled, col.row_index = col._new_buffer(), 0, row + 1
 
