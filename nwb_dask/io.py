@@ -162,10 +162,36 @@ class NWBDaskIO(NWBHDF5IO):
         **kwargs
             As for ``NWBHDF5IO.write`` (``cache_spec``, ``link_data``, ...).
         """
+        self._parallel(lambda: super(NWBDaskIO, self).write(container, **kwargs))
+
+    def export(self, src_io, nwbfile=None, write_args: dict | None = None, **kwargs: Any) -> None:
+        """``NWBHDF5IO.export`` with large datasets through the parallel writer.
+
+        Object IDs, links and references are kept as HDMF's export keeps them;
+        fields replaced by :class:`DaskDataIO` (or other DataChunkIterators)
+        are written in parallel, as in :meth:`write`.  :func:`nwb_dask.repack`
+        is built on this.
+
+        Parameters
+        ----------
+        src_io : HDMFIO
+            The open source file.
+        nwbfile : pynwb.NWBFile, optional
+            The file read from ``src_io`` (modified containers are rebuilt).
+        write_args : dict, optional
+            As for ``NWBHDF5IO.export``.
+        **kwargs
+            As for ``NWBHDF5IO.export`` (``cache_spec``).
+        """
+        self._parallel(lambda: super(NWBDaskIO, self).export(src_io, nwbfile=nwbfile,
+                                                             write_args=dict(write_args or {}), **kwargs))
+
+    def _parallel(self, run) -> None:
+        """Run hdmf's write/export with DataChunkIterators queued, then write them all in parallel."""
         queue = ParallelDataChunkIteratorQueue()
         self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
         try:
-            super().write(container, **kwargs)
+            run()
             jobs, others = [], []
             for dset, data in queue:
                 if isinstance(data, DaskDataChunkIterator):

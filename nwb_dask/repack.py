@@ -1,0 +1,478 @@
+"""Repack: recompress and rechunk an existing NWB file in parallel, atomically, verified.
+
+:func:`repack` rewrites any NWB 2.x file pynwb can read:
+
+* pynwb reads the input (never opened for writing) and HDMF's *export* writes
+  the output, which keeps every group, attribute, object ID, object and region
+  reference, soft and external link, table (ragged columns included), string,
+  compound and image dataset as it was;
+* before the export, every large numeric dataset of the input (at least
+  ``min_bytes``) is swapped for a lazy nwb_dask read of itself
+  (:func:`nwb_dask.read_dataset`) wrapped in :class:`nwb_dask.DaskDataIO` with
+  the new codec and chunk shape, so its bytes are decoded, re-chunked and
+  compressed on the dask workers and stored by the parallel writer;
+* the output is built under a temporary name next to the target, compared with
+  the input object by object (links, attributes, small datasets read whole,
+  large datasets chunk by chunk in parallel), ``fsync``\\ ed and only then
+  renamed into place.  On any error or interruption the temporary file is
+  removed and nothing appears at the target.
+
+This is what neuroconv's ``repack_nwbfile`` does with HDMF's ``set_data_io``
+(serially, through HDF5's filter pipeline); benchmarks/repack.py compares them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
+from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from .writer import WriteStats
+
+__all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack", "compare_files"]
+
+#: Datasets at least this large (uncompressed) are recompressed by default.
+DEFAULT_MIN_BYTES = 2**20
+
+
+class RepackError(ValueError):
+    """Repack could not run, or the output differs from the input (named object)."""
+
+
+@dataclasses.dataclass
+class RepackedDataset:
+    """One dataset rewritten by :func:`repack`."""
+
+    path: str
+    shape: tuple
+    dtype: str
+    logical_bytes: int
+    chunks_in: tuple | None
+    codec_in: str
+    stored_in: int
+    chunks_out: tuple
+    codec_out: str
+    stored_out: int = 0
+
+    @property
+    def ratio_in(self) -> float:
+        return self.logical_bytes / self.stored_in if self.stored_in else float("nan")
+
+    @property
+    def ratio_out(self) -> float:
+        return self.logical_bytes / self.stored_out if self.stored_out else float("nan")
+
+
+@dataclasses.dataclass
+class RepackResult:
+    """What :func:`repack` did.
+
+    Attributes
+    ----------
+    input, output : pathlib.Path
+    datasets : list of RepackedDataset
+        The datasets recompressed (the rest was exported as it was).
+    input_bytes, output_bytes : int
+        File sizes.
+    seconds : float
+        Wall time, verification included.
+    verify_seconds : float
+    verified : bool
+    stats : WriteStats
+        The parallel writer's statistics.
+    """
+
+    input: Path
+    output: Path
+    datasets: list[RepackedDataset]
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    verify_seconds: float
+    verified: bool
+    stats: WriteStats
+
+    def report(self) -> str:
+        """A human-readable summary (what ``nwb-dask repack`` prints)."""
+        lines = [f"{'dataset':<48}{'shape':>18} {'chunks in -> out':>28} {'codec in -> out':>22}{'ratio':>14}"]
+        for d in self.datasets:
+            chunks = f"{_fmt(d.chunks_in)} -> {_fmt(d.chunks_out)}"
+            lines.append(f"{d.path:<48}{_fmt(d.shape):>18} {chunks:>28} {d.codec_in + ' -> ' + d.codec_out:>22}"
+                         f"{d.ratio_in:>6.2f} -> {d.ratio_out:<5.2f}")
+        mb = self.stats.logical_bytes / 1e6
+        lines.append(
+            f"{self.input} ({self.input_bytes / 1e6:.1f} MB) -> {self.output} ({self.output_bytes / 1e6:.1f} MB): "
+            f"{self.input_bytes / max(1, self.output_bytes):.2f}x smaller; {len(self.datasets)} dataset(s), "
+            f"{mb:.0f} MB recompressed in {self.seconds:.1f} s"
+            + (f" ({self.verify_seconds:.1f} s verifying, every object compared)" if self.verified else " (not verified)"))
+        return "\n".join(lines)
+
+
+def _fmt(shape) -> str:
+    return "contiguous" if shape is None else "x".join(str(s) for s in shape)
+
+
+def _codec_name(dset) -> str:
+    try:
+        c = codec_from_dataset(dset)
+    except Exception:  # a filter nwb_dask cannot run
+        return "+".join(str(f) for f in (dset._filters or {})) or "?"
+    return "none" if c is None or c.name == "none" else _codec_label(c)
+
+
+def _stored(dset) -> int:
+    try:
+        return int(dset.id.get_storage_size())
+    except Exception:  # pragma: no cover
+        return 0
+
+
+# --------------------------------------------------------------------------- #
+# choosing the datasets                                                        #
+# --------------------------------------------------------------------------- #
+def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
+    """The output chunk shape of one dataset."""
+    if isinstance(chunks, Mapping):
+        chunks = chunks.get(name, chunks.get(name.lstrip("/"), "auto"))
+    if chunks in (None, "auto", True):
+        return guess_chunk_shape(dset.shape, dset.dtype)
+    if chunks == "source":
+        return tuple(dset.chunks) if dset.chunks else guess_chunk_shape(dset.shape, dset.dtype)
+    if isinstance(chunks, str):
+        raise ChunkShapeError(f"chunks must be 'auto', 'source', a shape or a mapping, got {chunks!r}")
+    given = tuple(int(c) for c in chunks)
+    if len(given) != dset.ndim:
+        if len(given) < dset.ndim:  # a time-series shape (time, channels) applies to the leading axes
+            given = given + tuple(dset.shape[len(given):])
+        else:
+            raise ChunkShapeError(f"dataset {name!r} of shape {dset.shape}: chunks {given} have too many axes")
+    return resolve_chunk_shape(tuple(min(c, max(1, s)) for c, s in zip(given, dset.shape)), dset.shape, dset.dtype,
+                               name=name)
+
+
+def _large_fields(nwbfile, source: Path, min_bytes: int) -> list[tuple[Any, str, Any]]:
+    """``[(container, field, h5py.Dataset)]``: numeric datasets of the input file worth recompressing."""
+    import h5py
+
+    seen: set[str] = set()
+    found = []
+    for container in nwbfile.objects.values():
+        fields = getattr(container, "fields", None)
+        if not fields:
+            continue
+        for key, value in fields.items():
+            if not isinstance(value, h5py.Dataset):
+                continue
+            try:
+                same_file = os.path.samefile(value.file.filename, source)
+            except OSError:
+                same_file = False
+            if not same_file or value.name in seen:  # external links stay links
+                continue
+            if value.is_virtual or not runs_outside_hdf5(value.dtype) or value.ndim == 0 or value.size == 0:
+                continue
+            if value.size * value.dtype.itemsize < min_bytes:
+                continue
+            seen.add(value.name)
+            found.append((container, key, value))
+    return found
+
+
+# --------------------------------------------------------------------------- #
+# verification                                                                 #
+# --------------------------------------------------------------------------- #
+#: Objects that an HDMF export rewrites by design: the cached schema (written
+#: for the pynwb doing the export) and the root's schema-version attribute.
+_EXPORT_REWRITES = ("/specifications",)
+_EXPORT_ATTRS = {"/": {"nwb_version", ".specloc"}}
+
+
+def _norm(value: Any, f) -> Any:
+    """A comparable form of an attribute or small dataset value: references become target names, bytes str."""
+    import h5py
+
+    if isinstance(value, h5py.Reference):
+        return ("ref", f[value].name) if value else ("ref", None)
+    if isinstance(value, h5py.RegionReference):  # pragma: no cover - rare in NWB 2.x
+        return ("region", f[value].name, str(f[value][value].tolist()))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "O" or value.dtype.names or value.dtype.kind in "SV":
+            return [_norm(v, f) for v in value.tolist()] if value.dtype.kind == "O" else _norm_struct(value, f)
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_norm(v, f) for v in value]
+    if isinstance(value, np.void) and value.dtype.names:
+        return tuple(_norm(value[n], f) for n in value.dtype.names)
+    return value
+
+
+def _norm_struct(value: np.ndarray, f) -> Any:
+    if value.dtype.names:
+        return [tuple(_norm(row[n], f) for n in value.dtype.names) for row in value.reshape(-1)]
+    return [_norm(v, f) for v in value.reshape(-1).tolist()]
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return False
+        if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+            return bool(np.array_equal(a, b, equal_nan=True))
+        return bool(np.array_equal(a, b))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # pragma: no cover
+        return False
+
+
+def _links(f) -> dict[str, tuple]:
+    """Every link of the file, not followed: ``{path: (kind, target...)}``."""
+    import h5py
+
+    out: dict[str, tuple] = {}
+
+    def visit(group, prefix: str) -> None:
+        for name in group:
+            path = f"{prefix}/{name}" if prefix != "/" else f"/{name}"
+            if any(path == p or path.startswith(p + "/") for p in _EXPORT_REWRITES):
+                continue
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.SoftLink):
+                out[path] = ("soft", link.path)
+            elif isinstance(link, h5py.ExternalLink):
+                out[path] = ("external", link.filename, link.path)
+            else:
+                obj = group.get(name)
+                kind = "group" if isinstance(obj, h5py.Group) else "dataset"
+                out[path] = (kind,)
+                if kind == "group":
+                    visit(obj, path)
+
+    visit(f, "/")
+    return out
+
+
+def compare_files(
+    a: str | os.PathLike,
+    b: str | os.PathLike,
+    *,
+    bulk: Sequence[str] = (),
+    scheduler: Any = None,
+) -> list[str]:
+    """Differences between two HDF5/NWB files, object by object (empty list: the same content).
+
+    Compares every link (hard, soft, external) by name and kind, every
+    attribute (object references by the name of their target), and every
+    dataset's shape, dtype class and values: small ones read whole, those in
+    ``bulk`` as dask arrays in parallel.  Storage (chunks, compression) is not
+    compared.  ``/specifications`` (the schema cache an export rewrites) and
+    the root's ``nwb_version``/``.specloc`` attributes are skipped.
+
+    Returns
+    -------
+    list of str
+        One line per difference, naming the object.
+    """
+    import h5py
+
+    from .consolidate import _same_values
+    from .reader import read_dataset
+
+    diffs: list[str] = []
+    bulk = set(bulk)
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        la, lb = _links(fa), _links(fb)
+        for path in sorted(set(la) | set(lb)):
+            if path not in lb:
+                diffs.append(f"{path}: only in {a}")
+                continue
+            if path not in la:
+                diffs.append(f"{path}: only in {b}")
+                continue
+            if la[path] != lb[path]:
+                diffs.append(f"{path}: {la[path]} in {a} but {lb[path]} in {b}")
+        for path in ["/"] + sorted(p for p, k in la.items() if k[0] in ("group", "dataset") and lb.get(p) == k):
+            oa, ob = fa[path], fb[path]
+            skip = _EXPORT_ATTRS.get(path, set())
+            ka, kb = set(oa.attrs) - skip, set(ob.attrs) - skip
+            if ka != kb:
+                diffs.append(f"{path}: attributes {sorted(ka ^ kb)} differ in presence")
+            for key in sorted(ka & kb):
+                va, vb = _norm(oa.attrs[key], fa), _norm(ob.attrs[key], fb)
+                if not _equal(va, vb):
+                    diffs.append(f"{path}: attribute {key!r} is {va!r} in {a} but {vb!r} in {b}")
+            if la.get(path, ("group",))[0] != "dataset":
+                continue
+            if oa.shape != ob.shape or oa.dtype.kind != ob.dtype.kind:
+                diffs.append(f"{path}: shape/dtype {oa.shape} {oa.dtype} in {a} but {ob.shape} {ob.dtype} in {b}")
+                continue
+            if path in bulk:
+                continue  # compared below, in parallel
+            va, vb = _norm(oa[()], fa), _norm(ob[()], fb)
+            if not _equal(va, vb):
+                diffs.append(f"{path}: values differ")
+    checks = [p for p in sorted(bulk) if not any(d.startswith(p + ":") for d in diffs)]
+    if checks:
+        import dask
+        import dask.array as da
+
+        pairs = [(read_dataset(a, p), read_dataset(b, p)) for p in checks]
+        if len(pairs) == 1:
+            results = [_same_values(*pairs[0], scheduler)]
+        else:
+            tests = []
+            for x, y in pairs:
+                eq = x == y
+                if x.dtype.kind in "fc":
+                    eq = eq | (da.isnan(x) & da.isnan(y))
+                tests.append(eq.all())
+            kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
+            results = [bool(r) for r in dask.compute(*tests, **kwargs)]
+        diffs += [f"{p}: values differ" for p, ok in zip(checks, results) if not ok]
+    return diffs
+
+
+# --------------------------------------------------------------------------- #
+# repack                                                                       #
+# --------------------------------------------------------------------------- #
+def repack(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    codec: CodecSpec = "gzip",
+    chunks: Any = "auto",
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    verify: bool = True,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+) -> RepackResult:
+    """Rewrite an NWB file with its large datasets recompressed and rechunked in parallel.
+
+    Parameters
+    ----------
+    source : str or PathLike
+        Any NWB 2.x file pynwb reads (extensions with cached namespaces
+        included).  Opened read-only; never modified.
+    output : str or PathLike
+        The new file, created atomically.
+    codec : codec spec
+        Compression of the large datasets (default ``"gzip"``: level 4 +
+        shuffle, ISA-L); ``"source"`` keeps each dataset's own codec where
+        nwb_dask can run it.
+    chunks : "auto", "source", tuple or mapping
+        Chunk shapes: nwb_dask's guess (default), the input's, one shape for
+        every large dataset (leading axes; trailing axes whole), or
+        ``{dataset path: shape}``.
+    min_bytes : int
+        Datasets smaller than this (uncompressed) are exported as they are.
+    verify : bool
+        Compare the output with the input object by object before renaming it
+        into place (default True).
+    overwrite : bool
+        Replace an existing ``output`` (never ``source``).
+    scheduler : optional
+        Dask scheduler (default: the active one; threads).
+    progress : bool
+        Progress bar of the parallel writer.
+
+    Returns
+    -------
+    RepackResult
+
+    Raises
+    ------
+    FileNotFoundError
+        No such ``source``.
+    FileExistsError
+        ``output`` exists and ``overwrite`` is false.
+    RepackError
+        ``output`` is ``source``, or the output differs from the input (the
+        differences are listed; nothing is left at ``output``).
+    """
+    import h5py
+    from pynwb import NWBHDF5IO
+
+    from .io import DaskDataIO, NWBDaskIO
+    from .reader import read_dataset
+
+    t0 = time.perf_counter()
+    src = Path(source).resolve()
+    out = Path(output).absolute()
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {src}")
+    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
+        raise RepackError(f"output {out} is the input file; repack writes a new file and never modifies its input")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    fixed = None if codec == "source" else make_codec(codec)
+
+    temp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    datasets: list[RepackedDataset] = []
+    verify_seconds = 0.0
+    try:
+        with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
+            nwbfile = src_io.read()
+            for container, key, dset in _large_fields(nwbfile, src, min_bytes):
+                c: Codec | None = fixed
+                if c is None:
+                    try:
+                        c = codec_from_dataset(dset) or make_codec("gzip")
+                    except Exception:  # a filter nwb_dask cannot run: recompress with gzip
+                        c = make_codec("gzip")
+                shape = _chunks_for(chunks, dset, dset.name)
+                datasets.append(RepackedDataset(
+                    dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),
+                    tuple(dset.chunks) if dset.chunks else None, _codec_name(dset), _stored(dset),
+                    tuple(shape), _codec_label(c)))
+                extra = {"fillvalue": dset.fillvalue} if dset.fillvalue not in (None, 0) else {}
+                container.fields[key] = DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra)
+                container.set_modified()  # HDMF rebuilds modified containers on export
+            with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
+                io.export(src_io, nwbfile)
+                stats = io.stats or WriteStats()
+            nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
+        if verify:
+            tv = time.perf_counter()
+            diffs = compare_files(src, temp, bulk=[d.path for d in datasets], scheduler=scheduler)
+            verify_seconds = time.perf_counter() - tv
+            if diffs:
+                shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
+                raise RepackError(f"verification failed: the repacked copy of {src} differs:\n  {shown}")
+        with h5py.File(temp, "r") as f:
+            for d in datasets:
+                d.stored_out = _stored(f[d.path])
+        with open(temp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(temp, out)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return RepackResult(src, out, datasets, src.stat().st_size, out.stat().st_size, time.perf_counter() - t0,
+                        verify_seconds, verify, stats)
+
+
+def _codec_label(c: Codec) -> str:
+    if c.name == "none":
+        return "none"
+    level = c.options.get("level")
+    shuffle = "+shuffle" if c.options.get("shuffle") is True else ""
+    return f"{c.name}{'-' + str(level) if level is not None else ''}{shuffle}"
