@@ -18,12 +18,12 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
 from .chunking import DEFAULT_BLOCK_BYTES
 from .codecs import CodecSpec, codec
+from .scheduler import use_scheduler
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -81,25 +81,6 @@ class DemoResult:
         )
 
 
-@contextlib.contextmanager
-def _scheduler(kind: str, workers: int | None) -> Iterator[None]:
-    """Activate a dask scheduler for the duration of the block."""
-    import dask
-
-    if kind == "local":
-        from distributed import Client, LocalCluster
-
-        n = workers or os.cpu_count() or 1
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-            with Client(cluster):
-                yield
-    elif kind in ("threads", "processes", "sync", "synchronous"):
-        with dask.config.set(scheduler=kind, num_workers=workers):
-            yield
-    else:
-        raise ValueError(f"unknown scheduler {kind!r}; use local, threads, processes or sync")
-
-
 def run_demo(
     seconds: float = 65.0,
     path: str | os.PathLike | None = None,
@@ -147,7 +128,7 @@ def run_demo(
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nwb_dask_demo_"))
             path = os.path.join(tmp, "demo.nwb")
         path = os.fspath(path)
-        stack.enter_context(_scheduler(scheduler, workers))
+        stack.enter_context(use_scheduler(scheduler, workers))
         arr = synthetic_ephys(seconds=seconds, seed=2026)
         data = DaskDataIO(arr, codec=c, buffer_bytes=DEFAULT_BLOCK_BYTES)
         stats = write_nwb(ephys_nwbfile(data), path, progress=progress)

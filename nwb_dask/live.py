@@ -48,11 +48,11 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
+from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
 from .scheduler import encode_block
 

@@ -23,6 +23,7 @@ The writer, repack, consolidate and Zarr conversion all drive this layer.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import deque
@@ -40,6 +41,7 @@ __all__ = [
     "EncodedBlock",
     "SchedulerInfo",
     "active_scheduler",
+    "use_scheduler",
     "encode_block",
     "run_block_tasks",
     "DEFAULT_INFLIGHT_BYTES",
@@ -50,6 +52,34 @@ DEFAULT_INFLIGHT_BYTES = 256 * 2**20
 #: Blocks in flight per worker, whatever their size: enough to keep every worker
 #: busy while finished blocks wait for the writer, no more.
 BLOCKS_PER_WORKER = 2
+
+
+@contextlib.contextmanager
+def use_scheduler(kind: str, workers: int | None = None) -> Iterator[None]:
+    """Activate a dask scheduler by name for the duration of a ``with`` block (what the CLI offers).
+
+    Parameters
+    ----------
+    kind : {"local", "threads", "processes", "sync"}
+        ``"local"`` starts a ``distributed.LocalCluster`` of ``workers``
+        single-threaded processes and a Client on it.
+    workers : int, optional
+        Number of workers (default: all cores).
+    """
+    import dask
+
+    if kind == "local":
+        from distributed import Client, LocalCluster
+
+        n = workers or os.cpu_count() or 1
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+            with Client(cluster):
+                yield
+    elif kind in ("threads", "processes", "sync", "synchronous"):
+        with dask.config.set(scheduler=kind, num_workers=workers):
+            yield
+    else:
+        raise ValueError(f"unknown scheduler {kind!r}; use local, threads, processes or sync")
 
 
 @dataclass(frozen=True)
