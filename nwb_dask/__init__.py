@@ -18,6 +18,9 @@ external_data, LinkMismatchError, audit_links
     Link or copy a dataset of another file, checked; audit links (:mod:`nwb_dask.links`).
 join_segments, join_timeseries, SegmentError
     Multi-file recordings as virtual datasets or copies (:mod:`nwb_dask.virtual`).
+repack, info
+    Recompress/rechunk NWB files in parallel, verified (:mod:`nwb_dask.repack`);
+    describe a file's storage (:mod:`nwb_dask.info`).
 consolidate
     Self-contained copies of files with external data (:mod:`nwb_dask.consolidate`).
 StreamWriter, growing
@@ -31,10 +34,12 @@ from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
 from .io import DaskDataIO, NWBDaskIO, write_nwb
 from .consolidate import consolidate
+from .info import info
 from .iterators import DaskDataChunkIterator
 from .links import LinkMismatchError, audit_links, external_data
 from .live import StreamWriter, growing
 from .reader import read_dataset, read_nwb
+from .repack import repack
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
 from .virtual import SegmentError, join_segments, join_timeseries
@@ -59,10 +64,12 @@ __all__ = [
     "external_data",
     "growing",
     "guess_chunk_shape",
+    "info",
     "join_segments",
     "join_timeseries",
     "read_dataset",
     "read_nwb",
+    "repack",
     "resolve_chunk_shape",
     "synthetic_ephys",
     "write_dask_array",

@@ -82,6 +82,42 @@ def _cmd_consolidate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chunks_arg(text: str | None):
+    if text is None or text in ("auto", "source"):
+        return text or "auto"
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ValueError(f"--chunks must be auto, source or a shape like 30000,64; got {text!r}") from None
+
+
+def _cmd_repack(args: argparse.Namespace) -> int:
+    from .repack import repack
+    from .scheduler import use_scheduler
+
+    with use_scheduler(args.scheduler, args.workers):
+        result = repack(
+            args.input,
+            args.output,
+            codec="source" if args.codec == "source" else _codec_arg(args),
+            chunks=_chunks_arg(args.chunks),
+            min_bytes=int(args.min_mb * 2**20),
+            verify=not args.no_verify,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    print(result.report())
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .info import info
+
+    result = info(args.file)
+    print(result.to_json() if args.json else result.report(all_datasets=args.all))
+    return 0
+
+
 def _cmd_recover(args: argparse.Namespace) -> int:
     from .live import recover
 
@@ -170,6 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
     cons.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     cons.set_defaults(func=_cmd_consolidate)
+
+    rp = sub.add_parser(
+        "repack",
+        help="recompress and rechunk an NWB file in parallel, atomically, verified",
+        description="Rewrite INPUT (any NWB 2.x file pynwb reads) as OUTPUT with its large numeric datasets "
+        "recompressed and rechunked on dask workers; everything else (groups, attributes, object IDs, "
+        "references, links, tables, strings) is kept as it was. OUTPUT is built under a temporary name, "
+        "compared with INPUT object by object, and renamed into place; INPUT is never modified.",
+    )
+    rp.add_argument("input")
+    rp.add_argument("output")
+    rp.add_argument("--codec", default="gzip",
+                    help="none, gzip, zstd, blosc, lz4, bitshuffle, or source (keep each dataset's); default gzip")
+    rp.add_argument("--level", type=int, help="compression level for --codec")
+    rp.add_argument("--chunks", default="auto", help="auto (default), source, or a shape such as 30000,64")
+    rp.add_argument("--min-mb", type=float, default=1.0, help="recompress datasets of at least this many MiB (1)")
+    rp.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
+                    help="dask scheduler (default threads; local = a LocalCluster of processes)")
+    rp.add_argument("--workers", type=int, help="dask workers (default: all cores)")
+    rp.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
+    rp.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
+    rp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    rp.set_defaults(func=_cmd_repack)
+
+    inf = sub.add_parser(
+        "info",
+        help="datasets, chunks, codecs, sizes, links and storage hints of a file or URL",
+        description="List the datasets of an NWB/HDF5 file (local, or http(s)/s3 URL: metadata only) with "
+        "shape, dtype, chunk shape, codec, logical and stored size and ratio, external links and virtual "
+        "sources, and hints where chunking or compression is poor.",
+    )
+    inf.add_argument("file", help="file or URL")
+    inf.add_argument("--json", action="store_true", help="machine-readable output (every dataset)")
+    inf.add_argument("--all", action="store_true", help="also list datasets under 1 MiB")
+    inf.set_defaults(func=_cmd_info)
 
     rec = sub.add_parser(
         "recover",
