@@ -38,6 +38,7 @@ HDF5's SWMR rules, which shape this module (see docs/live.md):
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import glob
 import math
 import os
@@ -248,7 +249,7 @@ class _Column:
         self.staged = self._new_buffer()
         self.filled = 0  # samples in ``staged``
         self.row_index = 0  # index of the row being staged
-        self.tail_sizes: dict[tuple, int] = {}  # chunk offset -> stored size of a partial copy
+        self.tail_sizes: dict[tuple, tuple[int, bytes]] = {}  # chunk offset -> (size, digest) of a partial copy
         self.last_tail = (0, 0)  # (row, samples) of the partial row last flushed
 
     def _new_buffer(self) -> np.ndarray:
@@ -268,6 +269,7 @@ class _Stream:
     path: str
     data: _Column
     timestamps: _Column | None
+    key: str = ""  # the name when unique in the file, else the path: keys of streams/flushed/stats
     samples: int = 0
     flushed: int = 0
     last_time: float = -math.inf
@@ -439,6 +441,7 @@ class StreamWriter:
         names = [s.name for s in streams]
         for s in streams:
             index[s.path] = index[s.path.lstrip("/")] = s
+            s.key = s.name if names.count(s.name) == 1 else s.path.lstrip("/")
             if names.count(s.name) == 1:
                 index[s.name] = s
         return index
@@ -453,10 +456,12 @@ class StreamWriter:
     @property
     def streams(self) -> tuple[str, ...]:
         """Names of the streams (the time series' names)."""
-        return tuple(s.name for s in self._streams)
+        return tuple(s.key for s in self._streams)
 
     def dataset_path(self, name: str, column: str = "data") -> str:
         """HDF5 path of a stream's ``data`` or ``timestamps`` dataset."""
+        if column not in ("data", "timestamps"):
+            raise ValueError(f"column must be 'data' or 'timestamps', got {column!r}")
         s = self._stream(name)
         col = s.data if column == "data" else s.timestamps
         if col is None:
@@ -467,15 +472,15 @@ class StreamWriter:
     def flushed(self) -> dict[str, int]:
         """Samples per stream that are durable in the file."""
         with self._cond:
-            return {s.name: s.flushed for s in self._streams}
+            return {s.key: s.flushed for s in self._streams}
 
     @property
     def stats(self) -> StreamStats:
         """A snapshot of the writer's counters."""
         with self._cond:
             st = StreamStats(**{k: v for k, v in self._stats.__dict__.items()})
-            st.samples = {s.name: s.samples for s in self._streams}
-            st.flushed = {s.name: s.flushed for s in self._streams}
+            st.samples = {s.key: s.samples for s in self._streams}
+            st.flushed = {s.key: s.flushed for s in self._streams}
             return st
 
     def append(self, name: str, data: Any, timestamps: Any = None) -> int:
@@ -560,7 +565,7 @@ class StreamWriter:
             if not self._cond.wait_for(lambda: self._flush_done >= target or self._error is not None, timeout):
                 raise StreamError(f"{self.path}: flush did not finish within {timeout} s")
             self._raise_if_failed()
-            return {s.name: s.flushed for s in self._streams}
+            return {s.key: s.flushed for s in self._streams}
 
     def close(self) -> None:
         """Flush everything and close the file (after which any HDF5 reader opens it)."""
@@ -575,6 +580,13 @@ class StreamWriter:
                 self._cond.notify_all()
             self._thread.join()
             self._pool.shutdown(wait=True)
+            if self._error is not None:  # a failed flush may have grown datasets beyond the stored data
+                for s in self._streams:
+                    for col in s.columns:
+                        try:
+                            self._dsets[col.path].resize(s.flushed, axis=0)
+                        except Exception:  # pragma: no cover - the file itself is broken
+                            pass
             try:
                 self._file.close()
             except Exception as exc:  # after a failed write; report the first error
@@ -606,9 +618,13 @@ class StreamWriter:
         if arr.shape[1:] != col.trailing:
             raise ValueError(f"stream {stream.name!r}: {what} of shape {arr.shape} do not match the sample shape "
                              f"{col.trailing} (expected (n, {', '.join(map(str, col.trailing))}))".replace(", )", ")"))
+        if arr.dtype.kind not in "biufc":
+            raise TypeError(f"stream {stream.name!r}: {what} of dtype {arr.dtype} are not numbers")
         if arr.dtype != col.dtype:
             cast = arr.astype(col.dtype)
-            if not np.can_cast(arr.dtype, col.dtype, "safe") and not np.array_equal(
+            exact = np.can_cast(arr.dtype, col.dtype, "safe") and not (
+                arr.dtype.kind in "iu" and col.dtype.kind in "fc" and arr.dtype.itemsize >= col.dtype.itemsize)
+            if not exact and not np.array_equal(
                     cast.astype(arr.dtype), arr, equal_nan=arr.dtype.kind in "fc"):
                 raise TypeError(f"stream {stream.name!r}: {what} of dtype {arr.dtype} would change when stored "
                                 f"as {col.dtype}; cast them first")
@@ -654,15 +670,22 @@ class StreamWriter:
         """Compute a dask array (and timestamps) in time slices of about ``flush_bytes`` and append them."""
         step = max(stream.data.rows, self.flush_bytes // max(1, stream.data.row_bytes) // 4)
         n = int(data.shape[0])
+        if timestamps is not None:  # small: computed and checked whole, before any piece is appended
+            timestamps = np.asarray(timestamps.compute() if _is_dask(timestamps) else timestamps)
+            if stream.timestamps is not None:
+                timestamps = self._check(stream, stream.timestamps, timestamps, "timestamps")
+                if timestamps.shape[0] != n:
+                    raise ValueError(f"stream {stream.name!r}: {n} samples but {timestamps.shape[0]} timestamps")
+                if n and (np.any(np.diff(timestamps.astype(np.float64)) < 0)
+                          or float(timestamps[0]) < stream.last_time):
+                    raise ValueError(f"stream {stream.name!r}: timestamps go backwards "
+                                     f"(last appended {stream.last_time}, got {timestamps[:3]}...)")
         count = stream.samples
         for start in range(0, n, step):
             stop = min(n, start + step)
             block = np.asarray(data[start:stop].compute() if _is_dask(data) else data[start:stop])
-            ts = None
-            if timestamps is not None:
-                ts = timestamps[start:stop]
-                ts = np.asarray(ts.compute() if _is_dask(ts) else ts)
-            count = self.append(stream.name, block, ts)
+            ts = None if timestamps is None else timestamps[start:stop]
+            count = self.append(stream.path, block, ts)
         return count
 
     def _raise_if_failed(self) -> None:
@@ -753,7 +776,7 @@ class StreamWriter:
         seconds = time.perf_counter() - t0
         with self._cond:
             number = self._stats.flushes + 1
-        return FlushInfo(number, {s.name: n for s, n in job["samples"].items()}, stored, seconds, time.time())
+        return FlushInfo(number, {s.key: n for s, n in job["samples"].items()}, stored, seconds, time.time())
 
     def _store(self, col: _Column, chunks: list, partial: bool) -> int:
         dset = self._dsets[col.path]
@@ -761,14 +784,17 @@ class StreamWriter:
         for offset, mask, data in chunks:
             old = col.tail_sizes.pop(offset, None)
             if old is not None:
+                if partial and hashlib.blake2b(data).digest() == old[1]:
+                    col.tail_sizes[offset] = old  # the stored copy already holds these bytes
+                    continue
                 with self._cond:
-                    self._stats.superseded_bytes += old
-                if len(data) == old and col.codec.name != "none":
+                    self._stats.superseded_bytes += old[0]
+                if len(data) == old[0] and col.codec.name != "none":
                     data = _resize_encoding(col, offset, data)
             dset.id.write_direct_chunk(offset, data, mask)
             stored += len(data)
             if partial:
-                col.tail_sizes[offset] = len(data)
+                col.tail_sizes[offset] = (len(data), hashlib.blake2b(data).digest())
         return stored
 
 
@@ -787,9 +813,39 @@ def _resize_encoding(col: _Column, offset: tuple, data: bytes) -> bytes:
         _, other = make_codec(col.codec, level=level).encode(raw)
         if len(other) != len(data):
             return other
+    for other in _other_encodings(col.codec, np.ascontiguousarray(raw)):
+        if len(other) != len(data):
+            return other
     print(f"nwb_dask.live: chunk {offset} of {col.path} is rewritten in place (same stored size); "
           "a crash during this write could damage it", file=sys.stderr)
     return data
+
+
+def _other_encodings(c: Codec, raw: np.ndarray) -> Iterator[bytes]:
+    """Encodings of ``raw`` that HDF5's filters decode the same, with other overheads than ``c.encode``'s."""
+    import zlib
+
+    buf: Any = memoryview(raw).cast("B")
+    for stage in c._stages[:-1]:  # shuffle
+        buf = stage.encode(buf, raw.dtype.itemsize)
+    o = c.options
+    if c.name == "gzip":  # an empty stored block before the end: +5 bytes
+        z = zlib.compressobj(o["level"])
+        yield z.compress(buf) + z.flush(zlib.Z_SYNC_FLUSH) + z.flush()
+    elif c.name == "zstd":  # a content checksum: +4 bytes
+        from numcodecs import Zstd
+
+        yield bytes(Zstd(level=o["level"], checksum=True).encode(buf))
+    elif c.name == "blosc":  # other block sizes: other per-block overhead
+        from numcodecs import Blosc
+
+        arr = np.frombuffer(buf, dtype=f"V{raw.dtype.itemsize}" if raw.dtype.itemsize > 1 else np.uint8)
+        for blocksize in (64, 128, 256, 1024, 4096):
+            yield bytes(Blosc(cname=o["cname"], clevel=o["level"], shuffle=_BLOSC_SHUFFLE_IDS[o["shuffle"]],
+                              blocksize=blocksize).encode(arr))
+
+
+_BLOSC_SHUFFLE_IDS = {"none": 0, "byte": 1, "bit": 2}
 
 
 # --------------------------------------------------------------------------- #
@@ -961,6 +1017,13 @@ def recover(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    for fid in h5f.get_obj_ids(types=h5f.OBJ_FILE):  # HDF5 would share this process's open file
+        try:
+            same = os.path.samefile(fid.name, path)
+        except OSError:
+            continue
+        if same and fid.get_intent() & h5f.ACC_RDWR:
+            raise OSError(f"{path}: cannot clear the writer's mark; a writer in this process holds it open")
     lib = _hdf5_library()
     lib.H5Pset.argtypes = [ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p]
     lib.H5Pset.restype = ctypes.c_int
