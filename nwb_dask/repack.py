@@ -158,16 +158,20 @@ def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
 
 
 def _large_fields(nwbfile, source: Path, min_bytes: int) -> list[tuple[Any, str, Any]]:
-    """``[(container, field, h5py.Dataset)]``: numeric datasets of the input file worth recompressing."""
+    """``[(container, field, h5py.Dataset)]``: numeric datasets of the input file worth recompressing.
+
+    ``field`` is None for the values of an hdmf ``Data`` (table columns, images), which are not fields.
+    """
     import h5py
+    from hdmf.container import Data
 
     seen: set[str] = set()
     found = []
     for container in nwbfile.objects.values():
-        fields = getattr(container, "fields", None)
-        if not fields:
-            continue
-        for key, value in fields.items():
+        items = list((getattr(container, "fields", None) or {}).items())
+        if isinstance(container, Data):
+            items.append((None, container.data))
+        for key, value in items:
             if not isinstance(value, h5py.Dataset):
                 continue
             try:
@@ -246,6 +250,7 @@ def _links(f) -> dict[str, tuple]:
     import h5py
 
     out: dict[str, tuple] = {}
+    base = os.path.dirname(os.path.abspath(f.filename))
 
     def visit(group, prefix: str) -> None:
         for name in group:
@@ -255,8 +260,8 @@ def _links(f) -> dict[str, tuple]:
             link = group.get(name, getlink=True)
             if isinstance(link, h5py.SoftLink):
                 out[path] = ("soft", link.path)
-            elif isinstance(link, h5py.ExternalLink):
-                out[path] = ("external", link.filename, link.path)
+            elif isinstance(link, h5py.ExternalLink):  # by the file it resolves to, not its (relative) text
+                out[path] = ("external", os.path.realpath(os.path.join(base, link.filename)), link.path)
             else:
                 obj = group.get(name)
                 kind = "group" if isinstance(obj, h5py.Group) else "dataset"
@@ -433,7 +438,9 @@ def repack(
             nwbfile = src_io.read()
             for container, key, dset in _large_fields(nwbfile, src, min_bytes):
                 c: Codec | None = fixed
-                if c is None:
+                if c is None and dset.chunks is None:  # "source" of a contiguous dataset: no filters
+                    c = make_codec("none")
+                elif c is None:
                     try:
                         c = codec_from_dataset(dset) or make_codec("gzip")
                     except Exception:  # a filter nwb_dask cannot run: recompress with gzip
@@ -444,8 +451,18 @@ def repack(
                     tuple(dset.chunks) if dset.chunks else None, _codec_name(dset), _stored(dset),
                     tuple(shape), _codec_label(c)))
                 extra = {"fillvalue": dset.fillvalue} if dset.fillvalue not in (None, 0) else {}
-                container.fields[key] = DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra)
+                new = DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra)
+                if key is None:  # a Data's values
+                    container.transform(lambda _old, new=new: new)
+                else:
+                    container.fields[key] = new
                 container.set_modified()  # HDMF rebuilds modified containers on export
+            if isinstance(chunks, Mapping):  # a mistyped path would silently keep the default
+                done = {d.path for d in datasets}
+                unknown = [k for k in chunks if "/" + str(k).lstrip("/") not in done]
+                if unknown:
+                    raise ChunkShapeError(f"chunks given for {unknown}, which are not datasets repack recompresses "
+                                          f"(those are: {sorted(done)})")
             with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                 io.export(src_io, nwbfile)
                 stats = io.stats or WriteStats()

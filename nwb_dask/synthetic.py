@@ -16,10 +16,11 @@ regenerating the array and comparing element by element.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
-__all__ = ["synthetic_ephys", "ephys_block", "ephys_nwbfile"]
+__all__ = ["synthetic_ephys", "ephys_block", "ephys_nwbfile", "write_rich_nwbfile"]
 
 #: Gaussian noise standard deviation in int16 units.  With LFP and spikes this
 #: gives gzip-4+shuffle ratios near 2.4, like Neuropixels AP-band data.
@@ -248,3 +249,261 @@ def ephys_nwbfile(
     series = ElectricalSeries(name=name, data=data, electrodes=region, **kwargs)
     nwbfile.add_acquisition(series)
     return nwbfile
+
+
+def write_rich_nwbfile(
+    path: str | os.PathLike,
+    *,
+    seconds: float = 2.0,
+    n_channels: int = 32,
+    seed: int = 0,
+    compressed: bool = False,
+    external_target: tuple[str | os.PathLike, str] | None = None,
+) -> str | os.PathLike:
+    """Write an NWB file holding many neurodata types, for tests and benchmarks.
+
+    The file is written with plain ``pynwb.NWBHDF5IO`` (serially; nwb_dask's
+    writer is not involved), so it is a neutral input for readers, repack,
+    consolidate and the like.  Every value is a pure function of the
+    arguments (object IDs aside, which pynwb draws at random).  The defaults
+    write a 4.5 MB file in well under a second.
+
+    Contents:
+
+    * ``acquisition/ElectricalSeries``: ``seconds`` of :func:`synthetic_ephys`
+      (int16, 30 kHz, ``n_channels``), ``conversion``/``offset`` set, over an
+      electrodes table with extra columns ``impedance`` (float) and ``label``
+      (string).  Up to 16 MiB the data is computed and written whole
+      (contiguous when uncompressed); above, it goes through
+      :class:`nwb_dask.DaskDataChunkIterator` so memory stays bounded;
+    * ``processing/ecephys/LFP/LFP``: a 1 kHz float32 ElectricalSeries with
+      float64 ``timestamps`` (no ``rate``), on every other electrode;
+      ``processing/ecephys/LFP_power``: a TimeSeries whose ``timestamps`` are
+      those of the LFP series (written as an HDF5 soft link);
+    * ``units``: ragged ``spike_times`` and ``electrodes`` (a ragged
+      DynamicTableRegion), ``waveform_mean``, a string column ``quality`` and
+      ragged ``obs_intervals``;
+    * ``intervals/trials``: start/stop times, a string column ``condition``, a
+      ragged integer column ``stim_ids``, ragged ``tags`` and the
+      ``timeseries`` column (a compound dataset of ``(idx_start, count,
+      object reference)``) pointing at the ElectricalSeries;
+    * ``acquisition/camera``: an ImageSeries of 50 uint8 64x64 frames (a
+      drifting grating with noise);
+      ``acquisition/reference_images``: an Images container with two
+      GrayscaleImages and ``order_of_images`` (a dataset of object
+      references); ``acquisition/shown_images``: an IndexSeries whose
+      ``indexed_images`` is that container (an HDF5 link; pynwb refuses the
+      deprecated ImageMaskSeries);
+    * ``acquisition/annotations``: an AnnotationSeries (text data, timestamps;
+      deprecated by pynwb 4, whose warning is silenced here);
+    * ``processing/ophys/ImageSegmentation/PlaneSegmentation``: ROIs with a
+      ``pixel_mask`` (a compound ``(x, y, weight)`` dataset) and a
+      ``processing/ophys/Fluorescence/RoiResponseSeries`` whose ``rois`` is a
+      DynamicTableRegion into it;
+    * with ``external_target=(other_path, series_name)``:
+      ``acquisition/external_<series_name>``, a TimeSeries whose ``data`` is
+      an HDF5 external link to ``acquisition/<series_name>/data`` of the
+      other file (same ``unit``/``conversion``/``offset`` as the target, whose
+      rate and starting time it copies).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file to create (overwritten if it exists).
+    seconds : float
+        Duration of the ephys recording (about ``60 kB * n_channels`` per
+        second of int16 at 30 kHz); the LFP and units follow it.
+    n_channels : int
+        Number of electrodes (at least 2).
+    seed : int
+        Seed of every generated value.
+    compressed : bool
+        Store the ElectricalSeries, LFP and ImageSeries data with gzip level 4
+        + shuffle, chunked (HDF5's filter pipeline); default uncompressed.
+    external_target : (path, str), optional
+        Another NWB file and the name of a TimeSeries in its ``acquisition``
+        to link to.  The link is stored relative to ``path``'s directory.
+
+    Returns
+    -------
+    str or PathLike
+        ``path``.
+    """
+    import warnings
+    from datetime import datetime, timezone
+
+    import h5py
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb.base import ImageReferences, Images
+    from pynwb.ecephys import LFP, ElectricalSeries
+    from pynwb.image import GrayscaleImage, ImageSeries, IndexSeries
+    from pynwb.misc import AnnotationSeries
+    from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
+
+    from .iterators import DaskDataChunkIterator
+
+    if n_channels < 2:
+        raise ValueError(f"write_rich_nwbfile needs at least 2 channels, got {n_channels}")
+    seconds = float(seconds)
+    rate = 30_000.0
+    rng = np.random.default_rng([seed, 0x41C4])
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def stored(data, chunks=None):
+        if not compressed:
+            return data
+        kwargs = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+        if chunks is not None:
+            kwargs["chunks"] = chunks
+        return H5DataIO(data, **kwargs)
+
+    nwbfile = NWBFile(
+        session_description="synthetic rich NWB file (nwb_dask.synthetic.write_rich_nwbfile)",
+        identifier=f"nwb_dask-rich-{seed}",
+        session_start_time=start,
+        file_create_date=start,
+        experimenter=["Doe, Jane"],
+        lab="nwb_dask",
+        institution="synthetic",
+    )
+
+    # Ecephys: electrodes with custom columns, raw ElectricalSeries, LFP with timestamps.
+    probe = nwbfile.create_device(name="probe", description="synthetic probe")
+    shank = nwbfile.create_electrode_group("shank0", description="synthetic shank", location="CA1", device=probe)
+    nwbfile.add_electrode_column("impedance", "impedance (ohm)")
+    nwbfile.add_electrode_column("label", "electrode label")
+    impedance = rng.uniform(1e5, 1e6, n_channels)
+    for ch in range(n_channels):
+        nwbfile.add_electrode(group=shank, location="CA1", x=0.0, y=float(20 * ch), z=0.0,
+                              impedance=float(impedance[ch]), label=f"ch{ch:03d}")
+    all_electrodes = nwbfile.create_electrode_table_region(list(range(n_channels)), "all electrodes")
+    ephys = synthetic_ephys(seconds, n_channels, rate, seed=seed)
+    n = ephys.shape[0]
+    if ephys.nbytes <= 16 * 2**20:
+        raw = ephys.compute(scheduler="threads")
+        raw_data = stored(raw, (min(n, 16_384), n_channels))
+    else:
+        raw = None
+        iterator = DaskDataChunkIterator(ephys)
+        raw_data = stored(iterator, iterator.chunk_shape)
+    nwbfile.add_acquisition(ElectricalSeries(
+        name="ElectricalSeries", data=raw_data, electrodes=all_electrodes, rate=rate, starting_time=0.0,
+        conversion=0.195e-6, offset=-1e-3, filtering="none", description="synthetic wide-band ephys"))
+
+    lfp_channels = list(range(0, n_channels, 2))
+    step = 30
+    if raw is not None:
+        lfp = raw[::step, lfp_channels]
+    else:
+        lfp = ephys[::step, lfp_channels].compute(scheduler="threads")
+    lfp = lfp.astype(np.float32) * np.float32(0.195e-6)
+    lfp_times = np.arange(lfp.shape[0]) * (step / rate) + rng.uniform(0, 1e-5, lfp.shape[0])
+    ecephys = nwbfile.create_processing_module("ecephys", "extracellular electrophysiology")
+    lfp_series = ElectricalSeries(
+        name="LFP", data=stored(lfp, (min(len(lfp), 1024), len(lfp_channels))),
+        electrodes=nwbfile.create_electrode_table_region(lfp_channels, "even electrodes"),
+        timestamps=lfp_times, filtering="decimated, no filter", description="synthetic LFP")
+    lfp_container = LFP()
+    ecephys.add(lfp_container)  # parent first, so the region's table shares an ancestor
+    lfp_container.add_electrical_series(lfp_series)
+    ecephys.add(TimeSeries(name="LFP_power", data=(lfp.astype(np.float64) ** 2).mean(axis=1), unit="V^2",
+                           timestamps=lfp_series, description="mean LFP power; timestamps linked to LFP"))
+
+    # Units: ragged spike times and electrodes, waveforms, a string column, observation intervals.
+    nwbfile.add_unit_column("quality", "curation label")
+    n_units = 8
+    for u in range(n_units):
+        count = int(rng.integers(5, 40))
+        spikes = np.sort(rng.uniform(0, seconds, count))
+        peak = int(rng.integers(0, n_channels))
+        electrodes = sorted({max(0, peak - 1), peak, min(n_channels - 1, peak + 1)})
+        waveform = np.sin(np.linspace(0, 2 * np.pi, 60)) * rng.uniform(20, 80)
+        nwbfile.add_unit(spike_times=spikes, electrodes=electrodes, waveform_mean=waveform,
+                         obs_intervals=[[0.0, seconds / 2], [seconds / 2 + 0.1, seconds]],
+                         quality="good" if u % 3 else "mua")
+
+    # Trials: strings, a ragged column, tags and the compound timeseries column.
+    nwbfile.add_trial_column("condition", "stimulus condition")
+    nwbfile.add_trial_column("stim_ids", "stimuli shown", index=True)
+    series = nwbfile.acquisition["ElectricalSeries"]
+    n_trials = 6
+    edges = np.linspace(0, seconds, n_trials + 1)
+    for t in range(n_trials):
+        shown = rng.integers(0, 100, int(rng.integers(1, 5))).tolist()
+        nwbfile.add_trial(start_time=float(edges[t]), stop_time=float(edges[t + 1]) - 1e-3,
+                          condition=["left", "right", "catch"][t % 3], stim_ids=shown,
+                          tags=["odd" if t % 2 else "even"], timeseries=[series])
+
+    # Images: an ImageSeries; an Images container with references; an IndexSeries linking to it.
+    yy, xx = np.mgrid[0:64, 0:64]
+    drift = np.arange(50)[:, None, None] * 0.3
+    frames = 100 + 64 * np.sin(xx / 6.0 + drift) * np.cos(yy / 9.0) + rng.integers(0, 16, (50, 64, 64))
+    frames = frames.clip(0, 255).astype(np.uint8)  # a drifting grating plus sensor noise
+    camera = ImageSeries(name="camera", data=stored(frames, (10, 64, 64)), unit="n.a.", rate=30.0,
+                         description="synthetic camera")
+    nwbfile.add_acquisition(camera)
+    image = GrayscaleImage(name="reference_frame", data=frames[0], description="first camera frame")
+    mean_image = GrayscaleImage(name="mean_frame", data=frames.mean(axis=0).astype(np.uint8),
+                                description="mean camera frame")
+    images = Images(name="reference_images", images=[image, mean_image], description="reference frames",
+                    order_of_images=ImageReferences(name="order_of_images", data=[mean_image, image]))
+    nwbfile.add_acquisition(images)
+    nwbfile.add_acquisition(IndexSeries(name="shown_images", data=rng.integers(0, 2, 20).astype(np.uint32),
+                                        indexed_images=images, unit="N/A", rate=10.0,
+                                        description="image shown per frame"))
+
+    # Text: an AnnotationSeries.
+    with warnings.catch_warnings():  # deprecated by pynwb 4 (EventsTable), still common in files read back
+        warnings.filterwarnings("ignore", "AnnotationSeries is deprecated", UserWarning)
+        nwbfile.add_acquisition(AnnotationSeries(
+            name="annotations", data=[f"event {i}" for i in range(5)],
+            timestamps=np.sort(rng.uniform(0, seconds, 5)), description="experimenter notes"))
+
+    # Ophys: a compound pixel_mask and a DynamicTableRegion from a RoiResponseSeries.
+    scope = nwbfile.create_device(name="microscope", description="synthetic two-photon microscope")
+    plane = nwbfile.create_imaging_plane(
+        name="plane0", optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
+        description="synthetic plane", device=scope, excitation_lambda=920.0, imaging_rate=30.0,
+        indicator="GCaMP6f", location="V1")
+    segmentation = ImageSegmentation()
+    rois = segmentation.create_plane_segmentation(name="PlaneSegmentation", description="synthetic ROIs",
+                                                imaging_plane=plane)
+    for _ in range(4):
+        x0, y0 = (int(v) for v in rng.integers(0, 60, 2))
+        rois.add_roi(pixel_mask=[(x0 + dx, y0 + dy, float(rng.uniform(0.1, 1.0))) for dx in range(3)
+                                 for dy in range(2)])
+    ophys = nwbfile.create_processing_module("ophys", "optical physiology")
+    ophys.add(segmentation)
+    fluorescence = Fluorescence()
+    ophys.add(fluorescence)  # parent first, so the region's table shares an ancestor
+    fluorescence.add_roi_response_series(RoiResponseSeries(
+        name="RoiResponseSeries", data=rng.standard_normal((max(1, int(30 * seconds)), 4)).astype(np.float32),
+        rois=rois.create_roi_table_region("all ROIs", region=[0, 1, 2, 3]), unit="lumens", rate=30.0))
+
+    other = None
+    try:
+        if external_target is not None:
+            other_path, name = external_target
+            other = h5py.File(other_path, "r")
+            group = other[f"acquisition/{name}"]
+            target = group["data"]
+            kwargs: dict = {}
+            if "starting_time" in group:
+                kwargs["rate"] = float(group["starting_time"].attrs["rate"])
+                kwargs["starting_time"] = float(group["starting_time"][()])
+            else:
+                kwargs["timestamps"] = group["timestamps"][()]
+            for attr in ("conversion", "offset", "resolution"):
+                if attr in target.attrs:
+                    kwargs[attr] = float(target.attrs[attr])
+            unit = target.attrs.get("unit", "n.a.")
+            nwbfile.add_acquisition(TimeSeries(
+                name=f"external_{name}", data=target, unit=unit.decode() if isinstance(unit, bytes) else unit,
+                description=f"acquisition/{name}/data of {os.path.basename(str(other_path))}", **kwargs))
+        with NWBHDF5IO(str(path), "w") as io:
+            io.write(nwbfile)
+    finally:
+        if other is not None:
+            other.close()
+    return path
