@@ -523,6 +523,8 @@ def test_tuple_chunks_for_a_2d_dataset(inputs):
     ({ES: (4096, 32, 2)}, MIN, re.escape(repr(ES)) + ".*too many axes"),
     ((2048, 8), MIN, "dataset '(" + "|".join(map(re.escape, (LFP_TS, POWER))) + ")'.*too many axes"),
     ("bogus", MIN, "chunks must be 'auto', 'source', a shape or a mapping, got 'bogus'"),
+    ({"/acquisition/ElectricalSerie/data": (4096, 32)}, MIN,
+     re.escape("chunks given for ['/acquisition/ElectricalSerie/data'], which are not datasets repack recompresses")),
 ])
 def test_bad_chunks_raise_chunk_shape_error(inputs, chunks, min_bytes, match):
     out = inputs.dir / "out.nwb"
