@@ -42,6 +42,7 @@ import hashlib
 import glob
 import math
 import os
+import struct
 import sys
 import threading
 import time
@@ -372,13 +373,20 @@ class StreamWriter:
         self._by_name = self._index(self._streams)
 
         import h5py
+        from h5py import h5f, h5p
 
-        self._file = h5py.File(self.path, "r+", libver=LIBVER)
+        # Straight into SWMR writing (H5F_ACC_SWMR_WRITE at open): the file at ``path`` is
+        # never open for writing without SWMR, which would leave a file that SWMR readers
+        # refuse ("file is not already open for SWMR writing") if the process died there.
+        fapl = h5p.create(h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5f.LIBVER_V110, h5f.LIBVER_V110)
         try:
+            self._file = h5py.File(h5f.open(os.fsencode(self.path), h5f.ACC_RDWR | h5f.ACC_SWMR_WRITE, fapl=fapl))
             self._dsets = {c.path: self._file[c.path] for s in self._streams for c in s.columns}
-            self._file.swmr_mode = True
         except BaseException:
-            self._file.close()
+            if hasattr(self, "_file"):
+                self._file.close()
+            self._release_lock()
             raise
         self._fd = self._vfd_handle()
 
@@ -422,11 +430,14 @@ class StreamWriter:
                 io.write(nwbfile)
                 paths = _builder_paths(io, nwbfile, found)
             _fsync_path(tmp)
+            self._lock_fd = os.open(tmp, os.O_RDWR)  # follows the file through the rename
+            _lock_writer_byte(self._lock_fd)
             os.replace(tmp, self.path)
             _fsync_path(self.path.parent)
         except BaseException:
             if tmp.exists():
                 tmp.unlink()
+            self._release_lock()
             raise
         streams = []
         for container, fields in found:
@@ -434,6 +445,11 @@ class StreamWriter:
             group = paths[id(fields["data"])].rsplit("/", 1)[0]
             streams.append(_Stream(container.name, group, cols["data"], cols.get("timestamps")))
         return streams
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)
 
     @staticmethod
     def _index(streams: list[_Stream]) -> dict[str, _Stream]:
@@ -591,6 +607,7 @@ class StreamWriter:
                 self._file.close()
             except Exception as exc:  # after a failed write; report the first error
                 self._error = self._error or exc
+            self._release_lock()
             self._closed = True
         if self._error is not None:
             self._raise_if_failed()
@@ -893,6 +910,29 @@ def _is_dask(x: Any) -> bool:
     return type(x).__module__.startswith("dask.") and hasattr(x, "compute")
 
 
+#: A byte no HDF5 file reaches: a StreamWriter holds a record lock on it while it
+#: writes, and recover() refuses while it is held.  (HDF5's own lock cannot tell:
+#: HDF5 drops it once SWMR writing starts, so that readers can open the file.)
+_WRITER_LOCK_OFFSET = 2**62
+
+
+def _lock_writer_byte(fd: int) -> None:
+    """Take the writer's lock on ``fd`` (open for writing) without waiting; OSError if it is held.
+
+    Linux open-file-description locks belong to this descriptor, not to the
+    process (closing another descriptor of the file does not drop them) and do
+    not interact with HDF5's flock(); elsewhere, POSIX record locks.  The kernel
+    drops them when the process dies, SIGKILL included.
+    """
+    import fcntl
+
+    if hasattr(fcntl, "F_OFD_SETLK") and struct.calcsize("l") == 8:  # struct flock of 64-bit Linux
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET,
+                                                        _WRITER_LOCK_OFFSET, 1, 0))
+    else:  # pragma: no cover - not Linux
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _WRITER_LOCK_OFFSET)
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -1024,6 +1064,24 @@ def recover(path: str | os.PathLike) -> None:
             continue
         if same and fid.get_intent() & h5f.ACC_RDWR:
             raise OSError(f"{path}: cannot clear the writer's mark; a writer in this process holds it open")
+    lock_fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            _lock_writer_byte(lock_fd)  # held until the marks are cleared
+        except OSError as exc:
+            raise OSError(f"{path}: a StreamWriter (in this or another process) is still writing it; "
+                          "recover is for a file whose writer died") from exc
+        _clear_status_flags(path)
+    finally:
+        os.close(lock_fd)
+    with h5py.File(path, "r"):
+        pass  # plain readers open it now
+
+
+def _clear_status_flags(path: Path) -> None:
+    """HDF5's ``h5clear -s``."""
+    from h5py import h5f, h5p
+
     lib = _hdf5_library()
     lib.H5Pset.argtypes = [ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p]
     lib.H5Pset.restype = ctypes.c_int
@@ -1036,7 +1094,5 @@ def recover(path: str | os.PathLike) -> None:
     try:
         fid = h5f.open(os.fsencode(path), h5f.ACC_RDWR, fapl=fapl)
     except OSError as exc:
-        raise OSError(f"{path}: cannot clear the writer's mark ({exc}); is a writer still running?") from exc
+        raise OSError(f"{path}: cannot clear the writer's mark ({exc})") from exc
     fid.close()
-    with h5py.File(path, "r"):
-        pass  # plain readers open it now
