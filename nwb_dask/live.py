@@ -79,7 +79,7 @@ DEFAULT_FLUSH_SECONDS = 1.0
 #: Default bytes not yet flushed that trigger an early flush.
 DEFAULT_FLUSH_BYTES = 64 * 2**20
 #: Default bound on bytes appended but not yet flushed.
-DEFAULT_MAX_PENDING_BYTES = 512 * 2**20
+DEFAULT_MAX_PENDING_BYTES = 256 * 2**20
 #: A growing column's chunk fills in at most this fraction of a flush interval
 #: when its rate is known, so the partial chunk re-stored at each flush (whose
 #: old copy HDF5 keeps in SWMR mode) costs a small fraction of the data.
@@ -309,7 +309,9 @@ class StreamWriter:
     flush_bytes : int
         Flush early when this many appended bytes are waiting (default 64 MiB).
     max_pending_bytes : int
-        Most bytes appended but not yet flushed (default 512 MiB).
+        Most bytes appended but not yet flushed (default 256 MiB, 11 s of
+        384-channel ephys).  Peak memory is about twice this (the encoded
+        chunks wait for the flush too).
     on_overrun : {"block", "raise"}
         When an append would exceed ``max_pending_bytes``: wait for the writer
         (``"block"``, the default; ``overrun_timeout`` bounds the wait) or raise
