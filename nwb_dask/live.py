@@ -310,8 +310,8 @@ class StreamWriter:
         Flush early when this many appended bytes are waiting (default 64 MiB).
     max_pending_bytes : int
         Most bytes appended but not yet flushed (default 256 MiB, 11 s of
-        384-channel ephys).  Peak memory is about twice this (the encoded
-        chunks wait for the flush too).
+        384-channel ephys).  Peak memory measured 1.2-1.4x this (encoded
+        chunks wait for the flush too; benchmarks/stream.py).
     on_overrun : {"block", "raise"}
         When an append would exceed ``max_pending_bytes``: wait for the writer
         (``"block"``, the default; ``overrun_timeout`` bounds the wait) or raise
