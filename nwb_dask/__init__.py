@@ -21,6 +21,9 @@ join_segments, join_timeseries, SegmentError
 repack, info
     Recompress/rechunk NWB files in parallel, verified (:mod:`nwb_dask.repack`);
     describe a file's storage (:mod:`nwb_dask.info`).
+write_nwb_zarr, convert
+    NWB-Zarr stores written by every dask worker in parallel; HDF5 <-> Zarr
+    conversion (:mod:`nwb_dask.zarr`).
 consolidate
     Self-contained copies of files with external data (:mod:`nwb_dask.consolidate`).
 StreamWriter, growing
@@ -43,6 +46,7 @@ from .repack import repack
 from .writer import WriteError, WriteStats, write_dask_array
 from .synthetic import synthetic_ephys
 from .virtual import SegmentError, join_segments, join_timeseries
+from .zarr import convert, write_nwb_zarr
 
 __all__ = [
     "ChunkShapeError",
@@ -61,6 +65,7 @@ __all__ = [
     "codec",
     "codec_from_dataset",
     "consolidate",
+    "convert",
     "external_data",
     "growing",
     "guess_chunk_shape",
@@ -74,5 +79,6 @@ __all__ = [
     "synthetic_ephys",
     "write_dask_array",
     "write_nwb",
+    "write_nwb_zarr",
 ]
 __version__ = "0.1.0"

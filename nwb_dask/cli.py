@@ -110,6 +110,25 @@ def _cmd_repack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .scheduler import use_scheduler
+    from .zarr import convert
+
+    with use_scheduler(args.scheduler, args.workers):
+        result = convert(
+            args.input,
+            args.output,
+            codec="source" if args.codec == "source" else _codec_arg(args),
+            chunks=_chunks_arg(args.chunks) if args.chunks != "source" else "source",
+            verify=not args.no_verify,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            allow_pickle=args.allow_pickle,
+        )
+    print(result.report())
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import info
 
@@ -229,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
     rp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     rp.set_defaults(func=_cmd_repack)
+
+    cv = sub.add_parser(
+        "convert",
+        help="convert an HDF5 NWB file to NWB-Zarr or back, in parallel, verified",
+        description="Convert INPUT to OUTPUT between HDF5 NWB and NWB-Zarr (a directory or a name ending in "
+        ".zarr is Zarr): large datasets are read lazily and written in parallel (to Zarr, every worker "
+        "stores its own chunks); everything else goes through HDMF's export (object IDs, references kept). "
+        "OUTPUT is verified against INPUT and appears atomically; INPUT is never modified.",
+    )
+    cv.add_argument("input")
+    cv.add_argument("output")
+    cv.add_argument("--codec", default="source",
+                    help="source (default: keep each dataset's codec), none, gzip, zstd or blosc")
+    cv.add_argument("--level", type=int, help="compression level for --codec")
+    cv.add_argument("--chunks", default="source", help="source (default), auto, or a shape such as 30000,64")
+    cv.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
+                    help="dask scheduler (default threads; local = a LocalCluster of processes)")
+    cv.add_argument("--workers", type=int, help="dask workers (default: all cores)")
+    cv.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
+    cv.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    cv.add_argument("--allow-pickle", action="store_true",
+                    help="read a Zarr INPUT whose object datasets use numcodecs' Pickle (trusted stores only)")
+    cv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    cv.set_defaults(func=_cmd_convert)
 
     inf = sub.add_parser(
         "info",

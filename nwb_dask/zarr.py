@@ -20,6 +20,7 @@ parallel, verified, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -200,6 +201,7 @@ class NWBZarrDaskIO(_zarr_io_base()):
         self.stats: WriteStats | None = None
         codec_cls = kwargs.pop("object_codec_class", None)
         super().__init__(os.fspath(path), mode=mode, **kwargs)
+        self._object_codec = codec_cls
         if mode != "r":
             import numcodecs
 
@@ -229,6 +231,19 @@ class NWBZarrDaskIO(_zarr_io_base()):
         builder, parent = kwargs["builder"], kwargs["parent"]
         data = builder.data if kwargs.get("force_data") is None else kwargs["force_data"]
         if not isinstance(data, DaskDataIO) or self.get_written(builder):
+            if self._object_codec is None and _compound_with_refs(builder.dtype):
+                # numcodecs' JSON cannot decode records (lists) into an object array: compound
+                # datasets holding references need hdmf-zarr's Pickle (see docs/zarr.md); zarr
+                # decodes the metadata it has just written (the fill value) with it, so allow
+                # unpickling for this write of our own data.
+                import numcodecs
+
+                saved, self._ZarrIO__codec_cls = self._ZarrIO__codec_cls, numcodecs.Pickle
+                try:
+                    with _pickle_allowed():
+                        return super().write_dataset(**kwargs)
+                finally:
+                    self._ZarrIO__codec_cls = saved
             return super().write_dataset(**kwargs)
         array = data.array
         dtype = np.dtype(array.dtype)
@@ -245,6 +260,46 @@ class NWBZarrDaskIO(_zarr_io_base()):
         self._written_builders.set_written(builder)
         self._jobs.append((dset, array, c))
         return dset
+
+
+@contextlib.contextmanager
+def _pickle_allowed(allowed: bool = True):
+    """numcodecs' switch for unpickling (off by default since numcodecs 0.15), set for a ``with`` block."""
+    from numcodecs import pickles
+
+    saved = getattr(pickles, "ALLOW_UNSAFE_PICKLE_DECODE", True)
+    pickles.ALLOW_UNSAFE_PICKLE_DECODE = allowed or saved
+    try:
+        yield
+    finally:
+        pickles.ALLOW_UNSAFE_PICKLE_DECODE = saved
+
+
+def _pickled_arrays(store: Path) -> list[str]:
+    """Arrays of a Zarr store whose metadata names numcodecs' Pickle codec."""
+    import json
+
+    found = []
+    for meta in sorted(store.rglob(".zarray")):
+        try:
+            z = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        codecs = list(z.get("filters") or []) + ([z["compressor"]] if z.get("compressor") else [])
+        if any(c.get("id") == "pickle" for c in codecs):
+            found.append("/" + str(meta.parent.relative_to(store)))
+    return found
+
+
+def _compound_with_refs(dtype: Any) -> bool:
+    """A builder dtype of compound records with an object-reference field."""
+    if not isinstance(dtype, list):
+        return False
+    for field in dtype:
+        d = field.get("dtype") if isinstance(field, dict) else getattr(field, "dtype", None)
+        if type(d).__name__ == "RefSpec" or (isinstance(d, str) and d in ("object", "region")):
+            return True
+    return False
 
 
 def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False, scheduler: Any = None,
@@ -387,6 +442,7 @@ def convert(
     overwrite: bool = False,
     scheduler: Any = None,
     progress: bool = True,
+    allow_pickle: bool = False,
 ) -> ConvertResult:
     """Convert an HDF5 NWB file to an NWB-Zarr store, or back, in parallel and verified.
 
@@ -418,6 +474,11 @@ def convert(
         Dask scheduler or Client.
     progress : bool
         Progress bar.
+    allow_pickle : bool
+        Read a Zarr input whose object datasets use numcodecs' Pickle codec
+        (hdmf-zarr's default for references; unpickling can run code, so
+        numcodecs refuses it unless told).  nwb_dask writes references as
+        JSON, and Pickle only for compound datasets holding references.
 
     Returns
     -------
@@ -450,7 +511,13 @@ def convert(
     verify_seconds = 0.0
     try:
         if from_zarr:
-            with _zarr_io_base()(str(src), "r") as src_io:
+            pickled = _pickled_arrays(src)
+            if pickled and not allow_pickle:
+                raise ValueError(
+                    f"{src} stores {len(pickled)} dataset(s) with numcodecs' Pickle codec ({', '.join(pickled[:3])}"
+                    f"{', ...' if len(pickled) > 3 else ''}), which can run code when read; if you trust the store, "
+                    "pass allow_pickle=True (nwb-dask convert --allow-pickle)")
+            with _pickle_allowed(bool(pickled)), _zarr_io_base()(str(src), "r") as src_io:
                 nwbfile = src_io.read()
                 for container, key, arr in _large_zarr_fields(nwbfile, min_bytes):
                     name = "/" + arr.path
@@ -521,7 +588,7 @@ def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool,
 
     diffs = []
     reader = _zarr_io_base() if to_zarr else NWBHDF5IO
-    with reader(str(out), "r") as io:
+    with _pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
         ids_out = _object_ids(io.read())
     if ids_out != ids_in:
         missing = sorted(set(ids_in) - set(ids_out))[:5]
