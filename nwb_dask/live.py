@@ -1054,7 +1054,7 @@ def recover(path: str | os.PathLike) -> None:
         The file is open by a writer, or is not an HDF5 1.10+ file.
     """
     import h5py
-    from h5py import h5f, h5p
+    from h5py import h5f
 
     path = Path(path)
     if not path.exists():
