@@ -107,33 +107,10 @@ NEUROCONV_RUN = textwrap.dedent(
 # helpers shared by the parent and the workers                                 #
 # --------------------------------------------------------------------------- #
 def large_fields(nwbfile, source: str, min_bytes: int = 2**20):
-    """``[(container, field, h5py.Dataset)]``: the datasets nwb_dask.repack recompresses.
+    """``[(container, field, h5py.Dataset)]``: the datasets nwb_dask.repack recompresses (its own selection)."""
+    from nwb_dask.repack import large_fields as selection
 
-    The same selection as ``nwb_dask.repack`` (numeric, not virtual, in the
-    source file, >= ``min_bytes``), restated here so the HDMF row does not
-    depend on a private function.
-    """
-    import h5py
-
-    from nwb_dask.codecs import runs_outside_hdf5
-
-    seen, found = set(), []
-    for container in nwbfile.objects.values():
-        for key, value in (getattr(container, "fields", None) or {}).items():
-            if not isinstance(value, h5py.Dataset) or value.name in seen:
-                continue
-            try:
-                if not os.path.samefile(value.file.filename, source):
-                    continue
-            except OSError:
-                continue
-            if value.is_virtual or not runs_outside_hdf5(value.dtype) or value.ndim == 0 or value.size == 0:
-                continue
-            if value.size * value.dtype.itemsize < min_bytes:
-                continue
-            seen.add(value.name)
-            found.append((container, key, value))
-    return found
+    return selection(nwbfile, min_bytes, source)
 
 
 def parse_spec(text: str) -> list:

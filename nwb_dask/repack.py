@@ -28,7 +28,7 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -157,14 +157,33 @@ def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
                                name=name)
 
 
-def _large_fields(nwbfile, source: Path, min_bytes: int) -> list[tuple[Any, str, Any]]:
-    """``[(container, field, h5py.Dataset)]``: numeric datasets of the input file worth recompressing.
+def large_fields(
+    nwbfile, min_bytes: int, stored: Callable[[Any], str | None] | str | os.PathLike
+) -> list[tuple[Any, str | None, Any]]:
+    """``[(container, field, array)]``: the numeric stored datasets of an NWBFile worth the parallel writer.
 
-    ``field`` is None for the values of an hdmf ``Data`` (table columns, images), which are not fields.
+    Parameters
+    ----------
+    nwbfile : pynwb.NWBFile
+        As read by pynwb (HDF5) or hdmf-zarr (Zarr).
+    min_bytes : int
+        Smallest uncompressed size.
+    stored : callable or path
+        ``stored(value)`` is the dataset's path in the input when ``value`` is
+        a dataset of it that may be rewritten (an ``h5py.Dataset`` of this
+        file, a ``zarr.Array``, ...), else None.  A path stands for the
+        non-virtual datasets of that HDF5 file (what :func:`repack` rewrites).
+
+    Returns
+    -------
+    list of (container, field, array)
+        ``field`` is None for the values of an hdmf ``Data`` (table columns,
+        images), which are not fields; each dataset appears once.
     """
-    import h5py
     from hdmf.container import Data
 
+    if not callable(stored):
+        stored = _in_file(Path(stored).resolve())
     seen: set[str] = set()
     found = []
     for container in nwbfile.objects.values():
@@ -172,21 +191,44 @@ def _large_fields(nwbfile, source: Path, min_bytes: int) -> list[tuple[Any, str,
         if isinstance(container, Data):
             items.append((None, container.data))
         for key, value in items:
-            if not isinstance(value, h5py.Dataset):
+            name = stored(value)
+            if name is None or name in seen:
                 continue
-            try:
-                same_file = os.path.samefile(value.file.filename, source)
-            except OSError:
-                same_file = False
-            if not same_file or value.name in seen:  # external links stay links
-                continue
-            if value.is_virtual or not runs_outside_hdf5(value.dtype) or value.ndim == 0 or value.size == 0:
+            if value.ndim == 0 or value.size == 0 or not runs_outside_hdf5(value.dtype):
                 continue
             if value.size * value.dtype.itemsize < min_bytes:
                 continue
-            seen.add(value.name)
+            seen.add(name)
             found.append((container, key, value))
     return found
+
+
+def swap_field(container, key: str | None, new: Any) -> None:
+    """Replace a field (or, with ``key=None``, a ``Data``'s values) of a container read from a file.
+
+    The container is marked modified: HDMF's export rebuilds only modified
+    containers, and would otherwise copy the old dataset as it was.
+    """
+    if key is None:
+        container.transform(lambda _old, new=new: new)
+    else:
+        container.fields[key] = new
+    container.set_modified()
+
+
+def _in_file(source: Path) -> Callable[[Any], str | None]:
+    """``stored`` for :func:`large_fields`: non-virtual datasets of the HDF5 file ``source`` (links stay links)."""
+    import h5py
+
+    def stored(value: Any) -> str | None:
+        if not isinstance(value, h5py.Dataset) or value.is_virtual:
+            return None
+        try:
+            return value.name if os.path.samefile(value.file.filename, source) else None
+        except OSError:
+            return None
+
+    return stored
 
 
 # --------------------------------------------------------------------------- #
@@ -436,7 +478,7 @@ def repack(
     try:
         with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
             nwbfile = src_io.read()
-            for container, key, dset in _large_fields(nwbfile, src, min_bytes):
+            for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
                 c: Codec | None = fixed
                 if c is None and dset.chunks is None:  # "source" of a contiguous dataset: no filters
                     c = make_codec("none")
@@ -451,12 +493,7 @@ def repack(
                     tuple(dset.chunks) if dset.chunks else None, _codec_name(dset), _stored(dset),
                     tuple(shape), _codec_label(c)))
                 extra = {"fillvalue": dset.fillvalue} if dset.fillvalue not in (None, 0) else {}
-                new = DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra)
-                if key is None:  # a Data's values
-                    container.transform(lambda _old, new=new: new)
-                else:
-                    container.fields[key] = new
-                container.set_modified()  # HDMF rebuilds modified containers on export
+                swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra))
             if isinstance(chunks, Mapping):  # a mistyped path would silently keep the default
                 done = {d.path for d in datasets}
                 unknown = [k for k in chunks if "/" + str(k).lstrip("/") not in done]

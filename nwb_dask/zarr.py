@@ -375,36 +375,11 @@ class ConvertResult:
                 + (f" ({self.verify_seconds:.1f} s verifying)" if self.verified else " (not verified)"))
 
 
-def _large_zarr_fields(nwbfile, min_bytes: int) -> list[tuple[Any, str | None, Any]]:
-    """``[(container, field or None for Data values, zarr.Array)]`` of numeric arrays worth the parallel writer."""
+def _zarr_array_path(value: Any) -> str | None:
+    """``stored`` for :func:`nwb_dask.repack.large_fields`: arrays of a Zarr store."""
     import zarr
-    from hdmf.container import Data
 
-    from .codecs import runs_outside_hdf5
-
-    found, seen = [], set()
-    for container in nwbfile.objects.values():
-        items = list((getattr(container, "fields", None) or {}).items())
-        if isinstance(container, Data):
-            items.append((None, container.data))
-        for key, value in items:
-            if not isinstance(value, zarr.Array) or value.path in seen:
-                continue
-            if value.ndim == 0 or value.size == 0 or not runs_outside_hdf5(value.dtype):
-                continue
-            if value.size * value.dtype.itemsize < min_bytes:
-                continue
-            seen.add(value.path)
-            found.append((container, key, value))
-    return found
-
-
-def _swap(container, key: str | None, new) -> None:
-    if key is None:
-        container.transform(lambda _old, new=new: new)
-    else:
-        container.fields[key] = new
-    container.set_modified()  # HDMF rebuilds modified containers on export
+    return "/" + value.path if isinstance(value, zarr.Array) else None
 
 
 def _source_codec(codec: Any, source_codec: Codec | None) -> Codec:
@@ -488,7 +463,7 @@ def convert(
 
     from .io import NWBDaskIO
     from .reader import read_dataset
-    from .repack import RepackError, _chunks_for, _large_fields
+    from .repack import RepackError, _chunks_for, _in_file, large_fields, swap_field
 
     t0 = time.perf_counter()
     src, out = Path(source).absolute(), Path(output).absolute()
@@ -519,11 +494,11 @@ def convert(
                     "pass allow_pickle=True (nwb-dask convert --allow-pickle)")
             with _pickle_allowed(bool(pickled)), _zarr_io_base()(str(src), "r") as src_io:
                 nwbfile = src_io.read()
-                for container, key, arr in _large_zarr_fields(nwbfile, min_bytes):
+                for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
                     name = "/" + arr.path
                     c = _source_codec(codec, _zarr_source_codec(arr))
                     shape = _chunks_for(chunks, _Shape(arr), name)
-                    _swap(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
+                    swap_field(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
                     names.append(name)
                 with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
@@ -534,14 +509,14 @@ def convert(
                 nwbfile = src_io.read()
                 from .codecs import codec_from_dataset
 
-                for container, key, dset in _large_fields(nwbfile, src, min_bytes):
+                for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
                     try:
                         own = codec_from_dataset(dset)
                     except Exception:  # a filter nwb_dask cannot run
                         own = None
                     c = _source_codec(codec, own if dset.chunks else make_codec("none"))
                     shape = _chunks_for(chunks, dset, dset.name)
-                    _swap(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
+                    swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
                 with NWBZarrDaskIO(temp, "w", scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
