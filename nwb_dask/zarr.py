@@ -147,19 +147,60 @@ def _compute_with_progress(tasks: list, scheduler: Any, progress: bool) -> list:
 
     info = active_scheduler(scheduler)
     if info.kind == "distributed":
-        futures = info.client.compute(tasks)
-        if progress:
-            from distributed import progress as dprogress
+        client = info.client
+        futures = client.compute(tasks)
+        try:
+            if progress:
+                from distributed import progress as dprogress
 
-            dprogress(futures)
-        return info.client.gather(futures)
+                dprogress(futures, scheduler=client.scheduler.address)  # this client's cluster, not the default's
+            return client.gather(futures)
+        except BaseException:
+            _abandon(client, futures)
+            raise
     kwargs = {"scheduler": scheduler} if scheduler is not None and not hasattr(scheduler, "submit") else {}
-    if progress and len(tasks) > 4:
-        from dask.diagnostics import ProgressBar
+    pool = None
+    if info.kind == "threads":
+        # A pool of our own, shut down (waiting) before an error reaches the caller: dask's shared
+        # pool would keep running the tasks started before the error, whose chunk writes would
+        # re-create the partial store the caller deletes.  (The processes scheduler already
+        # waits for its pool.)
+        from concurrent.futures import ThreadPoolExecutor
 
-        with ProgressBar():
-            return list(dask.compute(*tasks, **kwargs))
-    return list(dask.compute(*tasks, **kwargs))
+        pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-zarr")
+        kwargs = {"scheduler": "threads", "pool": pool}
+    try:
+        if progress and len(tasks) > 4:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                return list(dask.compute(*tasks, **kwargs))
+        return list(dask.compute(*tasks, **kwargs))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _abandon(client, futures: list, timeout: float = 60.0) -> None:
+    """Cancel a failed write's tasks and wait for those already running on a worker to end.
+
+    Every task writes its chunks into the store itself: one still running when
+    the caller deletes the partial store would re-create it with its chunks.
+    """
+    keys = {f.key for f in futures}
+    client.cancel(futures)
+
+    def running(dask_worker, keys=keys) -> int:
+        return sum(1 for ts in dask_worker.state.executing if ts.key in keys)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(client.run(running).values()):
+                return
+        except Exception:  # the cluster is gone: nothing runs any more
+            return
+        time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- #
@@ -247,6 +288,8 @@ class NWBZarrDaskIO(_zarr_io_base()):
             return super().write_dataset(**kwargs)
         array = data.array
         dtype = np.dtype(array.dtype)
+        if dtype.byteorder == ">":  # stored little-endian (nwb_dask's codecs encode little-endian data)
+            dtype = dtype.newbyteorder("<")
         c = _zarr_codec(data.codec, dtype.itemsize)
         filters, compressor = numcodecs_pipeline(c, dtype.itemsize)
         fill = data.io_settings.get("fillvalue", 0) or 0
