@@ -22,6 +22,7 @@ import tempfile
 import textwrap
 import time
 from datetime import datetime, timezone
+import re
 from pathlib import Path
 
 import dask.array as da
@@ -854,3 +855,49 @@ def test_distributed_progress_bar_with_a_client_that_is_not_the_default(client, 
                            scheduler=client)
     assert stats.chunks == 4
     np.testing.assert_array_equal(zarr.open(str(path), "r")["acquisition/ts/data"][:], x)
+
+
+# --------------------------------------------------------------------------- #
+# an object store: s3:// through fsspec, against a local moto server           #
+# --------------------------------------------------------------------------- #
+def test_write_to_s3_url_with_credentials(tmp_path):
+    """Workers store chunks straight into S3 (moto on loopback); hdmf-zarr reads it back with the same options."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("s3fs")
+    import zarr as zarr_pkg
+    from hdmf_zarr.nwb import NWBZarrIO
+
+    from nwb_dask import DaskDataIO
+    from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+    from nwb_dask.zarr import write_nwb_zarr
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s",
+                     region_name="us-east-1").create_bucket(Bucket="nwbzarr")
+        options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        url = "s3://nwbzarr/session.nwb.zarr"
+        source = synthetic_ephys(seconds=0.5, n_channels=16, seed=5)
+        stats = write_nwb_zarr(ephys_nwbfile(DaskDataIO(source, chunks=(4096, 16))), url,
+                               storage_options=options, progress=False)
+        assert stats.logical_bytes == source.nbytes and 0 < stats.stored_bytes < source.nbytes
+        store = zarr_pkg.storage.FSStore(url, **options)
+        assert ".zmetadata" in store  # consolidated with the credentials
+        z = zarr_pkg.open(store, mode="r")["acquisition/ElectricalSeries/data"]
+        assert z.chunks == (4096, 16)
+        np.testing.assert_array_equal(z[:], source.compute())
+        with NWBZarrIO(url, "r", storage_options=options) as io:
+            np.testing.assert_array_equal(io.read().acquisition["ElectricalSeries"].data[:], source.compute())
+        with pytest.raises(FileExistsError, match=re.escape(url) + " exists; pass overwrite=True"):
+            write_nwb_zarr(ephys_nwbfile(DaskDataIO(source)), url, storage_options=options, progress=False)
+        other = synthetic_ephys(seconds=0.25, n_channels=16, seed=6)
+        write_nwb_zarr(ephys_nwbfile(DaskDataIO(other)), url, storage_options=options, overwrite=True,
+                       progress=False)
+        z = zarr_pkg.open(zarr_pkg.storage.FSStore(url, **options), mode="r")["acquisition/ElectricalSeries/data"]
+        np.testing.assert_array_equal(z[:], other.compute())
+    finally:
+        server.stop()
