@@ -22,16 +22,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime
 from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the plugin filters with HDF5)
 import numpy as np
 import pytest
-from conftest import read_with_plain_pynwb
-from hdmf.container import AbstractContainer, Data
-from hdmf.query import HDMFDataset
+from conftest import assert_same_nwb, read_with_plain_pynwb, same
 from pynwb import NWBHDF5IO, validate
 
 import nwb_dask
@@ -158,21 +155,6 @@ def h5_value(value, f: h5py.File):
     return value
 
 
-def same(a, b) -> bool:
-    """Equality of normalized values; arrays element by element (np.array_equal), same dtype."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
-        return True
-    return type(a) is type(b) and a == b
-
-
 def assert_same_h5(a: Path, b: Path) -> None:
     """Same links (by kind and target), attributes and dataset values, /specifications aside."""
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
@@ -189,58 +171,6 @@ def assert_same_h5(a: Path, b: Path) -> None:
             if la.get(path, ("group",))[0] == "dataset":
                 assert (oa.shape, oa.dtype) == (ob.shape, ob.dtype), path
                 assert same(h5_value(oa[()], fa), h5_value(ob[()], fb)), f"{path}: values differ"
-
-
-def nwb_value(value):
-    """A comparable form of a pynwb field value: containers (references) by type and object_id."""
-    if isinstance(value, AbstractContainer):
-        return ("object", type(value).__name__, value.object_id)
-    if isinstance(value, HDMFDataset):  # reference / compound datasets resolved by hdmf
-        return nwb_value(value[:])
-    if isinstance(value, h5py.Dataset):
-        return nwb_value(value[()])
-    if isinstance(value, np.ndarray):
-        if value.dtype.names:
-            return ("compound", value.shape, [tuple(nwb_value(row[n]) for n in value.dtype.names)
-                                              for row in value.reshape(-1)])
-        if value.dtype.kind in "OS":
-            return ("objects", value.shape, [nwb_value(v) for v in value.reshape(-1).tolist()])
-        return value
-    if isinstance(value, dict):
-        return {k: nwb_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [nwb_value(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def nwb_fields(obj) -> dict:
-    fields = dict(obj.fields)
-    if isinstance(obj, Data):  # VectorData, Image, ...: their values are not among the fields
-        fields["data"] = obj.data
-    return fields
-
-
-def assert_same_nwb(a: Path, b: Path) -> None:
-    """Every neurodata object of ``a`` is in ``b``: same object ID, type, name, parent and field values."""
-    with NWBHDF5IO(str(a), "r") as ia, NWBHDF5IO(str(b), "r") as ib:
-        fa, fb = ia.read(), ib.read()
-        assert sorted(fa.objects) == sorted(fb.objects)
-        for oid, oa in fa.objects.items():
-            ob = fb.objects[oid]
-            where = f"{type(oa).__name__} {oa.name!r} ({oid})"
-            assert type(ob) is type(oa), where
-            assert ob.name == oa.name, where
-            assert getattr(ob.parent, "object_id", None) == getattr(oa.parent, "object_id", None), where
-            va, vb = nwb_fields(oa), nwb_fields(ob)
-            assert sorted(va) == sorted(vb), f"{where}: fields {sorted(set(va) ^ set(vb))}"
-            for key in va:
-                assert same(nwb_value(va[key]), nwb_value(vb[key])), f"{where}.{key} differs"
 
 
 def numeric_datasets(path: Path, min_bytes: int) -> set[str]:

@@ -32,12 +32,11 @@ import numcodecs
 import numcodecs.pickles
 import numpy as np
 import pytest
+from conftest import assert_same_nwb, object_ids, open_nwb
 import zarr
-from hdmf.container import AbstractContainer, Data
-from hdmf.query import HDMFDataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pynwb import NWBHDF5IO, NWBFile, TimeSeries, validate
+from pynwb import NWBFile, TimeSeries, validate
 
 import nwb_dask
 from nwb_dask import DaskDataIO
@@ -110,83 +109,6 @@ def ints(shape, dtype="int16", seed=0) -> np.ndarray:
 def allow_pickle(monkeypatch) -> None:
     """Let this process unpickle (stores written by convert keep trials.timeseries with Pickle)."""
     monkeypatch.setattr(numcodecs.pickles, "ALLOW_UNSAFE_PICKLE_DECODE", True)
-
-
-def open_nwb(path: Path):
-    from hdmf_zarr.nwb import NWBZarrIO
-
-    return NWBZarrIO(str(path), "r") if Path(path).is_dir() else NWBHDF5IO(str(path), "r")
-
-
-def object_ids(path: Path) -> dict[str, str]:
-    with open_nwb(path) as io:
-        return {oid: type(obj).__name__ for oid, obj in io.read().objects.items()}
-
-
-def nwb_value(value):
-    """A comparable form of a pynwb field value (HDF5 or Zarr backed): containers by type and object_id."""
-    if isinstance(value, AbstractContainer):
-        return ("object", type(value).__name__, value.object_id)
-    if isinstance(value, HDMFDataset):  # references / compounds resolved by hdmf or hdmf-zarr
-        return nwb_value(value[:])
-    if isinstance(value, (h5py.Dataset, zarr.Array)):
-        return nwb_value(value[()])
-    if isinstance(value, np.ndarray):
-        if value.dtype.names:
-            return ("records", value.shape, [tuple(nwb_value(row[n]) for n in value.dtype.names)
-                                             for row in value.reshape(-1)])
-        if value.dtype.kind in "OSU":
-            return ("objects", value.shape, [nwb_value(v) for v in value.reshape(-1).tolist()])
-        return value
-    if isinstance(value, np.void):
-        return tuple(nwb_value(value[n]) for n in value.dtype.names)
-    if isinstance(value, dict):
-        return {k: nwb_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [nwb_value(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def same(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
-
-
-def nwb_fields(obj) -> dict:
-    fields = dict(obj.fields)
-    if isinstance(obj, Data):  # VectorData, Image, ...: their values are not among the fields
-        fields["data"] = obj.data
-    return fields
-
-
-def assert_same_nwb(a: Path, b: Path) -> None:
-    """Every object of ``a`` is in ``b`` (either HDF5 or Zarr): same ID, type, name, parent and field values."""
-    with open_nwb(a) as ia, open_nwb(b) as ib:
-        fa, fb = ia.read(), ib.read()
-        assert sorted(fa.objects) == sorted(fb.objects)
-        for oid, oa in fa.objects.items():
-            ob = fb.objects[oid]
-            where = f"{type(oa).__name__} {oa.name!r} ({oid})"
-            assert type(ob) is type(oa), where
-            assert ob.name == oa.name, where
-            assert getattr(ob.parent, "object_id", None) == getattr(oa.parent, "object_id", None), where
-            va, vb = nwb_fields(oa), nwb_fields(ob)
-            assert sorted(va) == sorted(vb), f"{where}: fields {sorted(set(va) ^ set(vb))}"
-            for key in va:
-                assert same(nwb_value(va[key]), nwb_value(vb[key])), f"{where}.{key} differs"
 
 
 def h5_values(path: Path, name: str) -> np.ndarray:
