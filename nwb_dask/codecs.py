@@ -436,6 +436,15 @@ class Codec:
         return (self.name, dict(self.params))
 
     @property
+    def label(self) -> str:
+        """A short name with the main options, as reports show it: ``"gzip-4+shuffle"``, ``"zstd-3"``, ``"none"``."""
+        if self.name == "none":
+            return "none"
+        o = self.options
+        level = o.get("level")
+        return self.name + (f"-{level}" if level is not None else "") + ("+shuffle" if o.get("shuffle") is True else "")
+
+    @property
     def filter_ids(self) -> tuple[int, ...]:
         """HDF5 filter ids of the pipeline, in encoding order."""
         return tuple(s.filter_id for s in self._stages)

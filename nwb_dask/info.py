@@ -103,17 +103,26 @@ class FileInfo:
         return "\n".join(head + rows + (hints or ["no storage hints: large datasets are chunked and compressed"]))
 
 
-def _codec_label(dset) -> str:
+#: HDF5 filters that store every byte: a pipeline of only these is uncompressed.
+_NOT_COMPRESSING = {"shuffle", "fletcher32"}
+
+
+def codec_label(dset) -> str:
+    """How a dataset is compressed, in the words of reports: ``"gzip-4+shuffle"``, ``"none"``, ``"filters lzf"``.
+
+    Pipelines nwb_dask cannot run (lzf, fletcher32, scale-offset, ...) are
+    named by HDF5's filter names.
+    """
     from .codecs import codec_from_dataset
 
     try:
         c = codec_from_dataset(dset)
-    except Exception:  # a filter nwb_dask cannot run: name HDF5's filter ids
-        return "filters " + ",".join(str(k) for k in (dset._filters or {}))
-    if c is None or c.name == "none":
-        return "none"
-    level = c.options.get("level")
-    return c.name + (f"-{level}" if level is not None else "") + ("+shuffle" if c.options.get("shuffle") is True else "")
+    except Exception:
+        c = None
+    if c is None:  # contiguous, or a pipeline nwb_dask cannot run (lzf, fletcher32, ...): name HDF5's filters
+        filters = list(dset._filters or {}) if dset.chunks else []
+        return "filters " + ",".join(str(k) for k in filters) if filters else "none"
+    return c.label
 
 
 def _hint(d: DatasetInfo, itemsize: int) -> str | None:
@@ -129,7 +138,8 @@ def _hint(d: DatasetInfo, itemsize: int) -> str | None:
         return ("contiguous and uncompressed: `nwb-dask repack` chunks and compresses it "
                 "(ephys int16 typically 2x smaller)")
     chunk_bytes = int(np.prod(d.chunks)) * itemsize
-    if d.codec == "none":
+    if d.codec == "none" or (d.codec.startswith("filters ")
+                             and set(d.codec[len("filters "):].split(",")) <= _NOT_COMPRESSING):
         return "uncompressed: `nwb-dask repack` compresses it (ephys int16 typically 2x smaller)"
     if chunk_bytes < _SMALL_CHUNK:
         return (f"chunks of {chunk_bytes / 1024:.0f} KiB are small: reads need many chunk lookups and "
@@ -168,21 +178,24 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     """
     import h5py
 
-    from .reader import _is_url, _open_remote, _options_key
+    from .reader import _is_url, _options_key
+    from .remote import byte_source
 
     remote = _is_url(path)
     if remote:
-        f = _open_remote(str(path), _options_key(remote_options))
+        # a fresh handle, not reader._open_remote's: that cache is keyed by the URL alone and
+        # would describe a file replaced at the same URL as it was when first opened
+        fobj = byte_source(str(path), **dict(_options_key(remote_options))).open()
+        f = h5py.File(fobj, "r")
         file_bytes = None
-        close = False
         where = str(path)
     else:
         where = os.path.abspath(os.fspath(path))
         if not os.path.exists(where):
             raise FileNotFoundError(f"no such file: {where}")
+        fobj = None
         f = h5py.File(where, "r")
         file_bytes = os.path.getsize(where)
-        close = True
     try:
         records = {}
         if not remote:
@@ -215,7 +228,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
             itemsize = obj.dtype.itemsize
             d = DatasetInfo(p, "virtual" if obj.is_virtual else "dataset", shape=shape, dtype=str(obj.dtype),
                             chunks=tuple(obj.chunks) if obj.chunks else None,
-                            codec=None if obj.is_virtual else _codec_label(obj),
+                            codec=None if obj.is_virtual else codec_label(obj),
                             logical_bytes=int(np.prod(shape, dtype=np.int64)) * itemsize if shape else itemsize,
                             stored_bytes=0 if obj.is_virtual else int(obj.id.get_storage_size()),
                             neurodata_type=nd or _parent_type(obj))
@@ -232,8 +245,9 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         version = version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
         return FileInfo(where, file_bytes, version, groups + 1, datasets)
     finally:
-        if close:
-            f.close()
+        f.close()
+        if fobj is not None:
+            fobj.close()
 
 
 def _parent_type(dset) -> str | None:

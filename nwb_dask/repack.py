@@ -119,14 +119,6 @@ def _fmt(shape) -> str:
     return "contiguous" if shape is None else "x".join(str(s) for s in shape)
 
 
-def _codec_name(dset) -> str:
-    try:
-        c = codec_from_dataset(dset)
-    except Exception:  # a filter nwb_dask cannot run
-        return "+".join(str(f) for f in (dset._filters or {})) or "?"
-    return "none" if c is None or c.name == "none" else _codec_label(c)
-
-
 def _stored(dset) -> int:
     try:
         return int(dset.id.get_storage_size())
@@ -138,8 +130,14 @@ def _stored(dset) -> int:
 # choosing the datasets                                                        #
 # --------------------------------------------------------------------------- #
 def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
-    """The output chunk shape of one dataset."""
-    if isinstance(chunks, Mapping):
+    """The output chunk shape of one dataset.
+
+    One shape for every dataset is a time-series shape: its leading axes apply
+    (``(30000, 64)`` gives 1-D timestamps ``(30000,)``), trailing axes are whole.
+    A shape given for one dataset in a mapping must have its number of axes.
+    """
+    per_dataset = isinstance(chunks, Mapping)
+    if per_dataset:
         chunks = chunks.get(name, chunks.get(name.lstrip("/"), "auto"))
     if chunks in (None, "auto", True):
         return guess_chunk_shape(dset.shape, dset.dtype)
@@ -151,6 +149,8 @@ def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
     if len(given) != dset.ndim:
         if len(given) < dset.ndim:  # a time-series shape (time, channels) applies to the leading axes
             given = given + tuple(dset.shape[len(given):])
+        elif not per_dataset:
+            given = given[:dset.ndim]
         else:
             raise ChunkShapeError(f"dataset {name!r} of shape {dset.shape}: chunks {given} have too many axes")
     return resolve_chunk_shape(tuple(min(c, max(1, s)) for c, s in zip(given, dset.shape)), dset.shape, dset.dtype,
@@ -456,6 +456,7 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
+    from .info import codec_label
     from .io import DaskDataIO, NWBDaskIO
     from .reader import read_dataset
 
@@ -490,8 +491,8 @@ def repack(
                 shape = _chunks_for(chunks, dset, dset.name)
                 datasets.append(RepackedDataset(
                     dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),
-                    tuple(dset.chunks) if dset.chunks else None, _codec_name(dset), _stored(dset),
-                    tuple(shape), _codec_label(c)))
+                    tuple(dset.chunks) if dset.chunks else None, codec_label(dset), _stored(dset),
+                    tuple(shape), c.label))
                 extra = {"fillvalue": dset.fillvalue} if dset.fillvalue not in (None, 0) else {}
                 swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra))
             if isinstance(chunks, Mapping):  # a mistyped path would silently keep the default
@@ -522,11 +523,3 @@ def repack(
         raise
     return RepackResult(src, out, datasets, src.stat().st_size, out.stat().st_size, time.perf_counter() - t0,
                         verify_seconds, verify, stats)
-
-
-def _codec_label(c: Codec) -> str:
-    if c.name == "none":
-        return "none"
-    level = c.options.get("level")
-    shuffle = "+shuffle" if c.options.get("shuffle") is True else ""
-    return f"{c.name}{'-' + str(level) if level is not None else ''}{shuffle}"
