@@ -194,7 +194,10 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         if not os.path.exists(where):
             raise FileNotFoundError(f"no such file: {where}")
         fobj = None
-        f = h5py.File(where, "r")
+        try:
+            f = h5py.File(where, "r")
+        except OSError as exc:
+            raise OSError(f"{where}: cannot open as HDF5/NWB ({exc})") from exc
         file_bytes = os.path.getsize(where)
     try:
         records = {}

@@ -202,7 +202,8 @@ def test_info_missing_file(tmp_path, capsys):
     assert "missing.nwb" in error_of(capsys, "info")
     (tmp_path / "not_hdf5.nwb").write_bytes(b"plain text, not HDF5")
     assert main(["info", str(tmp_path / "not_hdf5.nwb")]) == 2  # h5py's OSError
-    assert "file signature not found" in error_of(capsys, "info")
+    err = error_of(capsys, "info")
+    assert "not_hdf5.nwb: cannot open as HDF5/NWB" in err and "file signature not found" in err
 
 
 # --------------------------------------------------------------------------- #
