@@ -48,7 +48,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -496,10 +496,8 @@ class StreamWriter:
     def stats(self) -> StreamStats:
         """A snapshot of the writer's counters."""
         with self._cond:
-            st = StreamStats(**{k: v for k, v in self._stats.__dict__.items()})
-            st.samples = {s.key: s.samples for s in self._streams}
-            st.flushed = {s.key: s.flushed for s in self._streams}
-            return st
+            return replace(self._stats, samples={s.key: s.samples for s in self._streams},
+                                       flushed={s.key: s.flushed for s in self._streams})
 
     def append(self, name: str, data: Any, timestamps: Any = None) -> int:
         """Append samples to a stream; returns the stream's sample count.
@@ -535,12 +533,7 @@ class StreamWriter:
         if stream.timestamps is not None:
             if timestamps is None:
                 raise ValueError(f"stream {stream.name!r} has growing timestamps: pass timestamps= with the data")
-            timestamps = self._check(stream, stream.timestamps, timestamps, "timestamps")
-            if timestamps.shape[0] != n:
-                raise ValueError(f"stream {stream.name!r}: {n} samples but {timestamps.shape[0]} timestamps")
-            if n and (np.any(np.diff(timestamps.astype(np.float64)) < 0) or float(timestamps[0]) < stream.last_time):
-                raise ValueError(f"stream {stream.name!r}: timestamps go backwards "
-                                 f"(last appended {stream.last_time}, got {timestamps[:3]}...)")
+            timestamps = self._check_timestamps(stream, timestamps, n)
         elif timestamps is not None:
             raise ValueError(f"stream {stream.name!r} is regularly sampled (rate=); it takes no timestamps")
         if n == 0:
@@ -650,6 +643,16 @@ class StreamWriter:
             arr = cast
         return arr
 
+    def _check_timestamps(self, stream: _Stream, timestamps: Any, n: int) -> np.ndarray:
+        """Timestamps for ``n`` samples: the right dtype and count, non-decreasing from the last appended."""
+        timestamps = self._check(stream, stream.timestamps, timestamps, "timestamps")
+        if timestamps.shape[0] != n:
+            raise ValueError(f"stream {stream.name!r}: {n} samples but {timestamps.shape[0]} timestamps")
+        if n and (np.any(np.diff(timestamps.astype(np.float64)) < 0) or float(timestamps[0]) < stream.last_time):
+            raise ValueError(f"stream {stream.name!r}: timestamps go backwards "
+                             f"(last appended {stream.last_time}, got {timestamps[:3]}...)")
+        return timestamps
+
     def _make_room(self, stream: _Stream, nbytes: int) -> None:
         """Called with the lock held: wait or raise until ``nbytes`` fit under ``max_pending_bytes``."""
         if self._pending + nbytes <= self.max_pending_bytes or self._pending == 0:
@@ -692,13 +695,7 @@ class StreamWriter:
         if timestamps is not None:  # small: computed and checked whole, before any piece is appended
             timestamps = np.asarray(timestamps.compute() if _is_dask(timestamps) else timestamps)
             if stream.timestamps is not None:
-                timestamps = self._check(stream, stream.timestamps, timestamps, "timestamps")
-                if timestamps.shape[0] != n:
-                    raise ValueError(f"stream {stream.name!r}: {n} samples but {timestamps.shape[0]} timestamps")
-                if n and (np.any(np.diff(timestamps.astype(np.float64)) < 0)
-                          or float(timestamps[0]) < stream.last_time):
-                    raise ValueError(f"stream {stream.name!r}: timestamps go backwards "
-                                     f"(last appended {stream.last_time}, got {timestamps[:3]}...)")
+                timestamps = self._check_timestamps(stream, timestamps, n)
         count = stream.samples
         for start in range(0, n, step):
             stop = min(n, start + step)
