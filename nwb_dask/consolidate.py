@@ -81,15 +81,19 @@ def _bulk(dset) -> bool:
     return dset.ndim > 0 and dset.size > 0 and dset.dtype.kind in "biuf"
 
 
-def _same_values(a, b, scheduler: Any = None) -> bool:
-    """Element-by-element equality of two dask arrays (NaN equals NaN), computed in parallel."""
+def _same_values(pairs: list, scheduler: Any = None) -> list[bool]:
+    """Element-by-element equality of pairs of dask arrays (NaN equals NaN), all computed in one parallel pass."""
+    import dask
     import dask.array as da
 
-    eq = a == b
-    if a.dtype.kind in "fc":
-        eq = eq | (da.isnan(a) & da.isnan(b))
+    tests = []
+    for a, b in pairs:
+        eq = a == b
+        if a.dtype.kind in "fc":
+            eq = eq | (da.isnan(a) & da.isnan(b))
+        tests.append(eq.all())
     kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
-    return bool(eq.all().compute(**kwargs))
+    return [bool(r) for r in dask.compute(*tests, **kwargs)]
 
 
 def _same_dataset(copy_path, source_path, name: str, scheduler: Any = None) -> bool:
@@ -115,7 +119,7 @@ def _same_dataset(copy_path, source_path, name: str, scheduler: Any = None) -> b
                 return True
             a, b = c[()], s[()]
             return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" if hasattr(a, "dtype") else False))
-    return _same_values(read_dataset(copy_path, name), read_dataset(source_path, name), scheduler)
+    return _same_values([(read_dataset(copy_path, name), read_dataset(source_path, name))], scheduler)[0]
 
 
 def consolidate(

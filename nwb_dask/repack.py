@@ -203,6 +203,20 @@ def large_fields(
     return found
 
 
+def own_codec(dset) -> Codec:
+    """The codec an HDF5 dataset is stored with, as nwb_dask writes it again (``codec="source"``).
+
+    Contiguous data stay uncompressed; filters nwb_dask cannot run (lzf, ...)
+    become gzip.
+    """
+    if dset.chunks is None:
+        return make_codec("none")
+    try:
+        return codec_from_dataset(dset) or make_codec("gzip")
+    except Exception:  # a filter nwb_dask cannot run: recompress with gzip
+        return make_codec("gzip")
+
+
 def swap_field(container, key: str | None, new: Any) -> None:
     """Replace a field (or, with ``key=None``, a ``Data``'s values) of a container read from a file.
 
@@ -376,21 +390,7 @@ def compare_files(
                 diffs.append(f"{path}: values differ")
     checks = [p for p in sorted(bulk) if not any(d.startswith(p + ":") for d in diffs)]
     if checks:
-        import dask
-        import dask.array as da
-
-        pairs = [(read_dataset(a, p), read_dataset(b, p)) for p in checks]
-        if len(pairs) == 1:
-            results = [_same_values(*pairs[0], scheduler)]
-        else:
-            tests = []
-            for x, y in pairs:
-                eq = x == y
-                if x.dtype.kind in "fc":
-                    eq = eq | (da.isnan(x) & da.isnan(y))
-                tests.append(eq.all())
-            kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
-            results = [bool(r) for r in dask.compute(*tests, **kwargs)]
+        results = _same_values([(read_dataset(a, p), read_dataset(b, p)) for p in checks], scheduler)
         diffs += [f"{p}: values differ" for p, ok in zip(checks, results) if not ok]
     return diffs
 
@@ -480,14 +480,7 @@ def repack(
         with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
             nwbfile = src_io.read()
             for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
-                c: Codec | None = fixed
-                if c is None and dset.chunks is None:  # "source" of a contiguous dataset: no filters
-                    c = make_codec("none")
-                elif c is None:
-                    try:
-                        c = codec_from_dataset(dset) or make_codec("gzip")
-                    except Exception:  # a filter nwb_dask cannot run: recompress with gzip
-                        c = make_codec("gzip")
+                c = fixed if fixed is not None else own_codec(dset)
                 shape = _chunks_for(chunks, dset, dset.name)
                 datasets.append(RepackedDataset(
                     dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),

@@ -35,6 +35,7 @@ import numpy as np
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
 from .io import DaskDataIO
+from .repack import DEFAULT_MIN_BYTES
 from .writer import WriteStats
 
 __all__ = ["ConvertResult", "NWBZarrDaskIO", "convert", "is_zarr_path", "numcodecs_pipeline", "write_nwb_zarr"]  # noqa: F822 - NWBZarrDaskIO: module __getattr__
@@ -508,7 +509,7 @@ def convert(
     *,
     codec: Any = "source",
     chunks: Any = "source",
-    min_bytes: int = 2**20,
+    min_bytes: int = DEFAULT_MIN_BYTES,
     verify: bool = True,
     overwrite: bool = False,
     scheduler: Any = None,
@@ -559,7 +560,7 @@ def convert(
 
     from .io import NWBDaskIO
     from .reader import read_dataset
-    from .repack import RepackError, _chunks_for, _in_file, large_fields, swap_field
+    from .repack import RepackError, _chunks_for, _in_file, large_fields, own_codec, swap_field
 
     t0 = time.perf_counter()
     src, out = Path(source).absolute(), Path(output).absolute()
@@ -593,7 +594,7 @@ def convert(
                 for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
                     name = "/" + arr.path
                     c = _source_codec(codec, _zarr_source_codec(arr))
-                    shape = _chunks_for(chunks, _Shape(arr), name)
+                    shape = _chunks_for(chunks, arr, name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
                     names.append(name)
                 with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
@@ -603,14 +604,8 @@ def convert(
         else:
             with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
                 nwbfile = src_io.read()
-                from .codecs import codec_from_dataset
-
                 for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
-                    try:
-                        own = codec_from_dataset(dset)
-                    except Exception:  # a filter nwb_dask cannot run
-                        own = None
-                    c = _source_codec(codec, own if dset.chunks else make_codec("none"))
+                    c = _source_codec(codec, own_codec(dset))
                     shape = _chunks_for(chunks, dset, dset.name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
@@ -639,13 +634,6 @@ def convert(
                          time.perf_counter() - t0, verify_seconds, verify, stats)
 
 
-class _Shape:
-    """What :func:`nwb_dask.repack._chunks_for` needs of a zarr array (h5py-like shape/dtype/chunks/ndim)."""
-
-    def __init__(self, arr):
-        self.shape, self.dtype, self.chunks, self.ndim = arr.shape, arr.dtype, arr.chunks, arr.ndim
-
-
 def _object_ids(nwbfile) -> dict[str, str]:
     return {c.object_id: type(c).__name__ for c in nwbfile.objects.values()}
 
@@ -665,10 +653,13 @@ def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool,
         missing = sorted(set(ids_in) - set(ids_out))[:5]
         extra = sorted(set(ids_out) - set(ids_in))[:5]
         diffs.append(f"objects differ: missing {missing}, unexpected {extra}")
+    pairs = {}
     for name in names:
         a, b = read_dataset(src, name), read_dataset(out, name)
         if a.shape != b.shape or a.dtype != b.dtype:
             diffs.append(f"{name}: {a.shape} {a.dtype} became {b.shape} {b.dtype}")
-        elif not _same_values(a, b, scheduler):
-            diffs.append(f"{name}: values differ")
+        else:
+            pairs[name] = (a, b)
+    same = _same_values(list(pairs.values()), scheduler) if pairs else []
+    diffs += [f"{name}: values differ" for name, ok in zip(pairs, same) if not ok]
     return diffs
