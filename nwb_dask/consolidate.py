@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -175,25 +174,19 @@ def consolidate(
     import h5py
 
     from .codecs import codec_from_dataset, runs_outside_hdf5
+    from .io import check_rewrite_paths, partial_path
     from .links import audit_links
     from .reader import read_dataset
     from .writer import plan_write, write_arrays
 
-    src = Path(source).resolve()
-    out = Path(output).absolute()
-    if not src.exists():
-        raise FileNotFoundError(f"no such file: {src}")
-    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
-        raise ValueError(f"output {out} is the input file; consolidate writes a new file and never modifies its input")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
     records = audit_links(src)
     broken = [r for r in records if r.broken]
     if broken:
         listing = "; ".join(f"{r.path} -> {r.file}:{r.object} ({r.reason})" for r in broken)
         raise FileNotFoundError(f"{src} has broken external data, cannot consolidate: {listing}")
 
-    temp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    temp = partial_path(out)
     done_datasets: list[str] = []
     done_groups: list[str] = []
     jobs = []

@@ -38,7 +38,48 @@ from .queue import ParallelDataChunkIteratorQueue, drain_iterators
 from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, plan_write, write_arrays
 
-__all__ = ["DaskDataIO", "NWBDaskIO", "write_nwb"]
+__all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
+
+
+def partial_path(target: Path) -> Path:
+    """The hidden temporary name next to ``target`` (``.NAME.<hex>.partial.SUFFIX``) that atomic writers build under.
+
+    Every nwb_dask output that appears atomically (``NWBDaskIO``, consolidate,
+    repack, convert, MPI writes) is written here and renamed to ``target``
+    only when complete.
+    """
+    return target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
+
+
+def check_rewrite_paths(source, output, overwrite: bool, tool: str,
+                        same_error: type[Exception] = ValueError) -> tuple[Path, Path]:
+    """Check the input and output of a tool that writes a new file from an existing one.
+
+    Returns
+    -------
+    (Path, Path)
+        The resolved input and the absolute output.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such input file, or no output directory.
+    same_error
+        The output is the input (same path, link or hard link).
+    FileExistsError
+        The output exists and ``overwrite`` is false.
+    """
+    src = Path(source).resolve()
+    out = Path(output).absolute()
+    if not src.is_file():
+        raise FileNotFoundError(f"no such file: {src}")
+    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
+        raise same_error(f"output {out} is the input file; {tool} writes a new file and never modifies its input")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    return src, out
 
 
 class DaskDataIO(H5DataIO):
@@ -140,8 +181,7 @@ class NWBDaskIO(NWBHDF5IO):
         if atomic and mode in ("w", "w-", "x"):
             if mode in ("w-", "x") and self._target.exists():
                 raise FileExistsError(f"{self._target} exists (mode {mode!r}); use mode 'w' to overwrite")
-            tag = uuid.uuid4().hex[:8]
-            self._temp = self._target.with_name(f".{self._target.stem}.{tag}.partial{self._target.suffix}")
+            self._temp = partial_path(self._target)
             super().__init__(str(self._temp), mode="w", **kwargs)
         else:
             super().__init__(str(self._target), mode=mode, **kwargs)

@@ -44,7 +44,6 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,10 +534,12 @@ def write(
     if mode == "collective" and "collective" not in available_modes():
         raise ValueError("mode='collective' needs h5py built with parallel HDF5 "
                          "(scripts/install-parallel-h5py.sh); this h5py has no MPI support, use mode='funnel'")
+    from .io import partial_path
+
     target = Path(path).absolute()
     plan: _Plan | None = None
     if comm.rank == 0:
-        temp = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
+        temp = partial_path(target)
         try:
             plan = _structure(data, str(temp), codec, chunks, block_bytes)
         except BaseException as exc:

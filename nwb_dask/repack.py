@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -457,23 +456,14 @@ def repack(
     from pynwb import NWBHDF5IO
 
     from .info import codec_label
-    from .io import DaskDataIO, NWBDaskIO
+    from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths, partial_path
     from .reader import read_dataset
 
     t0 = time.perf_counter()
-    src = Path(source).resolve()
-    out = Path(output).absolute()
-    if not src.is_file():
-        raise FileNotFoundError(f"no such file: {src}")
-    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
-        raise RepackError(f"output {out} is the input file; repack writes a new file and never modifies its input")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
     fixed = None if codec == "source" else make_codec(codec)
 
-    temp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    temp = partial_path(out)
     datasets: list[RepackedDataset] = []
     verify_seconds = 0.0
     try:

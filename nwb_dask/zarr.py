@@ -34,7 +34,7 @@ import numpy as np
 
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
-from .io import DaskDataIO
+from .io import DaskDataIO, partial_path
 from .repack import DEFAULT_MIN_BYTES
 from .writer import WriteStats
 
@@ -401,7 +401,7 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     out = Path(path).absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    temp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    temp = partial_path(out)
     try:
         with _io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
             io.write(nwbfile)
@@ -578,7 +578,7 @@ def convert(
                          "(nwb-dask repack rewrites an HDF5 file)")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    temp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.partial{out.suffix}")
+    temp = partial_path(out)
     names: list[str] = []
     verify_seconds = 0.0
     try:
