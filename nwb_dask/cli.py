@@ -91,42 +91,51 @@ def _chunks_arg(text: str | None):
         raise ValueError(f"--chunks must be auto, source or a shape like 30000,64; got {text!r}") from None
 
 
-def _cmd_repack(args: argparse.Namespace) -> int:
-    from .repack import repack
+def _rewrite(run, args: argparse.Namespace, **extra) -> int:
+    """Run repack or convert with the options they share, on the chosen scheduler; print the report."""
     from .scheduler import use_scheduler
 
     with use_scheduler(args.scheduler, args.workers):
-        result = repack(
+        result = run(
             args.input,
             args.output,
             codec="source" if args.codec == "source" else _codec_arg(args),
             chunks=_chunks_arg(args.chunks),
-            min_bytes=int(args.min_mb * 2**20),
             verify=not args.no_verify,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            **extra,
         )
     print(result.report())
     return 0
+
+
+def _cmd_repack(args: argparse.Namespace) -> int:
+    from .repack import repack
+
+    return _rewrite(repack, args, min_bytes=int(args.min_mb * 2**20))
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .scheduler import use_scheduler
     from .zarr import convert
 
-    with use_scheduler(args.scheduler, args.workers):
-        result = convert(
-            args.input,
-            args.output,
-            codec="source" if args.codec == "source" else _codec_arg(args),
-            chunks=_chunks_arg(args.chunks) if args.chunks != "source" else "source",
-            verify=not args.no_verify,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            allow_pickle=args.allow_pickle,
-        )
-    print(result.report())
-    return 0
+    return _rewrite(convert, args, allow_pickle=args.allow_pickle)
+
+
+def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec_help: str, chunks: str,
+                           chunks_help: str, overwrite_help: str) -> None:
+    """The arguments repack and convert share; ``codec`` and ``chunks`` are their defaults."""
+    parser.add_argument("input")
+    parser.add_argument("output")
+    parser.add_argument("--codec", default=codec, help=codec_help)
+    parser.add_argument("--level", type=int, help="compression level for --codec")
+    parser.add_argument("--chunks", default=chunks, help=chunks_help)
+    parser.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
+                        help="dask scheduler (default threads; local = a LocalCluster of processes)")
+    parser.add_argument("--workers", type=int, help="dask workers (default: all cores)")
+    parser.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -234,19 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         "references, links, tables, strings) is kept as it was. OUTPUT is built under a temporary name, "
         "compared with INPUT object by object, and renamed into place; INPUT is never modified.",
     )
-    rp.add_argument("input")
-    rp.add_argument("output")
-    rp.add_argument("--codec", default="gzip",
-                    help="none, gzip, zstd, blosc, lz4, bitshuffle, or source (keep each dataset's); default gzip")
-    rp.add_argument("--level", type=int, help="compression level for --codec")
-    rp.add_argument("--chunks", default="auto", help="auto (default), source, or a shape such as 30000,64")
+    _add_rewrite_arguments(
+        rp,
+        codec="gzip",
+        codec_help="none, gzip, zstd, blosc, lz4, bitshuffle, or source (keep each dataset's); default gzip",
+        chunks="auto",
+        chunks_help="auto (default), source, or a shape such as 30000,64",
+        overwrite_help="replace OUTPUT if it exists (never INPUT)",
+    )
     rp.add_argument("--min-mb", type=float, default=1.0, help="recompress datasets of at least this many MiB (1)")
-    rp.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
-                    help="dask scheduler (default threads; local = a LocalCluster of processes)")
-    rp.add_argument("--workers", type=int, help="dask workers (default: all cores)")
-    rp.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
-    rp.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
-    rp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     rp.set_defaults(func=_cmd_repack)
 
     cv = sub.add_parser(
@@ -257,20 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         "stores its own chunks); everything else goes through HDMF's export (object IDs, references kept). "
         "OUTPUT is verified against INPUT and appears atomically; INPUT is never modified.",
     )
-    cv.add_argument("input")
-    cv.add_argument("output")
-    cv.add_argument("--codec", default="source",
-                    help="source (default: keep each dataset's codec), none, gzip, zstd or blosc")
-    cv.add_argument("--level", type=int, help="compression level for --codec")
-    cv.add_argument("--chunks", default="source", help="source (default), auto, or a shape such as 30000,64")
-    cv.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
-                    help="dask scheduler (default threads; local = a LocalCluster of processes)")
-    cv.add_argument("--workers", type=int, help="dask workers (default: all cores)")
-    cv.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
-    cv.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    _add_rewrite_arguments(
+        cv,
+        codec="source",
+        codec_help="source (default: keep each dataset's codec), none, gzip, zstd or blosc",
+        chunks="source",
+        chunks_help="source (default), auto, or a shape such as 30000,64",
+        overwrite_help="replace OUTPUT if it exists",
+    )
     cv.add_argument("--allow-pickle", action="store_true",
                     help="read a Zarr INPUT whose object datasets use numcodecs' Pickle (trusted stores only)")
-    cv.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     cv.set_defaults(func=_cmd_convert)
 
     inf = sub.add_parser(
