@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +62,45 @@ def test_public_api():
     for name in nwb_dask.__all__:
         assert getattr(nwb_dask, name) is not None, name
     assert {"codec", "DaskDataChunkIterator", "guess_chunk_shape"} <= set(nwb_dask.__all__)
+
+
+def test_test_extra_resolves_without_backtracking():
+    """README command (b) must resolve quickly on a fresh machine (issue 14.1).
+
+    A dry-run resolve of ``.[test]`` ignoring what is installed: before the
+    boto3/botocore bounds, pip backtracked ~20 minutes into ResolutionImpossible.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+         "--disable-pip-version-check", f"{ROOT}[test]"],
+        capture_output=True, text=True, timeout=600,
+    )
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0 and ("Could not find a version" in out.stderr or "connection" in out.stderr.lower()) \
+            and "ResolutionImpossible" not in out.stderr:
+        pytest.skip(f"package registry not reachable: {out.stderr[-300:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    # pip's words when it starts backtracking
+    assert "looking at multiple versions" not in out.stderr, out.stderr[-2000:]
+    assert elapsed < 180, f"resolving .[test] took {elapsed:.0f} s"
+
+
+def test_boto_bounds_inside_aiobotocore_window():
+    """The boto3/botocore bounds of the test extra overlap what the installed aiobotocore accepts."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    try:
+        reqs = [Requirement(r) for r in metadata.requires("aiobotocore") or []]
+    except metadata.PackageNotFoundError:
+        pytest.skip("aiobotocore not installed")
+    window = next(r.specifier for r in reqs if r.name == "botocore")
+    ours = next(Requirement(r).specifier for r in tomllib.loads((ROOT / "pyproject.toml").read_text())
+                ["project"]["optional-dependencies"]["test"] if Requirement(r).name == "botocore")
+    installed = Version(metadata.version("botocore"))
+    assert installed in window and installed in ours, (str(window), str(ours), str(installed))
