@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
 
+from .blocks import block_label, checked_block
 from .chunking import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_BYTES,
@@ -201,14 +202,12 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         except BaseException:
             self._finish()
             raise
-        data = np.asarray(data)
-        expected = tuple(s.stop - s.start for s in selection)
-        if data.shape != expected:
+        try:  # what every write path checks (nwb_dask.blocks): the shape, and values the dtype holds
+            data = checked_block(data, self.array.dtype, shape=tuple(s.stop - s.start for s in selection),
+                                 selection=selection, label=block_label(self.name, selection))
+        except ValueError:
             self._finish()
-            raise ValueError(
-                f"{self.name or 'dask array'}: block at {selection} computed to shape {data.shape}, "
-                f"expected {expected} (a map_blocks function returned the wrong shape?)"
-            )
+            raise
         if self._progress is not None:
             self._progress.update(data.nbytes)
         return DataChunk(data=data, selection=selection)
