@@ -129,7 +129,7 @@ def _convert(block: np.ndarray, dtype: np.dtype, label: str, what: str, selectio
     with np.errstate(all="ignore"):  # overflow / invalid casts are found and reported below
         problem = _first_change(block, dtype)
         if problem is None:
-            return block.astype(dtype)
+            return (block.real if src.kind == "c" and dtype.kind != "c" else block).astype(dtype)
     reason, flat = problem
     pos = np.unravel_index(flat, block.shape)
     value = block[pos].item()
