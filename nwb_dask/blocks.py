@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["BlockDtypeError", "block_label", "checked_block"]
+__all__ = ["BlockDtypeError", "block_label", "checked_array", "checked_block"]
 
 _NUMERIC = "biufc"
 
@@ -117,6 +117,28 @@ def checked_block(
         if stored != block.dtype and stored.kind in _NUMERIC and block.dtype.kind in _NUMERIC:
             block = block.astype(stored)
     return block
+
+
+def checked_array(array, name: str | None = None):
+    """``array`` with each of its own blocks checked (:func:`checked_block`) as it is computed.
+
+    For a dask array about to be rechunked to whole HDF5 chunks: a rechunk
+    concatenates blocks, and numpy promotes blocks of mixed dtypes (an
+    ``int64`` and a ``float64`` block become ``float64``, rounding integers
+    past 2**53) before any later check could see them.  The writers check
+    the source blocks here when they rechunk; a block that needs no rechunk
+    is checked where it is encoded.
+    """
+    return array.map_blocks(_checked_source_block, array.dtype, name, dtype=array.dtype, meta=array._meta)
+
+
+def _checked_source_block(block, dtype, name, block_info=None):
+    info = (block_info or {}).get(None)
+    if info is None:  # dask probing the function's output type
+        return checked_block(block, dtype, label=block_label(name))
+    selection = tuple(slice(a, b) for a, b in info["array-location"])
+    return checked_block(block, dtype, shape=tuple(s.stop - s.start for s in selection), selection=selection,
+                         label=block_label(name, selection, info["chunk-location"]))
 
 
 def _convert(block: np.ndarray, dtype: np.dtype, label: str, what: str, selection) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
 
-from .blocks import block_label, checked_block
+from .blocks import block_label, checked_array, checked_block
 from .chunking import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_BYTES,
@@ -142,6 +142,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         self.source = array
         #: The array rechunked so that every block is whole HDF5 chunks.
         self.array = align_to_chunks(array, self.chunk_shape, self.buffer_bytes)
+        if self.array.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+            self.array = align_to_chunks(checked_array(array, name), self.chunk_shape, self.buffer_bytes)
         self.prefetch = prefetch
         self._blocks = block_selections(self.array.chunks)
         self._executor: ThreadPoolExecutor | None = None

@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .blocks import block_label, checked_block
+from .blocks import block_label, checked_array, checked_block
 from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg, block_selections, resolve_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec
 from .writer import WriteStats
@@ -560,6 +560,8 @@ def write(
             arrays = {("/" + k.lstrip("/")): _as_dask(v, k, block_bytes) for k, v in data.items()}
         else:
             arrays = {k: v.array for k, v in _nwb_arrays(data).items()}
+        # a planned block may span several of the array's blocks, which dask concatenates (promoting mixed dtypes)
+        arrays = {k: checked_array(v, k) for k, v in arrays.items()}
         missing = [n for n in plan.names if n not in arrays]
         if missing:
             raise MPIWriteError(f"rank {comm.rank} has no data for {missing}: every rank must build the same datasets")

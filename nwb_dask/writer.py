@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 
+from .blocks import checked_array
 from .chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
 from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
 from .scheduler import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
@@ -149,6 +150,8 @@ def plan_write(
         chosen = None  # HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
     aligned = align_to_chunks(array, chunk_shape, max_block_bytes)
+    if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+        aligned = align_to_chunks(checked_array(array, name), chunk_shape, max_block_bytes)
     return WriteJob(dset=dset, array=aligned, codec=chosen, chunk_shape=chunk_shape, name=name)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .blocks import block_label, checked_block
+from .blocks import block_label, checked_array, checked_block
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
 from .io import DaskDataIO, partial_path
@@ -132,7 +132,10 @@ def store_arrays(jobs: Sequence[tuple[Any, Any, Codec]], *, scheduler: Any = Non
         if tuple(array.shape) != tuple(zarr_array.shape):
             raise ValueError(f"dataset {zarr_array.path!r}: source shape {array.shape} != store shape {zarr_array.shape}")
         chunk_shape = tuple(zarr_array.chunks)
-        array = align_to_chunks(array, chunk_shape)  # blocks are checked, then cast to the store's dtype
+        aligned = align_to_chunks(array, chunk_shape)  # blocks are checked, then cast to the store's dtype
+        if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+            aligned = align_to_chunks(checked_array(array, f"/{zarr_array.path}"), chunk_shape)
+        array = aligned
         prefix = f"{zarr_array.path}/" if zarr_array.path else ""
         sep = getattr(zarr_array, "_dimension_separator", None) or "."
         fill = zarr_array.fill_value if zarr_array.fill_value is not None else 0

@@ -335,6 +335,47 @@ def test_write_dask_array_into_a_dataset_of_another_dtype(tmp_path):
             nwb_dask.write_dask_array(computing("i8", lossy_at(np.full((100, 4), 0.5), 50), (10, 4)), d, progress=False)
 
 
+def mixed_blocks(first, rest: np.ndarray, chunks=(100, 4)) -> da.Array:
+    """Declares ``rest``'s dtype; its first block computes ``first`` (another dtype), the others ``rest``."""
+    def block(b, block_info=None):
+        return np.full(b.shape, first) if block_info[None]["chunk-location"][0] == 0 else b
+
+    return da.from_array(rest, chunks=chunks).map_blocks(block, dtype=rest.dtype)
+
+
+@pytest.mark.parametrize("where", ["hdf5", "zarr", "iterator"])
+def test_blocks_are_checked_before_a_rechunk_merges_them(where, tmp_path):
+    """A rechunk concatenates blocks and numpy promotes int64 + float64 to float64 (2**53 + 1 becomes 2**53):
+    blocks merged into whole chunks are checked before the merge."""
+    big = np.full((1000, 4), 2**53 + 1, "i8")
+    expected = big.copy()
+    expected[:100] = 0
+    exact, lossy = mixed_blocks(0.0, big), mixed_blocks(0.5, big)
+    message = (r"block \(0, 0\) at \[0:100, 0:4\]: data of dtype float64 would change when stored as int64: "
+               r"0\.5 at \[0, 0\] is not an integer")
+    if where == "hdf5":
+        with h5py.File(tmp_path / "x.h5", "w") as f:
+            d = f.create_dataset("x", (1000, 4), "i8", chunks=(1000, 4), **nwb_dask.codec("gzip").dataset_kwargs())
+            nwb_dask.write_dask_array(exact, d, progress=False)
+            assert same_values(d[()], expected)
+            with pytest.raises(BlockDtypeError, match="dataset '/x' " + message):
+                nwb_dask.write_dask_array(lossy, d, progress=False)
+        return
+    if where == "zarr":
+        nwb_dask.write_nwb_zarr(nwbfile_with(nwb_dask.DaskDataIO(exact, chunks=(1000, 4))), tmp_path / "x.zarr",
+                                scheduler="threads", progress=False)
+        assert same_values(zarr.open(str(tmp_path / "x.zarr"), "r")["acquisition/ts/data"][...], expected)
+        with pytest.raises(BlockDtypeError, match=f"dataset '{DATA}' " + message):
+            nwb_dask.write_nwb_zarr(nwbfile_with(nwb_dask.DaskDataIO(lossy, chunks=(1000, 4))), tmp_path / "y.zarr",
+                                    scheduler="threads", progress=False)
+        assert not (tmp_path / "y.zarr").exists() and leftovers(tmp_path) == []
+        return
+    it = nwb_dask.DaskDataChunkIterator(exact, (1000, 4), name="x")
+    assert same_values(next(it).data, expected)
+    with pytest.raises(BlockDtypeError, match="dataset 'x' " + message):
+        next(nwb_dask.DaskDataChunkIterator(lossy, (1000, 4), name="x"))
+
+
 def test_blocks_that_are_not_ndarrays(tmp_path):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         d = f.create_dataset("x", (20, 2), "i2", chunks=(10, 2), **nwb_dask.codec("gzip").dataset_kwargs())
@@ -444,6 +485,6 @@ def test_mpi_funnel(tmp_path):
     proc = _mpi("dtype_lossy", out)
     assert proc.returncode != 0
     assert re.search(r"failed on dataset '/x' block \(\(\d+, \d+\), \(0, 4\)\): BlockDtypeError: dataset '/x' "
-                     r"block at \[\d+:\d+, 0:4\]: data of dtype float64 would change when stored as int16: 0\.5 at "
+                     r"block (\(\d+, 0\) )?at \[\d+:\d+, 0:4\]: data of dtype float64 would change when stored as int16: 0\.5 at "
                      r"\[7777, 2\] is not an integer", proc.stderr), proc.stderr[-3000:]
     assert not out.exists() and leftovers(tmp_path) == []
