@@ -119,7 +119,7 @@ def checked_block(
     return block
 
 
-def checked_array(array, name: str | None = None):
+def checked_array(array, name: str | None = None, *, prefix: str = ""):
     """``array`` with each of its own blocks checked (:func:`checked_block`) as it is computed.
 
     For a dask array about to be rechunked to whole HDF5 chunks: a rechunk
@@ -127,18 +127,19 @@ def checked_array(array, name: str | None = None):
     ``int64`` and a ``float64`` block become ``float64``, rounding integers
     past 2**53) before any later check could see them.  The writers check
     the source blocks here when they rechunk; a block that needs no rechunk
-    is checked where it is encoded.
+    is checked where it is encoded.  ``prefix`` starts messages (e.g. the
+    stream a dask array is appended to), before the block's label.
     """
-    return array.map_blocks(_checked_source_block, array.dtype, name, dtype=array.dtype, meta=array._meta)
+    return array.map_blocks(_checked_source_block, array.dtype, name, prefix, dtype=array.dtype, meta=array._meta)
 
 
-def _checked_source_block(block, dtype, name, block_info=None):
+def _checked_source_block(block, dtype, name, prefix, block_info=None):
     info = (block_info or {}).get(None)
     if info is None:  # dask probing the function's output type
-        return checked_block(block, dtype, label=block_label(name))
+        return checked_block(block, dtype, label=prefix + block_label(name))
     selection = tuple(slice(a, b) for a, b in info["array-location"])
     return checked_block(block, dtype, shape=tuple(s.stop - s.start for s in selection), selection=selection,
-                         label=block_label(name, selection, info["chunk-location"]))
+                         label=prefix + block_label(name, selection, info["chunk-location"]))
 
 
 def _convert(block: np.ndarray, dtype: np.dtype, label: str, what: str, selection) -> np.ndarray:

@@ -56,7 +56,7 @@ import numpy as np
 
 from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
-from .blocks import checked_block
+from .blocks import checked_array, checked_block
 from .scheduler import encode_block
 
 __all__ = [
@@ -688,6 +688,8 @@ class StreamWriter:
             timestamps = np.asarray(timestamps.compute() if _is_dask(timestamps) else timestamps)
             if stream.timestamps is not None:
                 timestamps = self._check_timestamps(stream, timestamps, n)
+        if _is_dask(data):  # pieces span blocks, which dask concatenates (promoting mixed dtypes): check each first
+            data = checked_array(data, prefix=f"stream {stream.name!r}: the dask array's ")
         count = stream.samples
         for start in range(0, n, step):
             stop = min(n, start + step)

@@ -443,6 +443,7 @@ def test_stream_writer_append(tmp_path):
 
     nwb = NWBFile("live", "live-dtype", datetime(2026, 1, 1, tzinfo=timezone.utc))
     nwb.add_acquisition(TimeSeries(name="analog", data=growing("float32", (2,)), unit="V", rate=1000.0))
+    nwb.add_acquisition(TimeSeries(name="counts", data=growing("int64", (2,)), unit="n", rate=1000.0))
     with StreamWriter(tmp_path / "w.nwb", nwb, flush_every=None) as w:
         ints = np.arange(20, dtype="i2").reshape(10, 2)
         assert w.append("analog", ints) == 10
@@ -451,13 +452,23 @@ def test_stream_writer_append(tmp_path):
         with pytest.raises(BlockDtypeError, match=r"stream 'analog': data of dtype float64 would change when stored "
                                                   r"as float32: 0\.1 at \[20, 0\] is rounded"):
             w.append("analog", np.full((3, 2), 0.1))
-        with pytest.raises(TypeError, match=r"stream 'analog': data of dtype float64 would change when stored as "
-                                            r"float32: 0\.1 at \[\d+, 0\]"):  # a dask array declaring float32
+        with pytest.raises(TypeError, match=r"stream 'analog': the dask array's block \(0, 0\) at \[0:4, 0:2\]: "
+                                            r"data of dtype float64 would change when stored as float32: 0\.1 at "
+                                            r"\[0, 0\] is rounded"):  # a dask array declaring float32
             w.append("analog", da.full((8, 2), 0.1, chunks=(4, 2)).map_blocks(lambda b: b, dtype="f4"))
+        # int64 and float64 blocks: one piece spans both, and dask's concatenation would make 2**53 + 1 a float
+        big = np.full((8, 2), 2**53 + 1, "i8")
+        assert w.append("counts", mixed_blocks(0.0, big, chunks=(4, 2))) == 8
+        with pytest.raises(TypeError, match=r"stream 'counts': the dask array's block \(0, 0\) at \[0:4, 0:2\]: "
+                                            r"data of dtype float64 would change when stored as int64: 0\.5 at \[0, 0\]"):
+            w.append("counts", mixed_blocks(0.5, big, chunks=(4, 2)))
+        assert w.stats.samples["counts"] == 8
         assert w.stats.samples["analog"] == 20
     with h5py.File(tmp_path / "w.nwb", "r") as f:
         stored = f["acquisition/analog/data"]
         assert stored.dtype == np.float32 and same_values(stored[()], np.arange(40).reshape(20, 2))
+        counts = f["acquisition/counts/data"]
+        assert counts.dtype == np.int64 and same_values(counts[()], np.r_[np.zeros((4, 2), "i8"), big[4:]])
 
 
 # --------------------------------------------------------------------------- #
