@@ -54,9 +54,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .blocks import checked_array, checked_block
 from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
-from .blocks import checked_array, checked_block
 from .scheduler import encode_block
 
 __all__ = [

@@ -18,6 +18,10 @@ distributed    ``client.compute`` per block with a bounded window fed by
                ``distributed.as_completed``; only encoded bytes travel back.
 =============  ==============================================================
 
+Every computed block is checked where it is computed, before it is encoded:
+its shape, and values of another dtype than the array declares
+(:func:`nwb_dask.blocks.checked_block`, the rule of every write path).
+
 The writer, repack, consolidate and Zarr conversion all drive this layer.
 """
 
