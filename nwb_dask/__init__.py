@@ -12,6 +12,8 @@ NWBDaskIO, DaskDataIO, write_nwb
     Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
 write_dask_array, WriteStats, WriteError
     The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
+BlockDtypeError
+    A block whose computed values its declared dtype cannot store exactly (:mod:`nwb_dask.blocks`).
 read_dataset, read_nwb
     HDF5 datasets / NWB files as lazy, distributed-safe dask arrays (:mod:`nwb_dask.reader`).
 external_data, LinkMismatchError, audit_links
@@ -33,6 +35,7 @@ synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
 
+from .blocks import BlockDtypeError
 from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
 from .io import DaskDataIO, NWBDaskIO, write_nwb
@@ -49,6 +52,7 @@ from .virtual import SegmentError, join_segments, join_timeseries
 from .zarr import convert, write_nwb_zarr
 
 __all__ = [
+    "BlockDtypeError",
     "ChunkShapeError",
     "Codec",
     "CodecError",

@@ -235,7 +235,9 @@ class NWBDaskIO(NWBHDF5IO):
             jobs, others = [], []
             for dset, data in queue:
                 if isinstance(data, DaskDataChunkIterator):
-                    jobs.append(plan_write(data.array, dset, data.codec, name=dset.name))
+                    # the source, aligned (and its blocks checked) by plan_write under the dataset's name
+                    jobs.append(plan_write(data.source, dset, data.codec, max_block_bytes=data.buffer_bytes,
+                                           name=dset.name))
                 else:
                     others.append((dset, data))
             queue.clear()

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
 
+from .blocks import block_label, checked_array, checked_block
 from .chunking import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_BYTES,
@@ -141,6 +142,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         self.source = array
         #: The array rechunked so that every block is whole HDF5 chunks.
         self.array = align_to_chunks(array, self.chunk_shape, self.buffer_bytes)
+        if self.array.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+            self.array = align_to_chunks(checked_array(array, name), self.chunk_shape, self.buffer_bytes)
         self.prefetch = prefetch
         self._blocks = block_selections(self.array.chunks)
         self._executor: ThreadPoolExecutor | None = None
@@ -201,14 +204,12 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         except BaseException:
             self._finish()
             raise
-        data = np.asarray(data)
-        expected = tuple(s.stop - s.start for s in selection)
-        if data.shape != expected:
+        try:  # what every write path checks (nwb_dask.blocks): the shape, and values the dtype holds
+            data = checked_block(data, self.array.dtype, shape=tuple(s.stop - s.start for s in selection),
+                                 selection=selection, label=block_label(self.name, selection))
+        except ValueError:
             self._finish()
-            raise ValueError(
-                f"{self.name or 'dask array'}: block at {selection} computed to shape {data.shape}, "
-                f"expected {expected} (a map_blocks function returned the wrong shape?)"
-            )
+            raise
         if self._progress is not None:
             self._progress.update(data.nbytes)
         return DataChunk(data=data, selection=selection)

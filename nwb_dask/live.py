@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .blocks import checked_array, checked_block
 from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
 from .scheduler import encode_block
@@ -624,24 +625,15 @@ class StreamWriter:
             raise KeyError(f"no stream {name!r} in {self.path}; streams: {list(self.streams)}") from None
 
     def _check(self, stream: _Stream, col: _Column, values: Any, what: str) -> np.ndarray:
-        arr = np.asarray(values)
+        arr = values if isinstance(values, np.ma.MaskedArray) else np.asarray(values)  # masks: refused below
         if arr.ndim == len(col.trailing):  # one sample
             arr = arr[np.newaxis]
         if arr.shape[1:] != col.trailing:
             raise ValueError(f"stream {stream.name!r}: {what} of shape {arr.shape} do not match the sample shape "
                              f"{col.trailing} (expected (n, {', '.join(map(str, col.trailing))}))".replace(", )", ")"))
-        if arr.dtype.kind not in "biufc":
-            raise TypeError(f"stream {stream.name!r}: {what} of dtype {arr.dtype} are not numbers")
-        if arr.dtype != col.dtype:
-            cast = arr.astype(col.dtype)
-            exact = np.can_cast(arr.dtype, col.dtype, "safe") and not (
-                arr.dtype.kind in "iu" and col.dtype.kind in "fc" and arr.dtype.itemsize >= col.dtype.itemsize)
-            if not exact and not np.array_equal(
-                    cast.astype(arr.dtype), arr, equal_nan=arr.dtype.kind in "fc"):
-                raise TypeError(f"stream {stream.name!r}: {what} of dtype {arr.dtype} would change when stored "
-                                f"as {col.dtype}; cast them first")
-            arr = cast
-        return arr
+        # the rule of every write path (nwb_dask.blocks): converted when every value survives, else refused
+        selection = (slice(stream.samples, stream.samples + arr.shape[0]), *(slice(0, t) for t in col.trailing))
+        return checked_block(arr, col.dtype, label=f"stream {stream.name!r}", what=what, selection=selection)
 
     def _check_timestamps(self, stream: _Stream, timestamps: Any, n: int) -> np.ndarray:
         """Timestamps for ``n`` samples: the right dtype and count, non-decreasing from the last appended."""
@@ -696,6 +688,8 @@ class StreamWriter:
             timestamps = np.asarray(timestamps.compute() if _is_dask(timestamps) else timestamps)
             if stream.timestamps is not None:
                 timestamps = self._check_timestamps(stream, timestamps, n)
+        if _is_dask(data):  # pieces span blocks, which dask concatenates (promoting mixed dtypes): check each first
+            data = checked_array(data, prefix=f"stream {stream.name!r}: the dask array's ")
         count = stream.samples
         for start in range(0, n, step):
             stop = min(n, start + step)

@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .blocks import block_label, checked_array, checked_block
 from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg, block_selections, resolve_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec
 from .writer import WriteStats
@@ -191,8 +192,12 @@ def _add_jobs(plan: _Plan, jobs: list) -> None:
 # every rank: compute (and encode) a block                                     #
 # --------------------------------------------------------------------------- #
 def _compute(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple) -> np.ndarray:
-    block = arrays[plan.names[j]][selection].compute(scheduler="sync")
-    return np.ascontiguousarray(block, dtype=plan.dtypes[j])
+    """The block, checked as on every write path (:func:`nwb_dask.blocks.checked_block`) and in the dataset's dtype."""
+    array = arrays[plan.names[j]]
+    block = checked_block(array[selection].compute(scheduler="sync"), array.dtype,
+                          shape=tuple(s.stop - s.start for s in selection), stored=plan.dtypes[j],
+                          selection=selection, label=block_label(plan.names[j], selection))
+    return np.ascontiguousarray(block)
 
 
 def _encode(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple):
@@ -555,6 +560,8 @@ def write(
             arrays = {("/" + k.lstrip("/")): _as_dask(v, k, block_bytes) for k, v in data.items()}
         else:
             arrays = {k: v.array for k, v in _nwb_arrays(data).items()}
+        # a planned block may span several of the array's blocks, which dask concatenates (promoting mixed dtypes)
+        arrays = {k: checked_array(v, k) for k, v in arrays.items()}
         missing = [n for n in plan.names if n not in arrays]
         if missing:
             raise MPIWriteError(f"rank {comm.rank} has no data for {missing}: every rank must build the same datasets")

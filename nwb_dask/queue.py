@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
+from .blocks import block_label, checked_block
 from .codecs import Codec, codec_from_dataset, pad_chunk, runs_outside_hdf5
 from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, _bound_heap_growth
@@ -120,6 +121,16 @@ def _normalise(selection, data: np.ndarray) -> tuple:
     return tuple(out)
 
 
+def _declared_dtype(it, dset) -> np.dtype:
+    """The dtype an iterator declares (hdmf's ``dtype``), else its dataset's."""
+    dtype = getattr(it, "dtype", None)
+    try:
+        dtype = np.dtype(dset.dtype if dtype is None else dtype)
+    except TypeError:  # e.g. hdmf's dtype names of strings or references
+        return dset.dtype
+    return dtype if dtype.kind in "biufc" else dset.dtype
+
+
 def drain_iterators(
     pairs: Sequence[tuple[Any, Any]],
     *,
@@ -156,6 +167,7 @@ def drain_iterators(
     _bound_heap_growth()
     codecs: list[Codec | None] = []
     assemblers = []
+    declared = [_declared_dtype(it, dset) for dset, it in pairs]
     for dset, it in pairs:
         c = getattr(it, "codec", None) or codec_from_dataset(dset)
         if not runs_outside_hdf5(dset.dtype):
@@ -208,8 +220,12 @@ def drain_iterators(
                     if assemblers[k] is not None:
                         encode(k, assemblers[k].flush())
                     continue
-                data = np.asarray(piece.data)
+                data = piece.data if isinstance(piece.data, np.ndarray) else np.asarray(piece.data)
                 selection = _normalise(piece.selection, data)
+                # the one rule of every write path: values of another dtype than declared are
+                # converted when they survive exactly, else refused (nwb_dask.blocks)
+                data = checked_block(data, declared[k], stored=dset.dtype, selection=selection,
+                                     label=block_label(dset.name, selection))
                 bounds = tuple(s.stop for s in selection)
                 if any(b > s for b, s in zip(bounds, dset.shape)):
                     dset.id.extend(tuple(max(b, s) for b, s in zip(bounds, dset.shape)))

@@ -18,6 +18,10 @@ distributed    ``client.compute`` per block with a bounded window fed by
                ``distributed.as_completed``; only encoded bytes travel back.
 =============  ==============================================================
 
+Every computed block is checked where it is computed, before it is encoded:
+its shape, and values of another dtype than the array declares
+(:func:`nwb_dask.blocks.checked_block`, the rule of every write path).
+
 The writer, repack, consolidate and Zarr conversion all drive this layer.
 """
 
@@ -28,11 +32,12 @@ import math
 import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .blocks import block_label, checked_block
 from .chunking import chunk_offsets
 from .codecs import Codec, pad_chunk
 
@@ -147,13 +152,22 @@ class BlockTask:
     selection : tuple of slice
         The block's place in the dataset; starts on chunk boundaries.
     array : dask.array.Array
-        The block (a dask array of exactly the selection's shape).
+        The block (a dask array of exactly the selection's shape).  What it
+        computes must be its declared dtype, or values that dtype holds
+        exactly (:func:`~nwb_dask.blocks.checked_block`).
     chunk_shape : tuple of int
     codec : Codec or None
         ``None`` returns the raw block instead of encoded chunks (for
         datasets whose filters must run inside HDF5).
     fill_value : scalar
         Padding for edge chunks.
+    name : str
+        The dataset, for messages.
+    index : tuple of int
+        The block's index in the array's blocks, for messages.
+    dtype : numpy dtype, optional
+        The dataset's dtype when it differs from the array's: the checked
+        block is cast to it.
     """
 
     key: Any
@@ -162,10 +176,14 @@ class BlockTask:
     chunk_shape: tuple
     codec: Codec | None
     fill_value: Any = 0
+    name: str = ""
+    index: tuple = ()
+    dtype: Any = None
 
     @property
     def nbytes(self) -> int:
-        return int(math.prod(s.stop - s.start for s in self.selection) * self.array.dtype.itemsize)
+        itemsize = (self.array.dtype if self.dtype is None else np.dtype(self.dtype)).itemsize
+        return int(math.prod(s.stop - s.start for s in self.selection) * itemsize)
 
 
 @dataclass
@@ -184,9 +202,30 @@ class EncodedBlock:
 
 
 def encode_block(
-    block: np.ndarray, selection: Sequence[slice], chunk_shape: Sequence[int], codec: Codec, fill_value: Any = 0
+    block: np.ndarray,
+    selection: Sequence[slice],
+    chunk_shape: Sequence[int],
+    codec: Codec,
+    fill_value: Any = 0,
+    dtype: Any = None,
+    label: str | None = None,
 ) -> list[tuple[tuple[int, ...], int, bytes]]:
     """Split a computed block into HDF5 chunks and encode each one.
+
+    Parameters
+    ----------
+    block : array-like
+    selection : sequence of slice
+        The block's place in the dataset.
+    chunk_shape : sequence of int
+    codec : Codec
+    fill_value : scalar
+    dtype : numpy dtype, optional
+        The dataset's dtype: a block of another dtype is converted when
+        every value survives, else refused (:func:`~nwb_dask.blocks.checked_block`).
+        Default: the block's own dtype.
+    label : str, optional
+        The dataset and block, for messages.
 
     Returns
     -------
@@ -194,14 +233,15 @@ def encode_block(
         Ready for ``dset.id.write_direct_chunk(offset, bytes, filter_mask)``.
     """
     expected = tuple(s.stop - s.start for s in selection)
-    block = np.asarray(block)
-    if block.shape != expected:
-        raise ValueError(f"block at {tuple(selection)} computed to shape {block.shape}, expected {expected}")
-    out = []
-    for offset, local in chunk_offsets(selection, chunk_shape):
-        mask, data = codec.encode(pad_chunk(block[local], chunk_shape, fill_value))
-        out.append((offset, mask, data))
-    return out
+    label = label or block_label(None, selection)
+    block = checked_block(block, np.asarray(block).dtype if dtype is None else dtype, shape=expected,
+                          label=label, selection=selection)
+    return _encode_chunks(block, selection, chunk_shape, codec, fill_value)
+
+
+def _encode_chunks(block: np.ndarray, selection, chunk_shape, codec: Codec, fill_value) -> list:
+    return [(offset, *codec.encode(pad_chunk(block[local], chunk_shape, fill_value)))
+            for offset, local in chunk_offsets(selection, chunk_shape)]
 
 
 def _compute_block(array) -> np.ndarray:
@@ -212,20 +252,25 @@ def _compute_block(array) -> np.ndarray:
 
 
 def _compute_and_encode(task: BlockTask) -> EncodedBlock:
-    """Worker side: compute one block synchronously, then encode it (or keep it raw)."""
-    block = np.asarray(_compute_block(task.array))
-    return _encode(block, task.key, task.selection, task.nbytes, task.chunk_shape, task.codec, task.fill_value)
+    """Worker side: compute one block synchronously, then check and encode it (or keep it raw)."""
+    return _encode(_compute_block(task.array), task.array.dtype, replace(task, array=None))
 
 
-def _encode(block, key, selection, nbytes, chunk_shape, codec, fill_value) -> EncodedBlock:
-    result = EncodedBlock(key, selection, nbytes)
-    if codec is None:
-        expected = tuple(s.stop - s.start for s in selection)
-        if block.shape != expected:
-            raise ValueError(f"block at {selection} computed to shape {block.shape}, expected {expected}")
+def _encode(block, declared, task: BlockTask) -> EncodedBlock:
+    """Check a computed block against its declared dtype and shape (the one rule), then encode it.
+
+    ``task`` is the block's task without its array (the distributed path
+    sends the computed block alongside).
+    """
+    selection = task.selection
+    expected = tuple(s.stop - s.start for s in selection)
+    block = checked_block(block, declared, shape=expected, stored=task.dtype, selection=selection,
+                          label=block_label(task.name, selection, task.index))
+    result = EncodedBlock(task.key, selection, int(block.nbytes))
+    if task.codec is None:
         result.raw = block
     else:
-        result.chunks = encode_block(block, selection, chunk_shape, codec, fill_value)
+        result.chunks = _encode_chunks(block, selection, task.chunk_shape, task.codec, task.fill_value)
     return result
 
 
@@ -365,9 +410,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[E
                 on_submit(task)
             # The block is computed and encoded in one task on a worker;
             # only the encoded chunks travel back.
-            work = dask.delayed(_encode, pure=False)(
-                task.array, task.key, task.selection, task.nbytes, task.chunk_shape, task.codec, task.fill_value
-            )
+            work = dask.delayed(_encode, pure=False)(task.array, task.array.dtype, replace(task, array=None))
             fut = client.compute(work)
             sizes[fut.key] = task.nbytes
             inflight += task.nbytes

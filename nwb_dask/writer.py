@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 
+from .blocks import checked_array
 from .chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
 from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
 from .scheduler import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
@@ -44,8 +45,10 @@ class WriteJob:
 
     def tasks(self, key: int) -> Iterator[BlockTask]:
         fill = self.dset.fillvalue if self.codec is not None else 0
+        stored = None if self.dset.dtype == self.array.dtype else self.dset.dtype
         for idx, selection in block_selections(self.array.chunks):
-            yield BlockTask(key, selection, self.array.blocks[idx], self.chunk_shape, self.codec, fill)
+            yield BlockTask(key, selection, self.array.blocks[idx], self.chunk_shape, self.codec, fill,
+                            name=self.name, index=idx, dtype=stored)
 
 
 @dataclass
@@ -98,7 +101,11 @@ def plan_write(
     Parameters
     ----------
     array : dask.array.Array
-        The data; cast to the dataset's dtype if they differ.
+        The data; cast to the dataset's dtype if they differ (as numpy's
+        ``astype`` casts).  Its blocks must compute the dtype it declares, or
+        values that dtype holds exactly: a block that does not is refused
+        with :class:`~nwb_dask.blocks.BlockDtypeError` naming the dataset and
+        the block (:func:`~nwb_dask.blocks.checked_block`).
     dset : h5py.Dataset
         A chunked dataset of the same shape, created with the codec's filters
         (e.g. by pynwb/hdmf, or ``create_dataset(..., **codec.dataset_kwargs())``).
@@ -129,8 +136,6 @@ def plan_write(
         raise WriteError(f"dataset {name!r}: data shape {tuple(array.shape)} does not match the dataset's {dset.shape}")
     if dset.chunks is None:
         raise WriteError(f"dataset {name!r} is contiguous; the parallel writer needs a chunked dataset")
-    if array.dtype != dset.dtype:
-        array = array.astype(dset.dtype)
     declared = codec_from_dataset(dset)
     if codec is not None:
         chosen = make_codec(codec)
@@ -145,6 +150,8 @@ def plan_write(
         chosen = None  # HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
     aligned = align_to_chunks(array, chunk_shape, max_block_bytes)
+    if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+        aligned = align_to_chunks(checked_array(array, name), chunk_shape, max_block_bytes)
     return WriteJob(dset=dset, array=aligned, codec=chosen, chunk_shape=chunk_shape, name=name)
 
 
@@ -230,7 +237,7 @@ def write_arrays(
         file in that case.
     """
     stats = WriteStats(datasets=[j.name for j in jobs])
-    bar = progress_bar(sum(int(j.array.nbytes) for j in jobs), progress)
+    bar = progress_bar(sum(int(j.array.size) * j.dset.dtype.itemsize for j in jobs), progress)
     t0 = time.perf_counter()
     _bound_heap_growth()
     try:

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .blocks import block_label, checked_array, checked_block
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
 from .io import DaskDataIO, partial_path
@@ -84,11 +85,16 @@ def is_zarr_path(path: str | os.PathLike) -> bool:
 # --------------------------------------------------------------------------- #
 # workers: compute, encode, store                                              #
 # --------------------------------------------------------------------------- #
-def _store_block(block: np.ndarray, store, key_prefix: str, selection: tuple, chunk_shape: tuple,
-                 codec: Codec | None, separator: str, fill) -> int:
-    """Encode one block's chunks and write them into the store; returns the stored bytes."""
+def _store_block(block: np.ndarray, declared, dtype, label: str, store, key_prefix: str, selection: tuple,
+                 chunk_shape: tuple, codec: Codec | None, separator: str, fill) -> int:
+    """Check one computed block (the rule of every write path), encode its chunks and write them into the store.
+
+    Returns the stored bytes.
+    """
     from .codecs import pad_chunk
 
+    block = checked_block(block, declared, shape=tuple(s.stop - s.start for s in selection), stored=dtype,
+                          label=label, selection=selection)
     block = np.ascontiguousarray(block)
     stored = 0
     for offset, local in chunk_offsets(selection, chunk_shape):
@@ -126,15 +132,19 @@ def store_arrays(jobs: Sequence[tuple[Any, Any, Codec]], *, scheduler: Any = Non
         if tuple(array.shape) != tuple(zarr_array.shape):
             raise ValueError(f"dataset {zarr_array.path!r}: source shape {array.shape} != store shape {zarr_array.shape}")
         chunk_shape = tuple(zarr_array.chunks)
-        array = align_to_chunks(array.astype(zarr_array.dtype, copy=False), chunk_shape)
+        aligned = align_to_chunks(array, chunk_shape)  # blocks are checked, then cast to the store's dtype
+        if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+            aligned = align_to_chunks(checked_array(array, f"/{zarr_array.path}"), chunk_shape)
+        array = aligned
         prefix = f"{zarr_array.path}/" if zarr_array.path else ""
         sep = getattr(zarr_array, "_dimension_separator", None) or "."
         fill = zarr_array.fill_value if zarr_array.fill_value is not None else 0
         blocks = array.to_delayed().ravel()
-        for block, (_, sel) in zip(blocks, block_selections(array.chunks)):
+        for block, (idx, sel) in zip(blocks, block_selections(array.chunks)):
+            label = block_label(f"/{zarr_array.path}", sel, idx)
             tasks.append(dask.delayed(_store_block, pure=False)(
-                block, zarr_array.store, prefix, sel, chunk_shape, c, sep, fill))
-        stats.logical_bytes += int(array.nbytes)
+                block, array.dtype, zarr_array.dtype, label, zarr_array.store, prefix, sel, chunk_shape, c, sep, fill))
+        stats.logical_bytes += int(array.size) * zarr_array.dtype.itemsize
         stats.chunks += int(np.prod([-(-s // c) for s, c in zip(array.shape, chunk_shape)])) if array.size else 0
     if tasks:
         stats.stored_bytes = int(sum(_compute_with_progress(tasks, scheduler, progress)))

@@ -5,6 +5,9 @@ KIND:
   mapping  two datasets from a mapping: a dask array and a numpy memmap
   fail     like mapping, but the ranks other than 0 raise while computing blocks
   stall    like mapping, but the ranks other than 0 never finish a block (timeout 5 s)
+  dtype_exact, dtype_lossy
+           one dataset /x declaring int16 whose blocks compute float64 (tests/test_block_dtype.py):
+           integral values, or one value 0.5 at [7777, 2]
 """
 
 from __future__ import annotations
@@ -58,6 +61,13 @@ def main() -> None:
     if kind == "nwb":
         data = ephys_nwbfile(nwb_dask.DaskDataIO(synthetic_ephys(seconds=2, n_channels=64, seed=4), codec="gzip"))
         nwb_dask.mpi.write(data, out, mode=mode)
+        return
+    if kind.startswith("dtype_"):
+        values = (np.arange(40_000).reshape(10_000, 4) % 1000).astype("f8")
+        if kind == "dtype_lossy":
+            values[7777, 2] = 0.5
+        x = da.from_array(values, chunks=(2000, 4)).map_blocks(lambda b: b.copy(), dtype="i2")
+        nwb_dask.mpi.write({"/x": x}, out, mode=mode, codec="gzip", chunks=(1000, 4), block_bytes=16_000, timeout=60)
         return
     data = mapping_data(out)
     timeout = 600.0
