@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from .codecs import CodecError, codec
+from .codecs import codec
 
 __all__ = ["main"]
 
@@ -426,11 +426,19 @@ def _message(exc: BaseException) -> str:
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-#: Errors that mean bad input (exit status 2, one line, no traceback): missing, wrong or corrupt files
-#: (OSError: FileNotFoundError, FileExistsError, IsADirectoryError, nwb_dask.errors.NotHDF5Error,
-#: nwb_dask.remote.RemoteReadError, ...), invalid values and options (ValueError: CodecError,
-#: ChunkShapeError, RepackError, NotNWBError, UsageError, ...) and missing objects (KeyError).
-EXPECTED_ERRORS = (OSError, ValueError, KeyError)
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input: exit status 2, one line on stderr, no traceback.
+
+    Missing, wrong or corrupt files (``OSError``: FileNotFoundError,
+    FileExistsError, IsADirectoryError, :class:`nwb_dask.errors.NotHDF5Error`,
+    :class:`nwb_dask.remote.RemoteReadError`, h5py's errors), invalid values
+    and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
+    NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
+    and a live writer's failure (:class:`nwb_dask.live.StreamError`).
+    """
+    from .live import StreamError
+
+    return OSError, ValueError, KeyError, StreamError
 
 
 def _silence_stdout() -> None:
@@ -461,17 +469,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _StdoutClosed:  # `nwb-dask info ... | head`: the reader has what it wanted
         _silence_stdout()
         return OK
-    except VerificationError as exc:
-        print(f"{where}: check failed: {exc}", file=sys.stderr)
-        return CHECK_FAILED
-    except (CodecError,) + EXPECTED_ERRORS as exc:
-        print(f"{where}: error: {_message(exc)}", file=sys.stderr)
-        return BAD_INPUT
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return INTERRUPTED
-    except Exception as exc:  # a bug: keep the traceback for the report
-        traceback.print_exc()
+    except Exception as exc:
+        if isinstance(exc, VerificationError):
+            print(f"{where}: check failed: {exc}", file=sys.stderr)
+            return CHECK_FAILED
+        if isinstance(exc, expected_errors()):
+            print(f"{where}: error: {_message(exc)}", file=sys.stderr)
+            return BAD_INPUT
+        traceback.print_exc()  # a bug: keep the traceback for the report
         print(f"{where}: internal error ({type(exc).__name__}: {exc}); this is a bug in nwb_dask, please report it "
               "with the traceback above", file=sys.stderr)
         return INTERNAL_ERROR

@@ -644,7 +644,7 @@ class HTTPByteSource(_RangeReader):
                     timeouts += 1
                     if timeouts > self.timeout_retries:
                         last += (f" (no reply within the {self.timeout[1]:g} s read timeout or {self.timeout[0]:g} s "
-                                 "connect timeout; raise remote_options timeout= for a slow server)")
+                                 "connect timeout; for a slow server raise the timeout: remote_options timeout=, nwb-dask info --timeout)")
                         break
         raise RemoteReadError(self.url, byte_range, attempts, last)
 
