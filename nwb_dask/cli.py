@@ -69,6 +69,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -391,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--all", action="store_true", help="also list datasets under 1 MiB")
     inf.add_argument("--timeout", type=_positive, help="URL only: connect and read timeout of each request in "
                      "seconds (default 5 to connect, 10 to read)")
-    inf.add_argument("--retries", type=int, choices=range(0, 101), metavar="N",
+    inf.add_argument("--retries", type=_non_negative_int, metavar="N",
                      help="URL only: retries of a failed request (default 5, of which 1 after a timeout)")
     inf.set_defaults(func=_cmd_info)
 

@@ -41,13 +41,15 @@ def _is_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in start[:512]
 
 
-def not_hdf5_message(where: str, head: bytes) -> str:
-    """``where: cannot open as HDF5/NWB: <why>``, from the first bytes of the file or reply."""
+def not_hdf5_message(where: str, head: bytes, *, remote: bool = False) -> str:
+    """``where: cannot open as HDF5/NWB: <why>``, from the first bytes of the file or of the server's reply."""
     shown = head[:_HEAD]
     if not head:
         why = "the file is empty"
-    elif _is_html(head):
+    elif _is_html(head) and remote:
         why = f"the server returned an HTML page (starts with {shown!r}), not the file; check the URL"
+    elif _is_html(head):
+        why = f"the file is an HTML page (starts with {shown!r}; a download that saved a web page?)"
     else:
         why = f"file signature not found (first bytes {shown!r})"
     return f"{where}: cannot open as HDF5/NWB: {why}; expected an NWB (HDF5) file, which starts with {HDF5_SIGNATURE!r}"
@@ -77,6 +79,21 @@ def _local_head(path: str) -> bytes:
             return f.read(1024)
     except OSError:  # pragma: no cover - unreadable after h5py read it
         return b""
+
+
+def _naming(exc: OSError, where: str) -> OSError:
+    """h5py's other open errors ("file is already open for write", ...), with the path or URL in front."""
+    if where in str(exc):
+        return exc
+    text = f"{where}: cannot open as HDF5/NWB: {exc}"
+    if "already open for write" in str(exc):
+        text += "; a live writer holds it, or was killed (then `nwb-dask recover FILE` clears the mark)"
+    try:
+        new = type(exc)(text)
+    except TypeError:  # an OSError subclass with its own constructor
+        new = OSError(text)
+    new.errno = exc.errno
+    return new
 
 
 def open_hdf5(target: Any, mode: str = "r", *, name: str | None = None, **kwargs: Any):
@@ -114,13 +131,13 @@ def open_hdf5(target: Any, mode: str = "r", *, name: str | None = None, **kwargs
         return h5py.File(target, mode, **kwargs)
     except OSError as exc:
         if not _signature_error(exc):
-            raise
+            raise _naming(exc, where) from exc
         if local:
             head = _local_head(os.fspath(target))
         else:
             target.seek(0)
             head = target.read(1024)
-        raise NotHDF5Error(not_hdf5_message(where, head)) from None
+        raise NotHDF5Error(not_hdf5_message(where, head, remote=not local)) from None
 
 
 def check_input_file(path: str | os.PathLike, *, nwb: bool = False, tool: str | None = None) -> None:

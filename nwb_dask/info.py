@@ -178,7 +178,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     """
     import h5py
 
-    from .errors import NotHDF5Error, open_hdf5
+    from .errors import open_hdf5
     from .reader import _is_url, _options_key
     from .remote import byte_source
 
@@ -197,12 +197,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     else:
         where = os.path.abspath(os.fspath(path))
         fobj = None
-        try:
-            f = open_hdf5(where)
-        except (FileNotFoundError, IsADirectoryError, NotHDF5Error):
-            raise
-        except OSError as exc:
-            raise OSError(f"{where}: cannot open as HDF5/NWB ({exc})") from exc
+        f = open_hdf5(where)  # errors name the path
         file_bytes = os.path.getsize(where)
     try:
         records = {}

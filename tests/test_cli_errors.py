@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 import nwb_dask
 from nwb_dask.cli import SCHEDULERS, build_parser, main
@@ -92,7 +92,7 @@ def corrupt_chunk(path: Path, name: str, offset: tuple) -> int:
 # --------------------------------------------------------------------------- #
 # a corrupt gzip chunk names the file, the dataset and the chunk               #
 # --------------------------------------------------------------------------- #
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None)
 @given(n=st.integers(1, 130), chunk_rows=st.integers(1, 40), pick=st.floats(0, 1), shuffle=st.booleans())
 def test_corrupt_gzip_chunk_names_file_dataset_and_offset(tmp_path_factory, n, chunk_rows, pick, shuffle):
     """Any chunk (edge chunks of non-dividing shapes too) that fails to inflate names file, dataset and offset."""
@@ -114,6 +114,9 @@ def test_corrupt_gzip_chunk_names_file_dataset_and_offset(tmp_path_factory, n, c
     clean = [r for r in starts if r != row]
     for r in clean:  # every other chunk still reads
         np.testing.assert_array_equal(nwb_dask.read_dataset(path, "grp/x")[r : r + 1].compute(), values[r : r + 1])
+    # through HDF5's own filters (direct=False; also the path of filters nwb_dask cannot run): the same names
+    with pytest.raises(OSError, match=re.escape(f"{path}: dataset /grp/x: cannot read [")):
+        nwb_dask.read_dataset(path, "grp/x", direct=False).compute(scheduler="sync")
 
 
 def test_corrupt_chunk_cli_repack_names_file_dataset_and_offset(files, tmp_path):
@@ -163,6 +166,10 @@ def test_not_hdf5_through_the_api(files):
     for call in (lambda p: nwb_dask.read_dataset(p, "x"), nwb_dask.read_nwb, nwb_dask.audit_links, nwb_dask.info):
         with pytest.raises(NotHDF5Error, match=re.escape(f"{files / 'text.nwb'}: cannot open")):
             call(files / "text.nwb")
+    page = files / "page.nwb"
+    page.write_bytes(_HTMLHandler.page)
+    with pytest.raises(NotHDF5Error, match=re.escape(f"{page}: cannot open as HDF5/NWB: the file is an HTML page")):
+        nwb_dask.info(page)
     empty = files / "empty.nwb"
     empty.write_bytes(b"")
     with pytest.raises(OSError, match=re.escape(f"{empty}: cannot open as HDF5/NWB: the file is empty")):
@@ -272,6 +279,19 @@ def test_directories_and_zarr_stores(files, tmp_path):
     bad_input(run("links", folder), "links", f"{folder} is a directory")
     bad_input(run("convert", folder, tmp_path / "o.nwb"), "convert", f"{folder} is a directory without Zarr metadata")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_file_of_a_killed_live_writer_is_named_with_the_way_out(tmp_path):
+    """HDF5's 'file is already open for write' (a killed SWMR writer) names the file and points to recover."""
+    path = tmp_path / "killed.h5"
+    script = (f"import os, h5py, numpy as np\n"
+              f"f = h5py.File({str(path)!r}, 'w', libver='latest')\n"
+              "f.create_dataset('x', data=np.arange(10), chunks=(5,), maxshape=(None,))\n"
+              "f.swmr_mode = True\nf.flush()\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    for command in ("info", "links"):
+        bad_input(run(command, path), command, f"{path}: cannot open as HDF5/NWB: ", "already open for write",
+                  "nwb-dask recover")
 
 
 # --------------------------------------------------------------------------- #
