@@ -289,7 +289,10 @@ def _cmd_follow(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
-        prog="nwb-dask", description="Parallel, out-of-core NWB I/O with Dask."
+        prog="nwb-dask", description="Parallel, out-of-core NWB I/O with Dask.",
+        epilog="Exit status: 0 done, 1 a check failed (broken link, output that does not verify), 2 bad input "
+        "(one error line naming the file or option), 3 an unexpected error (a bug; traceback shown). "
+        "--json and --scheduler/--workers mean the same on every command (docs/cli.md).",
     )
     from . import __version__
 

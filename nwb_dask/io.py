@@ -58,6 +58,8 @@ def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
     The temporary name is an implementation detail of the atomic write; an
     error that names it sends the user looking for a file that never existed.
     """
+    if temp.name not in str(exc):  # not about the file being written (e.g. a source that failed to read)
+        return exc
     text = str(exc).replace(str(temp), str(target)).replace(temp.name, target.name)
     text = f"cannot write {target}: {text}"
     try:

@@ -255,6 +255,13 @@ def test_write_nwb_errors_name_the_target_not_the_temporary(tmp_path):
     assert text.startswith(f"cannot write {target}: ") and "partial" not in text, text
     assert err.value.errno is not None
     assert list(tmp_path.iterdir()) == []
+    folder = tmp_path / "taken.nwb"  # the target is a directory: the rename fails; no temporary is left
+    folder.mkdir()
+    nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(nwb_dask.synthetic_ephys(seconds=0.01, n_channels=4)))
+    with pytest.raises(IsADirectoryError) as err:
+        nwb_dask.write_nwb(nwbfile, folder, progress=False, scheduler="sync")
+    assert str(err.value).startswith(f"cannot write {folder}: ") and "partial" not in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.nwb"] and list(folder.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- #
