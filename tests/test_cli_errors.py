@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 import nwb_dask
 from nwb_dask.cli import SCHEDULERS, build_parser, main
@@ -96,15 +96,14 @@ def corrupt_chunk(path: Path, name: str, offset: tuple) -> int:
 @given(n=st.integers(1, 130), chunk_rows=st.integers(1, 40), pick=st.floats(0, 1), shuffle=st.booleans())
 def test_corrupt_gzip_chunk_names_file_dataset_and_offset(tmp_path_factory, n, chunk_rows, pick, shuffle):
     """Any chunk (edge chunks of non-dividing shapes too) that fails to inflate names file, dataset and offset."""
+    starts = list(range(0, n, chunk_rows))
+    row = starts[min(int(pick * len(starts)), len(starts) - 1)]
+    assume(min(chunk_rows, n - row) >= 3)  # enough stored bytes to corrupt in the middle
     path = tmp_path_factory.mktemp("corrupt") / "c.h5"
     values = np.random.default_rng(n).integers(0, 2**15, (n, 3), dtype="int16")  # incompressible: big chunks
     with h5py.File(path, "w") as f:
         f.create_dataset("grp/x", data=values, chunks=(chunk_rows, 3), maxshape=(None, 3), compression="gzip",
                          shuffle=shuffle)  # resizable: a chunk may be longer than the data
-    starts = list(range(0, n, chunk_rows))
-    row = starts[min(int(pick * len(starts)), len(starts) - 1)]
-    if min(chunk_rows, n - row) * 3 * 2 <= 16:
-        return  # too small a chunk to corrupt in its middle
     byte_offset = corrupt_chunk(path, "grp/x", (row, 0))
     with pytest.raises(CodecError) as err:
         nwb_dask.read_dataset(path, "grp/x").compute(scheduler="sync")
