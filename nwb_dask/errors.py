@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["NotHDF5Error", "NotNWBError", "VerificationError", "check_input_file", "open_hdf5"]
+__all__ = ["NotHDF5Error", "NotNWBError", "VerificationError", "check_input_file", "open_hdf5", "reworded"]
 
 #: The HDF5 format signature (at offset 0, or 512, 1024, ... after a user block).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -88,6 +88,11 @@ def _naming(exc: OSError, where: str) -> OSError:
     text = f"{where}: cannot open as HDF5/NWB: {exc}"
     if "already open for write" in str(exc):
         text += "; a live writer holds it, or was killed (then `nwb-dask recover FILE` clears the mark)"
+    return reworded(exc, text)
+
+
+def reworded(exc: OSError, text: str) -> OSError:
+    """An OSError of the same type and errno as ``exc`` with the message ``text`` (raise it ``from exc``)."""
     try:
         new = type(exc)(text)
     except TypeError:  # an OSError subclass with its own constructor

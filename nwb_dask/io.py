@@ -33,7 +33,7 @@ from pynwb import NWBHDF5IO
 
 from .chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
 from .codecs import Codec, CodecSpec, codec as make_codec
-from .errors import directory_message
+from .errors import directory_message, reworded
 from .iterators import DaskDataChunkIterator
 from .queue import ParallelDataChunkIteratorQueue, drain_iterators
 from .scheduler import DEFAULT_INFLIGHT_BYTES
@@ -61,13 +61,7 @@ def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
     if temp.name not in str(exc):  # not about the file being written (e.g. a source that failed to read)
         return exc
     text = str(exc).replace(str(temp), str(target)).replace(temp.name, target.name)
-    text = f"cannot write {target}: {text}"
-    try:
-        new = type(exc)(text)
-    except TypeError:  # an OSError subclass with its own constructor
-        new = OSError(text)
-    new.errno = exc.errno
-    return new
+    return reworded(exc, f"cannot write {target}: {text}")
 
 
 def check_rewrite_paths(source, output, overwrite: bool, tool: str,
