@@ -1,50 +1,160 @@
-"""The ``nwb-dask`` command line."""
+"""The ``nwb-dask`` command line.
+
+One convention for every command (docs/cli.md):
+
+* exit status 0: done; 1: a check failed (a broken link, a copy that does
+  not verify); 2: bad input (a missing, wrong or corrupt file, an invalid
+  option), reported as one ``nwb-dask CMD: error: ...`` line on stderr,
+  without a traceback; 3: an unexpected error (a bug), with its traceback;
+  130: interrupted.  A reader that closes the pipe early (``| head``) ends the
+  command quietly with status 0.
+* ``--json`` on every command that reports (demo, repack, convert,
+  consolidate, info, links): one JSON object on stdout instead of the text.
+* ``--scheduler`` (local, threads, processes, sync) and ``--workers`` on every
+  command that computes (demo, repack, convert, consolidate).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import sys
-from typing import Sequence
+import traceback
+from typing import Any, Sequence
 
-from .codecs import CodecError, codec
+from .codecs import codec
 
 __all__ = ["main"]
 
+#: Exit statuses (docs/cli.md).
+OK, CHECK_FAILED, BAD_INPUT, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
+#: The schedulers of every command that computes (nwb_dask.scheduler.use_scheduler).
+SCHEDULERS = ("local", "threads", "processes", "sync")
 
-def _codec_arg(args: argparse.Namespace):
+
+class UsageError(ValueError):
+    """Options that do not go together (exit status 2)."""
+
+
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (``nwb-dask info ... | head``)."""
+
+
+def _out(text: str = "", *, flush: bool = False) -> None:
+    """Print to stdout; a closed pipe becomes :class:`_StdoutClosed` (not any other BrokenPipeError)."""
+    try:
+        print(text, flush=flush)
+    except BrokenPipeError:
+        raise _StdoutClosed from None
+
+
+def _emit(args: argparse.Namespace, result: Any, text: str) -> None:
+    """The report: ``text``, or with ``--json`` the result's fields as one JSON object."""
+    if getattr(args, "json", False):
+        data = result if isinstance(result, dict) else dataclasses.asdict(result)
+        _out(json.dumps(data, indent=2, default=str))
+    else:
+        _out(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _codec_arg(args: argparse.Namespace, keep: Any = "source"):
+    """``--codec``/``--level`` as a Codec, or ``keep`` when the command keeps each dataset's own codec."""
+    if args.codec in (None, "source"):
+        if args.level is not None:
+            given = "--codec source" if args.codec else "no --codec"
+            raise UsageError(f"--level {args.level} sets the level of a codec named with --codec; with {given} "
+                             "each dataset keeps its own codec and level (name one, e.g. --codec gzip --level 6)")
+        return keep
     options = {}
     if args.level is not None:
         options["level"] = args.level
     return codec(args.codec, **options)
 
 
+def _scheduler(args: argparse.Namespace):
+    from .scheduler import use_scheduler
+
+    return use_scheduler(args.scheduler, args.workers)
+
+
+def _add_compute_arguments(parser: argparse.ArgumentParser, default: str = "threads") -> None:
+    """``--scheduler`` and ``--workers``: the same choices on every command that computes."""
+    parser.add_argument("--scheduler", default=default, choices=SCHEDULERS,
+                        help=f"dask scheduler (default {default}; local = a LocalCluster of worker processes)")
+    parser.add_argument("--workers", type=_positive_int, help="dask workers (default: all cores)")
+
+
+def _add_json_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object (docs/cli.md)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    c = codec(args.codec, **({"level": args.level} if args.level is not None else {}))
     result = run_demo(
         seconds=args.seconds,
         path=args.output,
-        codec_spec=_codec_arg(args),
+        codec_spec=c,
         scheduler=args.scheduler,
         workers=args.workers,
         progress=not args.quiet,
         serial_seconds=args.serial_seconds,
+        overwrite=args.overwrite,
     )
-    print(result.report())
-    return 0
+    data = dataclasses.asdict(result)
+    data.update(ratio=result.ratio, write_mb_s=result.write_mb_s, kept=args.output is not None)
+    _emit(args, data, result.report())
+    return OK
 
 
 def _cmd_links(args: argparse.Namespace) -> int:
-    import dataclasses
-    import json
-
     from .links import audit_links
 
     records = audit_links(args.file)
     broken = sum(r.broken for r in records)
     absolute = sum(r.absolute for r in records)
     if args.json:
-        print(json.dumps({
+        _out(json.dumps({
             "file": args.file,
             "links": [dataclasses.asdict(r) for r in records],
             "broken": broken,
@@ -52,34 +162,34 @@ def _cmd_links(args: argparse.Namespace) -> int:
         }, indent=2))
     else:
         if not records:
-            print(f"{args.file}: no external links or virtual-dataset sources")
+            _out(f"{args.file}: no external links or virtual-dataset sources")
         for r in records:
             status = f"BROKEN: {r.reason}" if r.broken else f"ok -> {r.resolved}"
             flag = "  [absolute path: the files cannot be moved together]" if r.absolute else ""
-            print(f"{r.kind:<9} {r.path}  ->  {r.file}:{r.object}  {status}{flag}")
+            _out(f"{r.kind:<9} {r.path}  ->  {r.file}:{r.object}  {status}{flag}")
         if records:
-            print(f"{len(records)} link(s), {broken} broken, {absolute} with absolute paths")
-    return 1 if broken else 0
+            _out(f"{len(records)} link(s), {broken} broken, {absolute} with absolute paths")
+    return CHECK_FAILED if broken else OK
 
 
 def _cmd_consolidate(args: argparse.Namespace) -> int:
     from .consolidate import consolidate
 
-    result = consolidate(
-        args.input,
-        args.output,
-        codec=_codec_arg(args) if args.codec else None,
-        verify=not args.no_verify,
-        overwrite=args.overwrite,
-        scheduler=args.scheduler,
-        progress=not args.quiet,
-    )
+    c = _codec_arg(args, keep=None)
+    with _scheduler(args):
+        result = consolidate(
+            args.input,
+            args.output,
+            codec=c,
+            verify=not args.no_verify,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
     moved = result.datasets + result.groups
-    print(f"wrote {result.output}: {len(moved)} object(s) copied in"
-          + (", verified against the sources" if result.verified else ""))
-    for name in moved:
-        print(f"  {name}")
-    return 0
+    text = (f"wrote {result.output}: {len(moved)} object(s) copied in"
+            + (", verified against the sources" if result.verified else ""))
+    _emit(args, result, "\n".join([text] + [f"  {name}" for name in moved]))
+    return OK
 
 
 def _chunks_arg(text: str | None):
@@ -93,21 +203,21 @@ def _chunks_arg(text: str | None):
 
 def _rewrite(run, args: argparse.Namespace, **extra) -> int:
     """Run repack or convert with the options they share, on the chosen scheduler; print the report."""
-    from .scheduler import use_scheduler
-
-    with use_scheduler(args.scheduler, args.workers):
+    c = _codec_arg(args)
+    chunks = _chunks_arg(args.chunks)
+    with _scheduler(args):
         result = run(
             args.input,
             args.output,
-            codec="source" if args.codec == "source" else _codec_arg(args),
-            chunks=_chunks_arg(args.chunks),
+            codec=c,
+            chunks=chunks,
             verify=not args.no_verify,
             overwrite=args.overwrite,
             progress=not args.quiet,
             **extra,
         )
-    print(result.report())
-    return 0
+    _emit(args, result, result.report())
+    return OK
 
 
 def _cmd_repack(args: argparse.Namespace) -> int:
@@ -128,30 +238,37 @@ def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec
     parser.add_argument("input")
     parser.add_argument("output")
     parser.add_argument("--codec", default=codec, help=codec_help)
-    parser.add_argument("--level", type=int, help="compression level for --codec")
+    parser.add_argument("--level", type=int, help="compression level for --codec (not with --codec source)")
     parser.add_argument("--chunks", default=chunks, help=chunks_help)
-    parser.add_argument("--scheduler", default="threads", choices=["threads", "processes", "local", "sync"],
-                        help="dask scheduler (default threads; local = a LocalCluster of processes)")
-    parser.add_argument("--workers", type=int, help="dask workers (default: all cores)")
+    _add_compute_arguments(parser)
     parser.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_json_argument(parser)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .info import info
+    from .reader import _is_url
 
-    result = info(args.file)
-    print(result.to_json() if args.json else result.report(all_datasets=args.all))
-    return 0
+    options = {}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    if args.retries is not None:
+        options["retries"] = args.retries
+    if options and not _is_url(args.file):
+        raise UsageError(f"--timeout and --retries apply to URLs; {args.file} is a local path")
+    result = info(args.file, remote_options=options or None)
+    _out(result.to_json() if args.json else result.report(all_datasets=args.all))
+    return OK
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
     from .live import recover
 
     recover(args.file)
-    print(f"{args.file}: writer mark cleared; any HDF5 reader opens it now")
-    return 0
+    _out(f"{args.file}: writer mark cleared; any HDF5 reader opens it now")
+    return OK
 
 
 def _cmd_follow(args: argparse.Namespace) -> int:
@@ -164,15 +281,18 @@ def _cmd_follow(args: argparse.Namespace) -> int:
     for start, new in follow(args.file, args.dataset, start=args.start, poll=args.poll,
                              idle_timeout=args.idle_timeout):
         total = start + len(new)
-        print(f"{time.monotonic() - t0:8.2f} s  {args.dataset}: {total} samples (+{len(new)})", flush=True)
-    print(f"no new samples for {args.idle_timeout:g} s; {total} samples")
-    return 0
+        _out(f"{time.monotonic() - t0:8.2f} s  {args.dataset}: {total} samples (+{len(new)})", flush=True)
+    _out(f"no new samples for {args.idle_timeout:g} s; {total} samples")
+    return OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
-        prog="nwb-dask", description="Parallel, out-of-core NWB I/O with Dask."
+        prog="nwb-dask", description="Parallel, out-of-core NWB I/O with Dask.",
+        epilog="Exit status: 0 done, 1 a check failed (broken link, output that does not verify), 2 bad input "
+        "(one error line naming the file or option), 3 an unexpected error (a bug; traceback shown). "
+        "--json and --scheduler/--workers mean the same on every command (docs/cli.md).",
     )
     from . import __version__
 
@@ -191,20 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", help="keep the NWB file here (default: a temporary file, deleted)")
     demo.add_argument("--codec", default="gzip", help="none, gzip, zstd, blosc, lz4 or bitshuffle (default gzip)")
     demo.add_argument("--level", type=int, help="compression level for the codec")
-    demo.add_argument(
-        "--scheduler",
-        default="local",
-        choices=["local", "threads", "processes", "sync"],
-        help="dask scheduler: a local distributed cluster (default), threads, processes or sync",
-    )
-    demo.add_argument("--workers", type=int, help="number of dask workers (default: all cores)")
+    _add_compute_arguments(demo, default="local")
     demo.add_argument(
         "--serial-seconds",
-        type=float,
+        type=_non_negative,
         default=5.0,
         help="also write this much with plain serial pynwb for comparison (0: skip; default 5)",
     )
+    demo.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _add_json_argument(demo)
     demo.set_defaults(func=_cmd_demo)
 
     links = sub.add_parser(
@@ -215,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 1 if any target is broken, 0 otherwise.",
     )
     links.add_argument("file", help="HDF5/NWB file")
-    links.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_json_argument(links)
     links.set_defaults(func=_cmd_links)
 
     cons = sub.add_parser(
@@ -228,11 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     cons.add_argument("input")
     cons.add_argument("output")
     cons.add_argument("--codec", help="compression of the copied datasets (default: the source's, else gzip)")
-    cons.add_argument("--level", type=int, help="compression level for --codec")
-    cons.add_argument("--scheduler", choices=["threads", "processes", "sync"], help="dask scheduler (default threads)")
+    cons.add_argument("--level", type=int, help="compression level for --codec (only with --codec)")
+    _add_compute_arguments(cons)
     cons.add_argument("--no-verify", action="store_true", help="skip comparing the copies with their sources")
     cons.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists (never INPUT)")
     cons.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _add_json_argument(cons)
     cons.set_defaults(func=_cmd_consolidate)
 
     rp = sub.add_parser(
@@ -251,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         chunks_help="auto (default), source, or a shape such as 30000,64",
         overwrite_help="replace OUTPUT if it exists (never INPUT)",
     )
-    rp.add_argument("--min-mb", type=float, default=1.0, help="recompress datasets of at least this many MiB (1)")
+    rp.add_argument("--min-mb", type=_non_negative, default=1.0,
+                    help="recompress datasets of at least this many MiB (>= 0; default 1)")
     rp.set_defaults(func=_cmd_repack)
 
     cv = sub.add_parser(
@@ -282,8 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         "sources, and hints where chunking or compression is poor.",
     )
     inf.add_argument("file", help="file or URL")
-    inf.add_argument("--json", action="store_true", help="machine-readable output (every dataset)")
+    inf.add_argument("--json", action="store_true", help="print the report as one JSON object (every dataset)")
     inf.add_argument("--all", action="store_true", help="also list datasets under 1 MiB")
+    inf.add_argument("--timeout", type=_positive, help="URL only: connect and read timeout of each request in "
+                     "seconds (default 5 to connect, 10 to read)")
+    inf.add_argument("--retries", type=_non_negative_int, metavar="N",
+                     help="URL only: retries of a failed request (default 5, of which 1 after a timeout)")
     inf.set_defaults(func=_cmd_info)
 
     rec = sub.add_parser(
@@ -306,21 +428,74 @@ def build_parser() -> argparse.ArgumentParser:
     fol.add_argument("file")
     fol.add_argument("dataset", help="HDF5 path, e.g. acquisition/ephys/data")
     fol.add_argument("--start", type=int, default=0, help="first sample to report")
-    fol.add_argument("--poll", type=float, default=0.1, help="seconds between looks (default 0.1)")
-    fol.add_argument("--idle-timeout", type=float, default=10.0, help="stop after this many idle seconds (default 10)")
+    fol.add_argument("--poll", type=_positive, default=0.1, help="seconds between looks (default 0.1)")
+    fol.add_argument("--idle-timeout", type=_non_negative, default=10.0, help="stop after this many idle seconds (default 10)")
     fol.set_defaults(func=_cmd_follow)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``nwb-dask``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _message(exc: BaseException) -> str:
+    """An expected error's message (without the quotes ``str(KeyError)`` adds)."""
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input: exit status 2, one line on stderr, no traceback.
+
+    Missing, wrong or corrupt files (``OSError``: FileNotFoundError,
+    FileExistsError, IsADirectoryError, :class:`nwb_dask.errors.NotHDF5Error`,
+    :class:`nwb_dask.remote.RemoteReadError`, h5py's errors), invalid values
+    and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
+    NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
+    and a live writer's failure (:class:`nwb_dask.live.StreamError`).
+    """
+    from .live import StreamError
+
+    return OSError, ValueError, KeyError, StreamError
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull, so the interpreter's final flush does not fail again (Python's signal docs)."""
     try:
-        return args.func(args)
-    except (CodecError, ValueError, OSError, KeyError) as exc:
-        print(f"nwb-dask {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capturing output)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nwb-dask``; returns the exit status (see the module docstring and docs/cli.md)."""
+    from .errors import VerificationError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with status 2
+    where = f"nwb-dask {args.command}"
+    try:
+        status = args.func(args)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed from None
+        return status
+    except _StdoutClosed:  # `nwb-dask info ... | head`: the reader has what it wanted
+        _silence_stdout()
+        return OK
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:
+        if isinstance(exc, VerificationError):
+            print(f"{where}: check failed: {exc}", file=sys.stderr)
+            return CHECK_FAILED
+        if isinstance(exc, expected_errors()):
+            print(f"{where}: error: {_message(exc)}", file=sys.stderr)
+            return BAD_INPUT
+        traceback.print_exc()  # a bug: keep the traceback for the report
+        print(f"{where}: internal error ({type(exc).__name__}: {exc}); this is a bug in nwb_dask, please report it "
+              "with the traceback above", file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

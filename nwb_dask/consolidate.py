@@ -174,12 +174,14 @@ def consolidate(
     import h5py
 
     from .codecs import codec_from_dataset, runs_outside_hdf5
+    from .errors import VerificationError, check_input_file
     from .io import check_rewrite_paths, partial_path
     from .links import audit_links
     from .reader import read_dataset
     from .writer import plan_write, write_arrays
 
     src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
+    check_input_file(src)  # not HDF5: say so, naming the file
     records = audit_links(src)
     broken = [r for r in records if r.broken]
     if broken:
@@ -233,7 +235,7 @@ def consolidate(
             stats = write_arrays(jobs, scheduler=scheduler, progress=progress) if jobs else WriteStats()
         for name in done_datasets if verify else ():
             if not _same_dataset(temp, src, name, scheduler):
-                raise ValueError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
+                raise VerificationError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
         with open(temp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(temp, out)

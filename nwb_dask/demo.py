@@ -23,6 +23,7 @@ import numpy as np
 
 from .chunking import DEFAULT_BLOCK_BYTES
 from .codecs import CodecSpec, codec
+from .errors import VerificationError
 from .scheduler import use_scheduler
 
 __all__ = ["DemoResult", "run_demo"]
@@ -89,6 +90,7 @@ def run_demo(
     workers: int | None = None,
     progress: bool = True,
     serial_seconds: float = 5.0,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Write with the parallel writer, reopen and verify a synthetic recording.
 
@@ -110,10 +112,19 @@ def run_demo(
     serial_seconds : float
         Length of the slice written the serial pynwb way for comparison
         (0 to skip).
+    overwrite : bool
+        Replace ``path`` if it exists (otherwise a ``FileExistsError``).
 
     Returns
     -------
     DemoResult
+
+    Raises
+    ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
+    nwb_dask.errors.VerificationError
+        The file read back differs from the source.
     """
     from pynwb import NWBHDF5IO
 
@@ -123,6 +134,10 @@ def run_demo(
     c = codec(codec_spec)
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
+    if path is not None and os.path.isdir(path):
+        raise IsADirectoryError(f"{os.fspath(path)} is a directory; give the path of the NWB file to write")
+    if path is not None and os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)} exists; pass overwrite=True (--overwrite) to replace it")
     with contextlib.ExitStack() as stack:
         if path is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nwb_dask_demo_"))
@@ -185,12 +200,13 @@ def _verify(dset, source, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     if tuple(dset.shape) != tuple(source.shape) or dset.dtype != source.dtype:
-        raise AssertionError(f"stored {dset.shape} {dset.dtype} != source {source.shape} {source.dtype}")
+        raise VerificationError(f"{dset.file.filename}: stored {dset.shape} {dset.dtype} != source {source.shape} "
+                                f"{source.dtype}")
     edges = np.cumsum((0,) + source.chunks[0])
     bar = tqdm(total=len(edges) - 1, desc="verify", leave=False, disable=not progress)
     for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
         expected = source.blocks[i].compute()
         if not np.array_equal(dset[a:b], expected):
-            raise AssertionError(f"samples {a}:{b} differ between the file and the source")
+            raise VerificationError(f"{dset.file.filename}: samples {a}:{b} differ between the file and the source")
         bar.update()
     bar.close()

@@ -173,11 +173,12 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
 
     Raises
     ------
-    FileNotFoundError
-        No such local file.
+    FileNotFoundError, IsADirectoryError, nwb_dask.errors.NotHDF5Error
+        No such local file, a directory, or not an HDF5 file (named).
     """
     import h5py
 
+    from .errors import open_hdf5
     from .reader import _is_url, _options_key
     from .remote import byte_source
 
@@ -186,18 +187,17 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         # a fresh handle, not reader._open_remote's: that cache is keyed by the URL alone and
         # would describe a file replaced at the same URL as it was when first opened
         fobj = byte_source(str(path), **dict(_options_key(remote_options))).open()
-        f = h5py.File(fobj, "r")
+        try:
+            f = open_hdf5(fobj, name=str(path))
+        except BaseException:
+            fobj.close()
+            raise
         file_bytes = None
         where = str(path)
     else:
         where = os.path.abspath(os.fspath(path))
-        if not os.path.exists(where):
-            raise FileNotFoundError(f"no such file: {where}")
         fobj = None
-        try:
-            f = h5py.File(where, "r")
-        except OSError as exc:
-            raise OSError(f"{where}: cannot open as HDF5/NWB ({exc})") from exc
+        f = open_hdf5(where)  # errors name the path
         file_bytes = os.path.getsize(where)
     try:
         records = {}

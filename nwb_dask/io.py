@@ -33,6 +33,7 @@ from pynwb import NWBHDF5IO
 
 from .chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
 from .codecs import Codec, CodecSpec, codec as make_codec
+from .errors import directory_message, reworded
 from .iterators import DaskDataChunkIterator
 from .queue import ParallelDataChunkIteratorQueue, drain_iterators
 from .scheduler import DEFAULT_INFLIGHT_BYTES
@@ -51,6 +52,18 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
 
 
+def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
+    """``exc``, raised while writing ``temp``, as the same error about ``target`` (the file the user named).
+
+    The temporary name is an implementation detail of the atomic write; an
+    error that names it sends the user looking for a file that never existed.
+    """
+    if temp.name not in str(exc):  # not about the file being written (e.g. a source that failed to read)
+        return exc
+    text = str(exc).replace(str(temp), str(target)).replace(temp.name, target.name)
+    return reworded(exc, f"cannot write {target}: {text}")
+
+
 def check_rewrite_paths(source, output, overwrite: bool, tool: str,
                         same_error: type[Exception] = ValueError) -> tuple[Path, Path]:
     """Check the input and output of a tool that writes a new file from an existing one.
@@ -64,6 +77,8 @@ def check_rewrite_paths(source, output, overwrite: bool, tool: str,
     ------
     FileNotFoundError
         No such input file, or no output directory.
+    IsADirectoryError
+        The input is a directory.
     same_error
         The output is the input (same path, link or hard link).
     FileExistsError
@@ -71,6 +86,8 @@ def check_rewrite_paths(source, output, overwrite: bool, tool: str,
     """
     src = Path(source).resolve()
     out = Path(output).absolute()
+    if src.is_dir():  # a Zarr store is pointed to convert
+        raise IsADirectoryError(directory_message(str(src)))
     if not src.is_file():
         raise FileNotFoundError(f"no such file: {src}")
     if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
@@ -181,8 +198,14 @@ class NWBDaskIO(NWBHDF5IO):
         if atomic and mode in ("w", "w-", "x"):
             if mode in ("w-", "x") and self._target.exists():
                 raise FileExistsError(f"{self._target} exists (mode {mode!r}); use mode 'w' to overwrite")
+            if not self._target.absolute().parent.is_dir():
+                raise FileNotFoundError(f"cannot write {self._target}: directory {self._target.absolute().parent} "
+                                        "does not exist")
             self._temp = partial_path(self._target)
-            super().__init__(str(self._temp), mode="w", **kwargs)
+            try:
+                super().__init__(str(self._temp), mode="w", **kwargs)
+            except OSError as exc:
+                raise _naming_target(exc, self._temp, self._target) from exc
         else:
             super().__init__(str(self._target), mode=mode, **kwargs)
 
@@ -242,8 +265,10 @@ class NWBDaskIO(NWBHDF5IO):
                     others.append((dset, data))
             queue.clear()
             self.stats = self._write_all(jobs, others)
-        except BaseException:
+        except BaseException as exc:
             self._failed = True
+            if self._temp is not None and isinstance(exc, OSError):
+                raise _naming_target(exc, self._temp, self._target) from exc
             raise
 
     def write_dataset(self, *args: Any, **kwargs: Any):
@@ -330,7 +355,11 @@ class NWBDaskIO(NWBHDF5IO):
             if self._failed:
                 temp.unlink(missing_ok=True)
             elif temp.exists():
-                os.replace(temp, self._target)
+                try:
+                    os.replace(temp, self._target)
+                except OSError as exc:  # e.g. the target is a directory: name it, not the temporary
+                    temp.unlink(missing_ok=True)
+                    raise _naming_target(exc, temp, self._target) from exc
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:

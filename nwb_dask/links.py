@@ -79,10 +79,10 @@ class LinkedData(H5DataIO):
 def _open_dataset(path: str | os.PathLike, name: str):
     import h5py
 
+    from .errors import open_hdf5
+
     path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    f = h5py.File(path, "r")
+    f = open_hdf5(path)  # missing, a directory or not HDF5: an error naming the path
     if name not in f:
         f.close()
         raise KeyError(f"{path} has no dataset {name!r}")
@@ -349,8 +349,6 @@ def _candidates(stored: str, parent_dir: str, env: str) -> list[str]:
 
 
 def _record(kind: str, path: str, stored: str, obj: str, parent_file: str) -> LinkRecord:
-    import h5py
-
     parent_dir = os.path.dirname(os.path.abspath(parent_file))
     if stored == ".":  # a virtual source in the same file
         found: str | None = os.path.abspath(parent_file)
@@ -361,10 +359,14 @@ def _record(kind: str, path: str, stored: str, obj: str, parent_file: str) -> Li
     if found is None:
         reason = f"target file {stored!r} not found (looked in {parent_dir} and the working directory)"
     else:
+        from .errors import NotHDF5Error, open_hdf5
+
         try:
-            with h5py.File(found, "r") as t:
+            with open_hdf5(found) as t:
                 if obj not in t:
                     reason = f"{found} has no object {obj!r}"
+        except NotHDF5Error as exc:  # names the file already
+            reason = str(exc)
         except OSError as exc:
             reason = f"cannot open {found}: {exc}"
     return LinkRecord(kind, path, stored, obj, found, os.path.isabs(stored), bool(reason), reason)
@@ -387,16 +389,16 @@ def audit_links(path: str | os.PathLike) -> list[LinkRecord]:
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` does not exist.
+    FileNotFoundError, IsADirectoryError, nwb_dask.errors.NotHDF5Error
+        ``path`` does not exist, is a directory or is not an HDF5 file.
     """
     import h5py
 
+    from .errors import open_hdf5
+
     path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
     records: list[LinkRecord] = []
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:  # missing, a directory or not HDF5: an error naming the path
         externals: list[tuple[str, Any]] = []
         datasets: list[str] = []
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
-from .codecs import Codec, codec_from_dataset, runs_outside_hdf5
+from .codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
 
 __all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb"]
 
@@ -70,9 +70,9 @@ def _source(url: str, options: tuple = ()):
 @functools.lru_cache(maxsize=16)
 def _open_remote(url: str, options: tuple = ()):
     """This process's h5py handle on a remote file (metadata through the cached byte source)."""
-    import h5py
+    from .errors import open_hdf5
 
-    return h5py.File(_source(url, options).open(), "r")
+    return open_hdf5(_source(url, options).open(), name=url)
 
 
 def _close_handles() -> None:
@@ -187,6 +187,25 @@ class _Chunks:
         else:
             dest[...] = self.codec.decode(data, self.dtype, self.chunk_shape, mask)[within]
 
+    def _chunk_error(self, exc: Exception, offset: tuple, byte_offset: int | None, nbytes: int) -> CodecError:
+        """``exc`` (a chunk that does not decode) as a CodecError naming the file, dataset and chunk.
+
+        The codec knows only bytes and shapes; here the file, the dataset and
+        the chunk's offset (its first element, and where its bytes are stored)
+        are known, so a corrupt chunk can be found and checked with h5py.
+        """
+        where = f"byte offset {byte_offset}, " if byte_offset is not None else ""
+        return CodecError(f"{self.where[0]}: dataset {self.name}: chunk at offset {tuple(int(o) for o in offset)} "
+                          f"({where}{nbytes} stored bytes) does not decode: {exc}")
+
+    def _read_through_h5py(self, dset, region):
+        """``dset[region]`` through HDF5's own filters; a failure names the file, dataset and region."""
+        try:
+            return dset[region]
+        except OSError as exc:
+            box = ", ".join(f"{s.start}:{s.stop}" for s in region)
+            raise OSError(f"{self.where[0]}: dataset {self.name}: cannot read [{box}]: {exc}") from exc
+
 
 class _LocalChunks(_Chunks):
     """A dataset of a local file; ``where = (path, mtime)``."""
@@ -194,7 +213,7 @@ class _LocalChunks(_Chunks):
     def _read(self, region):
         dset = _open(*self.where)[self.name]
         if self.codec is None:
-            return dset[region]
+            return self._read_through_h5py(dset, region)
         out = np.empty(tuple(s.stop - s.start for s in region), self.dtype)
         for offset, local, within in chunk_overlaps(region, self.chunk_shape):
             try:
@@ -202,7 +221,11 @@ class _LocalChunks(_Chunks):
             except (KeyError, RuntimeError, OSError):  # never written: the fill value
                 out[local] = self.fill
                 continue
-            self._decode_into(out[local], within, data, mask)
+            try:
+                self._decode_into(out[local], within, data, mask)
+            except CodecError as exc:
+                raise self._chunk_error(exc, offset, dset.id.get_chunk_info_by_coord(offset).byte_offset,
+                                        len(data)) from exc
         return out
 
 
@@ -221,7 +244,7 @@ class _RemoteChunks(_Chunks):
     def _read(self, region):
         dset = _open_remote(*self.where)[self.name]
         if self.codec is None:
-            return dset[region]
+            return self._read_through_h5py(dset, region)
         out = np.empty(tuple(s.stop - s.start for s in region), self.dtype)
         pieces, wanted = [], []
         for offset, local, within in chunk_overlaps(region, self.chunk_shape):
@@ -229,12 +252,15 @@ class _RemoteChunks(_Chunks):
             if info.byte_offset is None:  # never written: the fill value
                 out[local] = self.fill
                 continue
-            pieces.append((local, within, info.filter_mask))
+            pieces.append((local, within, info.filter_mask, offset))
             wanted.append((info.byte_offset, info.size))
 
         def place(i: int, data: bytes) -> None:  # in the thread that fetched the chunk
-            local, within, mask = pieces[i]
-            self._decode_into(out[local], within, data, mask)
+            local, within, mask, offset = pieces[i]
+            try:
+                self._decode_into(out[local], within, data, mask)
+            except CodecError as exc:
+                raise self._chunk_error(exc, offset, wanted[i][0], len(data)) from exc
 
         _source(*self.where).map_ranges(wanted, place, spread=True)
         return out
@@ -485,15 +511,15 @@ def read_dataset(
     """
     import h5py
 
+    from .errors import open_hdf5
+
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     if _is_url(path):
         return _remote_array(path, name, block_bytes, direct, _options_key(remote_options))
     if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
         return _zarr_array(os.fspath(path), name, block_bytes)
     path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:  # a missing, non-HDF5 path or a directory: an error naming it
         _check_link(f, name, path)
         if name not in f:
             raise KeyError(f"{path} has no dataset {name!r}")
@@ -619,9 +645,10 @@ def read_nwb(
 
         io = NWBZarrIO(os.fspath(path), "r")
     else:
+        from .errors import check_input_file
+
         path = os.path.abspath(os.fspath(path))
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path}")
+        check_input_file(path)  # missing or not HDF5: an error naming the path
         io = NWBHDF5IO(path, "r")
     try:
         nwbfile = io.read()

@@ -75,6 +75,8 @@ _FSSPEC_SETTINGS = frozenset({"max_gap", "max_request", "max_workers"})
 #: Default block size and block count of the cache behind :meth:`HTTPByteSource.open`.
 DEFAULT_BLOCK_SIZE = 1 << 20
 DEFAULT_CACHE_BLOCKS = 64
+#: Default ``(connect, read)`` timeouts of :class:`HTTPByteSource` requests, in seconds.
+DEFAULT_TIMEOUT = (5.0, 10.0)
 #: Smallest request :meth:`HTTPByteSource.map_ranges` makes when spreading bytes over requests.
 MIN_SPREAD_REQUEST = 1 << 20
 
@@ -110,6 +112,16 @@ class RemoteReadError(OSError):
             off, length = byte_range
             what = f"bytes {off}-{off + length - 1} (offset {off}, length {length})"
         super().__init__(f"cannot read {what} of {url} after {attempts} attempt(s): {last_error}")
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a request failed because the server did not connect or answer in time."""
+    import requests
+    import urllib3
+
+    if isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)):
+        return True
+    return "timed out" in str(exc).lower()  # requests' ConnectionError around urllib3's ReadTimeoutError
 
 
 class _Retry(Exception):
@@ -485,8 +497,18 @@ class HTTPByteSource(_RangeReader):
         Delay before retry *k* (1-based) is ``backoff * 2 ** (k - 1)`` seconds,
         at most ``max_backoff``; a ``Retry-After`` header on 429/503 replies
         takes precedence (also capped).
-    timeout : float
-        Connect and read timeout of each request, in seconds.
+    timeout : float or (float, float)
+        Timeouts of each request in seconds, ``(connect, read)`` as requests
+        takes them (one number: both).  Default ``(5, 10)``: the read timeout
+        bounds the wait for each byte of the reply, not the whole transfer.
+    timeout_retries : int
+        Of the ``retries``, how many may follow a timed-out attempt (default
+        1): a server that does not answer at all is rarely back a moment
+        later, so one that never answers fails after
+        ``(min(retries, timeout_retries) + 1) * read timeout`` seconds plus
+        backoff, about 20 s with the defaults (:attr:`silent_server_seconds`),
+        instead of minutes.  Other failures (5xx, 429, resets, truncated
+        replies) use every retry.
     max_gap : int
         Ranges separated by at most this many bytes are fetched by one request
         (the gap bytes are downloaded and dropped).
@@ -511,7 +533,8 @@ class HTTPByteSource(_RangeReader):
         *,
         retries: int = 5,
         backoff: float = 0.05,
-        timeout: float = 30.0,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        timeout_retries: int = 1,
         max_gap: int = 1 << 20,
         max_request: int = 16 << 20,
         max_workers: int = 8,
@@ -523,8 +546,11 @@ class HTTPByteSource(_RangeReader):
                 f"unsupported URL scheme {scheme or '(none)'!r} in {url!r}; "
                 "HTTPByteSource reads http://, https:// and s3:// URLs"
             )
-        if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
-            raise ValueError("retries, backoff and max_backoff must be >= 0 and timeout > 0")
+        timeouts = tuple(float(t) for t in timeout) if isinstance(timeout, (tuple, list)) else (float(timeout),) * 2
+        if len(timeouts) != 2 or min(timeouts) <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or (connect, read) seconds, got {timeout!r}")
+        if retries < 0 or timeout_retries < 0 or backoff < 0 or max_backoff < 0:
+            raise ValueError("retries, timeout_retries, backoff and max_backoff must be >= 0")
         if max_gap < 0 or max_request < 1 or max_workers < 1:
             raise ValueError("max_gap must be >= 0, max_request and max_workers >= 1")
         self.url = s3_to_https(url) if scheme == "s3" else url
@@ -532,7 +558,8 @@ class HTTPByteSource(_RangeReader):
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
-        self.timeout = float(timeout)
+        self.timeout = timeouts
+        self.timeout_retries = int(timeout_retries)
         self.max_gap = int(max_gap)
         self.max_request = int(max_request)
         self.max_workers = int(max_workers)
@@ -585,16 +612,24 @@ class HTTPByteSource(_RangeReader):
         delay = after if after is not None else self.backoff * 2 ** (retry - 1)
         return min(delay, self.max_backoff)
 
+    @property
+    def silent_server_seconds(self) -> float:
+        """Longest wait for one request to a server that accepts connections and never answers."""
+        tries = min(self.retries, self.timeout_retries) + 1
+        return tries * self.timeout[1] + sum(self._delay(k, None) for k in range(1, tries))
+
     def _with_retries(self, byte_range: tuple[int, int] | None, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt`` until it succeeds, retrying transient failures."""
+        """Run ``attempt`` until it succeeds, retrying transient failures (timeouts ``timeout_retries`` times)."""
         import requests
         import urllib3
 
-        last, after = "no attempt made", None
+        last, after, timeouts = "no attempt made", None, 0
+        attempts = 0
         for i in range(self.retries + 1):
             if i:
                 time.sleep(self._delay(i, after))
             after = None
+            attempts += 1
             try:
                 return attempt()
             except RemoteReadError:
@@ -605,7 +640,13 @@ class HTTPByteSource(_RangeReader):
                 raise
             except (requests.RequestException, http.client.HTTPException, OSError, urllib3.exceptions.HTTPError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
-        raise RemoteReadError(self.url, byte_range, self.retries + 1, last)
+                if _timed_out(exc):
+                    timeouts += 1
+                    if timeouts > self.timeout_retries:
+                        last += (f" (no reply within the {self.timeout[1]:g} s read timeout or {self.timeout[0]:g} s "
+                                 "connect timeout; for a slow server raise the timeout: remote_options timeout=, nwb-dask info --timeout)")
+                        break
+        raise RemoteReadError(self.url, byte_range, attempts, last)
 
     # -- size -------------------------------------------------------------- #
     @property

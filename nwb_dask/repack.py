@@ -33,6 +33,7 @@ import numpy as np
 
 from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from .errors import VerificationError
 from .writer import WriteStats
 
 __all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack", "compare_files"]
@@ -43,6 +44,10 @@ DEFAULT_MIN_BYTES = 2**20
 
 class RepackError(ValueError):
     """Repack could not run, or the output differs from the input (named object)."""
+
+
+class RepackVerificationError(RepackError, VerificationError):
+    """The repacked or converted output differs from its input (the objects are named); no output was left."""
 
 
 @dataclasses.dataclass
@@ -455,12 +460,14 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
+    from .errors import check_input_file
     from .info import codec_label
     from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths, partial_path
     from .reader import read_dataset
 
     t0 = time.perf_counter()
     src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
+    check_input_file(src, nwb=True, tool="repack")  # not HDF5, or plain HDF5: say so, naming the file
     fixed = None if codec == "source" else make_codec(codec)
 
     temp = partial_path(out)
@@ -494,7 +501,7 @@ def repack(
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
-                raise RepackError(f"verification failed: the repacked copy of {src} differs:\n  {shown}")
+                raise RepackVerificationError(f"verification failed: the repacked copy of {src} differs:\n  {shown}")
         with h5py.File(temp, "r") as f:
             for d in datasets:
                 d.stored_out = _stored(f[d.path])

@@ -570,7 +570,8 @@ def convert(
 
     from .io import NWBDaskIO
     from .reader import read_dataset
-    from .repack import RepackError, _chunks_for, _in_file, large_fields, own_codec, swap_field
+    from .errors import check_input_file, looks_like_zarr
+    from .repack import RepackVerificationError, _chunks_for, _in_file, large_fields, own_codec, swap_field
 
     t0 = time.perf_counter()
     src, out = Path(source).absolute(), Path(output).absolute()
@@ -582,10 +583,15 @@ def convert(
         raise ValueError(f"output {out} is the input; convert writes a new file")
     to_zarr = is_zarr_path(out)
     from_zarr = src.is_dir()
+    if from_zarr and not looks_like_zarr(src):
+        raise IsADirectoryError(f"{src} is a directory without Zarr metadata (.zgroup or zarr.json); convert reads "
+                                "an NWB (HDF5) file or an NWB-Zarr store")
     if to_zarr == from_zarr:
         kind = "Zarr stores" if to_zarr else "HDF5 files"
         raise ValueError(f"both {src} and {out} are {kind}; convert goes from HDF5 to Zarr or back "
                          "(nwb-dask repack rewrites an HDF5 file)")
+    if not from_zarr:
+        check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
     temp = partial_path(out)
@@ -629,7 +635,8 @@ def convert(
             diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler)
             verify_seconds = time.perf_counter() - tv
             if diffs:
-                raise RepackError(f"verification failed: the converted copy of {src} differs:\n  " + "\n  ".join(diffs))
+                raise RepackVerificationError(f"verification failed: the converted copy of {src} differs:\n  "
+                                              + "\n  ".join(diffs))
         if not to_zarr:
             with open(temp, "rb+") as fh:
                 os.fsync(fh.fileno())
