@@ -24,9 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +32,8 @@ import numpy as np
 
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
-from .io import DaskDataIO, partial_path
+from .atomic import AtomicOutput
+from .io import DaskDataIO
 from .repack import DEFAULT_MIN_BYTES
 from .writer import WriteStats
 
@@ -401,15 +400,10 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     out = Path(path).absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    temp = partial_path(out)
-    try:
-        with _io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
+    with AtomicOutput(out) as atomic:
+        with _io_class()(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
             io.write(nwbfile)
             stats = io.stats
-        _replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return stats
 
 
@@ -437,17 +431,6 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
         except Exception:  # pragma: no cover - best effort on a failing store
             pass
         raise
-
-
-def _replace(temp: Path, out: Path) -> None:
-    """Move a finished file or store into place (a store replacing a store goes through a rename aside)."""
-    if out.is_dir() and not out.is_symlink():
-        aside = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(out, aside)
-        os.replace(temp, out)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(temp, out)
 
 
 # --------------------------------------------------------------------------- #
@@ -578,10 +561,10 @@ def convert(
                          "(nwb-dask repack rewrites an HDF5 file)")
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    temp = partial_path(out)
     names: list[str] = []
     verify_seconds = 0.0
-    try:
+    with AtomicOutput(out) as atomic:  # a file is fsynced, a store's files are not (see docs/zarr.md)
+        temp = atomic.temp
         if from_zarr:
             pickled = _pickled_arrays(src)
             if pickled and not allow_pickle:
@@ -620,16 +603,6 @@ def convert(
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 raise RepackError(f"verification failed: the converted copy of {src} differs:\n  " + "\n  ".join(diffs))
-        if not to_zarr:
-            with open(temp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        _replace(temp, out)
-    except BaseException:
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            temp.unlink(missing_ok=True)
-        raise
     return ConvertResult(src, out, "hdf5->zarr" if to_zarr else "zarr->hdf5", names,
                          time.perf_counter() - t0, verify_seconds, verify, stats)
 
