@@ -30,6 +30,7 @@ changed, so the file reads as before.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -183,8 +184,26 @@ def release_sigterm(counted: bool) -> None:
 # --------------------------------------------------------------------------- #
 # the atomic output                                                            #
 # --------------------------------------------------------------------------- #
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM held back (main thread) until the block ends, so cleanup is not cut short."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _remove(path: Path) -> None:
     """Delete a temporary file or store; a file is truncated first, so its space is freed even if still open."""
+    with _signals_deferred():
+        _remove_now(path)
+
+
+def _remove_now(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -286,10 +305,15 @@ class AtomicOutput:
 
     def _replace(self) -> None:
         temp, out = self.temp, self.target
-        if out.is_dir() and not out.is_symlink():
+        if out.is_dir() and not out.is_symlink():  # rename(2) cannot replace a non-empty directory
             aside = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(out, aside)
-            os.replace(temp, out)
+            with _signals_deferred():  # no Ctrl-C/SIGTERM between the two renames
+                os.replace(out, aside)
+                try:
+                    os.replace(temp, out)
+                except BaseException:
+                    os.replace(aside, out)
+                    raise
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(temp, out)

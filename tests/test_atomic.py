@@ -367,6 +367,28 @@ def test_errors_at_close_fsync_and_rename_clean_up(tmp_path, monkeypatch, fault)
     assert partials(tmp_path) == [] and sha256(target) == digest
 
 
+def test_a_store_replacing_a_store_is_put_back_when_the_second_rename_fails(tmp_path, monkeypatch):
+    """A directory cannot be renamed onto a non-empty one: the old store goes aside first, and comes back."""
+    target = tmp_path / "x.nwb.zarr"
+    (target / "old").mkdir(parents=True)
+    (target / "old" / "chunk").write_bytes(b"old data")
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append((Path(a).name, Path(b).name))
+        if len(calls) == 2:
+            raise OSError(errno.EIO, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(nwb_dask.atomic.os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        with AtomicOutput(target) as out:
+            (out.temp / "new").mkdir(parents=True)
+    assert len(calls) == 3 and calls[2][1] == "x.nwb.zarr"  # aside, (failed) temp -> target, back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nwb.zarr"]
+    assert (target / "old" / "chunk").read_bytes() == b"old data"
+
+
 # --------------------------------------------------------------------------- #
 # a full disk (a tiny tmpfs)                                                   #
 # --------------------------------------------------------------------------- #
