@@ -46,7 +46,14 @@ TESTS = Path(__file__).parent
 
 
 def sha256(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """Of a file, or of every file of a directory (a Zarr store) by name."""
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        return h.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def partials(directory) -> list[str]:
@@ -453,7 +460,7 @@ def test_disk_full_write_nwb_zarr(tiny_disk):
     assert os.listdir(tiny_disk) == []
 
 
-@pytest.mark.parametrize("tool", ["repack", "convert", "consolidate"])
+@pytest.mark.parametrize("tool", ["repack", "convert", "convert_back", "consolidate"])
 def test_disk_full_repack_convert_consolidate(tmp_path, tiny_disk, tool):
     x, arr = _noise()
     src = tmp_path / "in.nwb"
@@ -468,11 +475,15 @@ def test_disk_full_repack_convert_consolidate(tmp_path, tiny_disk, tool):
         joined = tmp_path / "joined.nwb"
         write_nwb(ephys_nwbfile(j["data"], rate=j["rate"]), joined, progress=False)
         src, digest_in = joined, sha256(joined)
+    if tool == "convert_back":  # Zarr -> HDF5
+        src = nwb_dask.convert(src, tmp_path / "in.nwb.zarr", codec="none", progress=False).output
+        digest_in = sha256(src)
     kept = None
     if tool != "convert":  # an existing output, replaced only by a complete one
         kept = _small_target(target)
     run = {"repack": lambda: nwb_dask.repack(src, target, codec="none", overwrite=True, progress=False),
            "convert": lambda: nwb_dask.convert(src, target, codec="none", progress=False),
+           "convert_back": lambda: nwb_dask.convert(src, target, codec="none", overwrite=True, progress=False),
            "consolidate": lambda: nwb_dask.consolidate(src, target, overwrite=True, progress=False)}[tool]
     with _enospc(target):
         run()
