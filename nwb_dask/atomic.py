@@ -283,7 +283,10 @@ class AtomicOutput:
         self._open = True
 
     def commit(self, before_rename: Callable[[Path], None] | None = None) -> None:
-        """``fsync``, rename onto the target (a store replacing a store goes through a rename aside), ``fsync`` the directory.
+        """``fsync``, rename onto the target, ``fsync`` the directory.
+
+        A store replacing a store goes through a rename aside (and back if the
+        second rename fails).
 
         On any error the temporary is removed and the error raised (as
         ``OSError(ENOSPC)`` naming the target for a full disk).

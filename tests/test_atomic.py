@@ -157,7 +157,8 @@ def failing(shape=(1000, 4), chunks=(100, 4), at=5, dtype="int16"):
 def small_nwbfile(n=100):
     from pynwb import NWBFile
 
-    nwb = NWBFile(session_description="s", identifier="atomic", session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    nwb = NWBFile(session_description="s", identifier="atomic",
+                  session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc))
     nwb.add_acquisition(TimeSeries(name="first", data=np.arange(n, dtype="i4"), unit="u", rate=1.0))
     return nwb
 
@@ -221,8 +222,10 @@ def test_append_undone_or_complete_for_any_chunking(tmp_path, data, rows, cols, 
         try:
             with NWBDaskIO(path, "a", progress=False) as io:
                 nwbfile = io.read()
-                nwbfile.add_acquisition(TimeSeries(name="second", data=DaskDataIO(arr, codec=codec, chunks=(min(rows, 50), cols)), unit="u",
-                                                   rate=1.0))
+                # explicit chunks: DaskDataIO of 3 rows in dask chunks of 2 picks HDF5 chunks of 4 rows, which
+                # h5py refuses (a chunking bug, reported; not this test's subject)
+                series_data = DaskDataIO(arr, codec=codec, chunks=(min(rows, 50), cols))
+                nwbfile.add_acquisition(TimeSeries(name="second", data=series_data, unit="u", rate=1.0))
                 io.write(nwbfile)
         except RuntimeError as exc:
             assert fail is not None and f"block {fail} failed" in str(exc)
@@ -271,7 +274,8 @@ def test_write_nwb_refuses_append_modes(tmp_path, mode):
     with NWBHDF5IO(path, "w") as io:
         io.write(small_nwbfile())
     digest = sha256(path)
-    with pytest.raises(ValueError, match=r"write_nwb writes a new file .*mode=%s.*NWBDaskIO\(path, 'a'\)" % re.escape(repr(mode))):
+    expected = r"write_nwb writes a new file .*mode=%s.*NWBDaskIO\(path, 'a'\)" % re.escape(repr(mode))
+    with pytest.raises(ValueError, match=expected):
         write_nwb(small_nwbfile(), path, mode=mode, progress=False)
     assert sha256(path) == digest
 
