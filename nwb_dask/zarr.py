@@ -32,7 +32,7 @@ import numpy as np
 
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
-from .atomic import AtomicOutput
+from .atomic import AtomicOutput, guard_sigterm, release_sigterm
 from .io import DaskDataIO
 from .repack import DEFAULT_MIN_BYTES
 from .writer import WriteStats
@@ -417,6 +417,7 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
         fs.rm(root, recursive=True)
     import zarr
 
+    counted = guard_sigterm()  # SIGTERM ends the write through the cleanup below, as an error does
     try:
         with _io_class()(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
             # hdmf-zarr (0.13) consolidates metadata with the URL alone, losing the credentials in
@@ -431,6 +432,8 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
         except Exception:  # pragma: no cover - best effort on a failing store
             pass
         raise
+    finally:
+        release_sigterm(counted)
 
 
 # --------------------------------------------------------------------------- #
