@@ -3,7 +3,7 @@
 Every nwb_dask writer of a new file or store (:class:`~nwb_dask.io.NWBDaskIO`
 in modes ``"w"``/``"w-"``/``"x"``, :func:`~nwb_dask.repack`,
 :func:`~nwb_dask.convert`, :func:`~nwb_dask.write_nwb_zarr`,
-:func:`~nwb_dask.consolidate`, :func:`nwb_dask.mpi.write_mpi`, the live
+:func:`~nwb_dask.consolidate`, :func:`nwb_dask.mpi.write`, the live
 writer's creation) goes through :class:`AtomicOutput`:
 
 * the output is built under the hidden name :func:`partial_path` gives
