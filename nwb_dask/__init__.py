@@ -10,6 +10,9 @@ DaskDataChunkIterator
     Dask arrays as hdmf DataChunkIterators (:mod:`nwb_dask.iterators`).
 NWBDaskIO, DaskDataIO, write_nwb
     Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
+find_partials, remove_partials
+    Temporaries a killed writer left behind (:mod:`nwb_dask.atomic`: outputs
+    that appear whole or not at all, appends undone when they fail).
 write_dask_array, WriteStats, WriteError
     The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
 BlockDtypeError
@@ -35,6 +38,7 @@ synthetic_ephys
     Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
 """
 
+from .atomic import find_partials, remove_partials
 from .blocks import BlockDtypeError
 from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
 from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
@@ -71,6 +75,7 @@ __all__ = [
     "consolidate",
     "convert",
     "external_data",
+    "find_partials",
     "growing",
     "guess_chunk_shape",
     "info",
@@ -78,6 +83,7 @@ __all__ = [
     "join_timeseries",
     "read_dataset",
     "read_nwb",
+    "remove_partials",
     "repack",
     "resolve_chunk_shape",
     "synthetic_ephys",

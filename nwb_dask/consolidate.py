@@ -174,8 +174,9 @@ def consolidate(
     import h5py
 
     from .codecs import codec_from_dataset, runs_outside_hdf5
+    from .atomic import AtomicOutput
     from .errors import VerificationError, check_input_file
-    from .io import check_rewrite_paths, partial_path
+    from .io import check_rewrite_paths
     from .links import audit_links
     from .reader import read_dataset
     from .writer import plan_write, write_arrays
@@ -188,7 +189,8 @@ def consolidate(
         listing = "; ".join(f"{r.path} -> {r.file}:{r.object} ({r.reason})" for r in broken)
         raise FileNotFoundError(f"{src} has broken external data, cannot consolidate: {listing}")
 
-    temp = partial_path(out)
+    atomic = AtomicOutput(out)
+    temp = atomic.temp
     done_datasets: list[str] = []
     done_groups: list[str] = []
     jobs = []
@@ -236,16 +238,15 @@ def consolidate(
         for name in done_datasets if verify else ():
             if not _same_dataset(temp, src, name, scheduler):
                 raise VerificationError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
-        with open(temp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(temp, out)
-    except BaseException:
+        atomic.commit()
+    except BaseException as exc:
         # The traceback keeps this frame alive: drop its HDF5 objects now.  A virtual
         # dataset's creation property list that outlived h5py crashed the C library's
         # exit handler (H5_term_library -> H5D__virtual_reset_layout).
         obj = dset = None  # noqa: F841
         jobs.clear()
-        temp.unlink(missing_ok=True)
+        atomic.discard()
+        atomic.raise_for(exc)
         raise
     return ConsolidateResult(out, done_datasets, done_groups, verify, stats)
 

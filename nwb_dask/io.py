@@ -15,15 +15,17 @@ nwb_dask only takes over the bulk bytes of large datasets:
 
 Files written in mode ``"w"``/``"w-"``/``"x"`` appear atomically: the file is
 built under a temporary name next to the target and renamed when the ``with``
-block (or :meth:`NWBDaskIO.close`) completes without error; on error the
-partial file is removed and nothing is left at the target.
+block (or :meth:`NWBDaskIO.close`) completes without error; on error, Ctrl-C or
+SIGTERM the partial file is removed and nothing is left at the target (see
+:mod:`nwb_dask.atomic`).  Appends (mode ``"a"``/``"r+"``) write in place; one
+that fails is undone (:class:`~nwb_dask.atomic.AppendJournal`), so the file
+reads as before.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from typing import Any
 from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO
 
+from .atomic import AppendJournal, AtomicOutput, disk_full_error, guard_sigterm, partial_path, release_sigterm
 from .chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
 from .codecs import Codec, CodecSpec, codec as make_codec
 from .errors import directory_message, reworded
@@ -40,16 +43,6 @@ from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, plan_write, write_arrays
 
 __all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
-
-
-def partial_path(target: Path) -> Path:
-    """The hidden temporary name next to ``target`` (``.NAME.<hex>.partial.SUFFIX``) that atomic writers build under.
-
-    Every nwb_dask output that appears atomically (``NWBDaskIO``, consolidate,
-    repack, convert, MPI writes) is written here and renamed to ``target``
-    only when complete.
-    """
-    return target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
 
 
 def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
@@ -166,7 +159,8 @@ class NWBDaskIO(NWBHDF5IO):
         Progress bar (bytes, MB/s) on long writes.
     atomic : bool
         In write modes, build the file under a temporary name and rename it
-        into place only on success (default True).
+        into place only on success (default True); in modes ``"a"``/``"r+"``,
+        undo a :meth:`write` that fails (see :class:`~nwb_dask.atomic.AppendJournal`).
     **kwargs
         Passed to ``NWBHDF5IO`` (``manager``, ``load_namespaces``, ...).
 
@@ -188,8 +182,10 @@ class NWBDaskIO(NWBHDF5IO):
         **kwargs: Any,
     ):
         self._target = Path(path)
-        self._temp: Path | None = None
+        self._output: AtomicOutput | None = None
         self._failed = False
+        if atomic and mode == "a" and not self._target.exists():
+            mode = "w-"  # "a" creates a missing file: a new file, built atomically like any other
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.scheduler = scheduler
         self.progress = progress
@@ -201,13 +197,18 @@ class NWBDaskIO(NWBHDF5IO):
             if not self._target.absolute().parent.is_dir():
                 raise FileNotFoundError(f"cannot write {self._target}: directory {self._target.absolute().parent} "
                                         "does not exist")
-            self._temp = partial_path(self._target)
+            self._output = AtomicOutput(self._target)
             try:
-                super().__init__(str(self._temp), mode="w", **kwargs)
-            except OSError as exc:
-                raise _naming_target(exc, self._temp, self._target) from exc
+                super().__init__(str(self._output.temp), mode="w", **kwargs)
+            except BaseException as exc:
+                self._output.discard()
+                if isinstance(exc, OSError):
+                    raise _naming_target(exc, self._output.temp, self._target) from exc
+                raise
         else:
             super().__init__(str(self._target), mode=mode, **kwargs)
+        # An append is undone if it fails: what the file holds now, and after each successful write.
+        self._journal = AppendJournal(self._file) if atomic and mode in ("a", "r+") else None
 
     def write(self, container, **kwargs: Any) -> None:
         """Write an NWBFile; large datasets go through the parallel writer.
@@ -250,9 +251,18 @@ class NWBDaskIO(NWBHDF5IO):
                                                              write_args=dict(write_args or {}), **kwargs))
 
     def _parallel(self, run) -> None:
-        """Run hdmf's write/export with DataChunkIterators queued, then write them all in parallel."""
+        """Run hdmf's write/export with DataChunkIterators queued, then write them all in parallel.
+
+        An append (mode ``"a"``/``"r+"``) that fails is undone: the file's
+        links, attributes and dataset shapes, recorded when it was opened (or
+        after the last successful write), are restored after the error (or
+        Ctrl-C, or SIGTERM), so rows added to tables read from the file are
+        removed too.
+        """
         queue = ParallelDataChunkIteratorQueue()
         self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
+        journal = self._journal
+        guard = guard_sigterm() if journal is not None else False
         try:
             run()
             jobs, others = [], []
@@ -265,11 +275,35 @@ class NWBDaskIO(NWBHDF5IO):
                     others.append((dset, data))
             queue.clear()
             self.stats = self._write_all(jobs, others)
+            if journal is not None:
+                self._file.flush()  # a full disk shows here, while the append can still be undone
+                self._journal = AppendJournal(self._file)
         except BaseException as exc:
             self._failed = True
-            if self._temp is not None and isinstance(exc, OSError):
-                raise _naming_target(exc, self._temp, self._target) from exc
+            queue.clear()
+            if journal is not None:
+                jobs = others = dset = data = None  # noqa: F841 - drop the new datasets' handles first
+                self._undo(journal, exc)
+            output = getattr(self, "_output", None)
+            if output is not None and isinstance(exc, OSError):
+                raise _naming_target(exc, output.temp, self._target) from exc
             raise
+        finally:
+            release_sigterm(guard)
+
+    def _undo(self, journal: AppendJournal, exc: BaseException) -> None:
+        """Undo a failed append; say so on the exception (a full disk becomes ``OSError(ENOSPC)`` naming the file)."""
+        problems = journal.undo()
+        if problems:
+            what = (f"undoing the append left {self._target} changed: " + "; ".join(problems[:10])
+                    + (f" ... and {len(problems) - 10} more" if len(problems) > 10 else ""))
+        else:
+            what = (f"the append was undone: {self._target} reads as before (HDF5 keeps the space the append "
+                    "used: nwb-dask repack writes a compact copy)")
+        exc.add_note(f"nwb_dask: {what}")
+        err = disk_full_error(exc, self._target, what)
+        if err is not None:
+            raise err from exc
 
     def write_dataset(self, *args: Any, **kwargs: Any):
         """hdmf's dataset writer, plus virtual datasets and checked external links.
@@ -348,23 +382,39 @@ class NWBDaskIO(NWBHDF5IO):
             return stats.add(side.result())
 
     def close(self, close_links: bool = True) -> None:
-        """Close the file; in atomic write mode, move it into place (or discard it after an error)."""
-        super().close(close_links=close_links)
-        if self._temp is not None:
-            temp, self._temp = self._temp, None
-            if self._failed:
-                temp.unlink(missing_ok=True)
-            elif temp.exists():
+        """Close the file; in atomic write mode, move it into place (or discard it after an error).
+
+        An error while closing (HDF5 flushes its metadata here: a full disk
+        shows now) discards the file too.  Errors name the target, never the
+        temporary.
+        """
+        output, self._output = getattr(self, "_output", None), None
+        try:
+            super().close(close_links=close_links)
+        except BaseException as exc:
+            self._failed = True
+            if output is not None:
+                output.discard()
+                output.raise_for(exc)
+                if isinstance(exc, OSError):
+                    raise _naming_target(exc, output.temp, self._target) from exc
+            raise
+        if output is not None:
+            if self._failed or not output.temp.exists():
+                output.discard()
+            else:
                 try:
-                    os.replace(temp, self._target)
+                    output.commit()
                 except OSError as exc:  # e.g. the target is a directory: name it, not the temporary
-                    temp.unlink(missing_ok=True)
-                    raise _naming_target(exc, temp, self._target) from exc
+                    raise _naming_target(exc, output.temp, self._target) from exc
 
     def __exit__(self, exc_type, exc, tb):
+        output = self._output
         if exc_type is not None:
             self._failed = True
         self.close()
+        if exc is not None and output is not None:
+            output.raise_for(exc)  # a full disk: OSError(ENOSPC) naming the target
 
     @property
     def path(self) -> Path:
@@ -391,7 +441,9 @@ def write_nwb(
         any hdmf DataChunkIterator as ``data=``.
     path : str or Path
     mode : {"w", "w-", "x"}
-        ``"w"`` overwrites; ``"w-"``/``"x"`` refuse an existing file.
+        ``"w"`` overwrites; ``"w-"``/``"x"`` refuse an existing file.  To add
+        to an existing file, use :class:`NWBDaskIO` in mode ``"a"`` (read the
+        file, add containers, write with the same IO).
     max_inflight_bytes, scheduler, progress
         See :class:`NWBDaskIO`.
     **kwargs
@@ -400,7 +452,17 @@ def write_nwb(
     Returns
     -------
     WriteStats
+
+    Raises
+    ------
+    ValueError
+        Any other ``mode`` (``"a"``, ``"r+"``, ``"r"``).
     """
+    if mode not in ("w", "w-", "x"):
+        raise ValueError(
+            f"write_nwb writes a new file (mode 'w', 'w-' or 'x'), got mode={mode!r}; to add to the existing "
+            f"{os.fspath(path)}, read it and write with the same IO: with nwb_dask.NWBDaskIO(path, 'a') as io: "
+            "nwbfile = io.read(); nwbfile.add_acquisition(...); io.write(nwbfile)")
     with NWBDaskIO(
         path, mode, max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress, **kwargs
     ) as io:

@@ -427,20 +427,22 @@ class StreamWriter:
             rate = getattr(container, "rate", None)
             for spec in fields.values():
                 spec._set_chunks(_live_chunks(spec, rate if "timestamps" not in fields else None, self.flush_every))
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        try:
-            with h5py.File(tmp, "w", libver=LIBVER) as f, NWBHDF5IO(file=f, mode="w") as io:
-                io.write(nwbfile)
-                paths = _builder_paths(io, nwbfile, found)
-            _fsync_path(tmp)
+        from .atomic import AtomicOutput
+
+        def lock(tmp: Path) -> None:
             self._lock_fd = os.open(tmp, os.O_RDWR)  # follows the file through the rename
             _lock_writer_byte(self._lock_fd)
-            os.replace(tmp, self.path)
-            _fsync_path(self.path.parent)
-        except BaseException:
-            if tmp.exists():
-                tmp.unlink()
+
+        atomic = AtomicOutput(self.path)  # temporary name, fsync, rename, fsync the directory
+        try:
+            with h5py.File(atomic.temp, "w", libver=LIBVER) as f, NWBHDF5IO(file=f, mode="w") as io:
+                io.write(nwbfile)
+                paths = _builder_paths(io, nwbfile, found)
+            atomic.commit(before_rename=lock)
+        except BaseException as exc:
+            atomic.discard()
             self._release_lock()
+            atomic.raise_for(exc)
             raise
         streams = []
         for container, fields in found:
@@ -924,16 +926,6 @@ def _lock_writer_byte(fd: int) -> None:
                                                         _WRITER_LOCK_OFFSET, 1, 0))
     else:  # pragma: no cover - not Linux
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _WRITER_LOCK_OFFSET)
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - directories on some filesystems
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- #

@@ -539,16 +539,18 @@ def write(
     if mode == "collective" and "collective" not in available_modes():
         raise ValueError("mode='collective' needs h5py built with parallel HDF5 "
                          "(scripts/install-parallel-h5py.sh); this h5py has no MPI support, use mode='funnel'")
-    from .io import partial_path
+    from .atomic import AtomicOutput
 
     target = Path(path).absolute()
     plan: _Plan | None = None
+    atomic: AtomicOutput | None = None  # rank 0's temporary file (fsynced, renamed; removed on error or SIGTERM)
     if comm.rank == 0:
-        temp = partial_path(target)
+        atomic = AtomicOutput(target)
+        temp = atomic.temp
         try:
             plan = _structure(data, str(temp), codec, chunks, block_bytes)
         except BaseException as exc:
-            temp.unlink(missing_ok=True)
+            atomic.discard()
             plan = _Plan(temp=str(temp), error=f"rank 0 could not create {target}: {type(exc).__name__}: {exc}")
             comm.bcast(plan, root=0)
             raise
@@ -569,22 +571,25 @@ def write(
         stats = fill(comm, plan, arrays, timeout, progress)
         ok = comm.allreduce(1, op=_min())
     except MPIWriteError as exc:
-        if comm.rank == 0:
-            Path(plan.temp).unlink(missing_ok=True)
+        if atomic is not None:
+            atomic.discard()
         if mode == "funnel":  # the other ranks may be blocked sending: end the job
             print(f"nwb_dask.mpi: {exc}", file=sys.stderr, flush=True)
             time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
             comm.Abort(1)
         raise
     except BaseException as exc:
-        if comm.rank == 0:
-            Path(plan.temp).unlink(missing_ok=True)
+        if atomic is not None:
+            atomic.discard()
         print(f"nwb_dask.mpi: rank {comm.rank}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
         comm.Abort(1)
         raise
-    if comm.rank == 0 and ok:
-        os.replace(plan.temp, target)
+    if atomic is not None:
+        if ok:
+            atomic.commit()
+        else:  # pragma: no cover - a rank failed without raising here
+            atomic.discard()
     comm.Barrier()
     return stats
 

@@ -14,8 +14,8 @@
 * the output is built under a temporary name next to the target, compared with
   the input object by object (links, attributes, small datasets read whole,
   large datasets chunk by chunk in parallel), ``fsync``\\ ed and only then
-  renamed into place.  On any error or interruption the temporary file is
-  removed and nothing appears at the target.
+  renamed into place.  On any error, Ctrl-C or SIGTERM the temporary file is
+  removed and nothing appears at the target (:class:`nwb_dask.atomic.AtomicOutput`).
 
 This is what neuroconv's ``repack_nwbfile`` does with HDMF's ``set_data_io``
 (serially, through HDF5's filter pipeline); benchmarks/repack.py compares them.
@@ -460,9 +460,10 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
+    from .atomic import AtomicOutput
     from .errors import check_input_file
     from .info import codec_label
-    from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths, partial_path
+    from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths
     from .reader import read_dataset
 
     t0 = time.perf_counter()
@@ -470,10 +471,10 @@ def repack(
     check_input_file(src, nwb=True, tool="repack")  # not HDF5, or plain HDF5: say so, naming the file
     fixed = None if codec == "source" else make_codec(codec)
 
-    temp = partial_path(out)
     datasets: list[RepackedDataset] = []
     verify_seconds = 0.0
-    try:
+    with AtomicOutput(out) as atomic:
+        temp = atomic.temp
         with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
             nwbfile = src_io.read()
             for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
@@ -505,11 +506,5 @@ def repack(
         with h5py.File(temp, "r") as f:
             for d in datasets:
                 d.stored_out = _stored(f[d.path])
-        with open(temp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return RepackResult(src, out, datasets, src.stat().st_size, out.stat().st_size, time.perf_counter() - t0,
                         verify_seconds, verify, stats)

@@ -24,9 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +33,8 @@ import numpy as np
 from .blocks import block_label, checked_array, checked_block
 from .chunking import align_to_chunks, block_selections, chunk_offsets
 from .codecs import Codec, CodecError, codec as make_codec
-from .io import DaskDataIO, partial_path
+from .atomic import AtomicOutput, guard_sigterm, release_sigterm
+from .io import DaskDataIO
 from .repack import DEFAULT_MIN_BYTES
 from .writer import WriteStats
 
@@ -411,15 +410,10 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     out = Path(path).absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    temp = partial_path(out)
-    try:
-        with _io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
+    with AtomicOutput(out) as atomic:
+        with _io_class()(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
             io.write(nwbfile)
             stats = io.stats
-        _replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return stats
 
 
@@ -433,6 +427,7 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
         fs.rm(root, recursive=True)
     import zarr
 
+    counted = guard_sigterm()  # SIGTERM ends the write through the cleanup below, as an error does
     try:
         with _io_class()(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
             # hdmf-zarr (0.13) consolidates metadata with the URL alone, losing the credentials in
@@ -447,17 +442,8 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
         except Exception:  # pragma: no cover - best effort on a failing store
             pass
         raise
-
-
-def _replace(temp: Path, out: Path) -> None:
-    """Move a finished file or store into place (a store replacing a store goes through a rename aside)."""
-    if out.is_dir() and not out.is_symlink():
-        aside = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(out, aside)
-        os.replace(temp, out)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(temp, out)
+    finally:
+        release_sigterm(counted)
 
 
 # --------------------------------------------------------------------------- #
@@ -594,10 +580,10 @@ def convert(
         check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    temp = partial_path(out)
     names: list[str] = []
     verify_seconds = 0.0
-    try:
+    with AtomicOutput(out) as atomic:  # a file is fsynced, a store's files are not (see docs/zarr.md)
+        temp = atomic.temp
         if from_zarr:
             pickled = _pickled_arrays(src)
             if pickled and not allow_pickle:
@@ -637,16 +623,6 @@ def convert(
             if diffs:
                 raise RepackVerificationError(f"verification failed: the converted copy of {src} differs:\n  "
                                               + "\n  ".join(diffs))
-        if not to_zarr:
-            with open(temp, "rb+") as fh:
-                os.fsync(fh.fileno())
-        _replace(temp, out)
-    except BaseException:
-        if temp.is_dir():
-            shutil.rmtree(temp, ignore_errors=True)
-        else:
-            temp.unlink(missing_ok=True)
-        raise
     return ConvertResult(src, out, "hdf5->zarr" if to_zarr else "zarr->hdf5", names,
                          time.perf_counter() - t0, verify_seconds, verify, stats)
 

@@ -17,7 +17,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import dask
 import dask.array as da
 import h5py
 import numpy as np

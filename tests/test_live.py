@@ -9,7 +9,6 @@ process shows what a flush made durable.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile

@@ -264,7 +264,8 @@ def _kill_trial(server: ForkServer, folder: Path, trial: int, rng: random.Random
               "creation_seconds": log["creation_seconds"], "problems": []}
     problems = result["problems"]
     names = {p.name for p in folder.iterdir()}
-    partial = {n for n in names if re.fullmatch(rf"\.{re.escape(path.name)}\.{pid}\.partial", n)}
+    partial = {n for n in names  # nwb_dask.atomic.partial_path's name for the file
+               if re.fullmatch(rf"\.{re.escape(path.stem)}\.[0-9a-f]{{8}}\.partial{re.escape(path.suffix)}", n)}
     unexpected = names - {path.name, logp.name, errp.name} - partial
     if unexpected:
         problems.append(f"{ctx}: unexpected files left: {sorted(unexpected)}")
