@@ -54,7 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
+from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, check_chunk_shape, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
 from .scheduler import encode_block
 
@@ -198,7 +198,8 @@ def _live_chunks(d: GrowingData, rate: float | None, flush_every: float | None) 
     else:
         cap = MIN_TIME_SAMPLES
     chunk[0] = max(1, min(chunk[0], cap))
-    return tuple(chunk)
+    # Past the current length only along the unlimited time axis (docs/chunking.md).
+    return check_chunk_shape(chunk, (0, *d.trailing_shape), (None, *d.trailing_shape))
 
 
 # --------------------------------------------------------------------------- #
