@@ -167,6 +167,8 @@ def growing(
     dt = np.dtype(dtype)
     if not runs_outside_hdf5(dt):
         raise TypeError(f"live streams hold little-endian numbers or booleans, got dtype {dt}")
+    if dt.kind == "c":  # else hdmf's BuildError ("Complex numbers are not supported") when the file is created
+        raise TypeError(f"live streams hold real numbers or booleans: hdmf refuses complex {dt} for NWB fields")
     shape = tuple(int(s) for s in shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"sample shape {shape} must have positive extents")
