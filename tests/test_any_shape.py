@@ -246,8 +246,8 @@ def test_user_chunks_beyond_the_data_are_refused_not_clipped():
     x = da.zeros((10, 3), "i2", chunks=5)
     with pytest.raises(ChunkShapeError, match=r"'acquisition/ts/data' of shape \(10, 3\): chunk shape \(4, 4\)"):
         DaskDataChunkIterator(x, (4, 4), name="acquisition/ts/data")
-    with pytest.raises(ChunkShapeError, match=r"of shape \(10, 3\): chunk shape \(4, 4\) exceeds"):
-        DaskDataIO(x, chunks=(4, 4))
+    with pytest.raises(ChunkShapeError, match=r"'ts/data' of shape \(10, 3\): chunk shape \(4, 4\) exceeds .* axis 1"):
+        DaskDataIO(x, chunks=(4, 4), name="ts/data")
     assert DaskDataChunkIterator(x, (4, 3)).recommended_chunk_shape() == (4, 3)
     assert DaskDataChunkIterator(x, (4, -1)).recommended_chunk_shape() == (4, 3)
 
@@ -277,7 +277,7 @@ def write_entry_point(entry: str, a, spec, path: Path, chunks="auto", chunk_byte
             io.write(ts_file(H5DataIO(DaskDataChunkIterator(a, chunks, **kw), compression="gzip")))
 
 
-@settings(FAST, max_examples=150)
+@settings(FAST, max_examples=250)
 @given(arrays(), st.sampled_from(CODECS), st.sampled_from(ENTRY_POINTS), st.data())
 def test_nwb_entry_points_any_shape(arr, spec, entry, data):
     x, a = arr
@@ -346,7 +346,7 @@ def test_issue_cases_read_by_plain_pynwb_in_a_fresh_process(tmp_path):
 # --------------------------------------------------------------------------- #
 # write_dask_array into datasets made with nwb_dask's chunk shapes             #
 # --------------------------------------------------------------------------- #
-@settings(FAST, max_examples=80)
+@settings(FAST, max_examples=150)
 @given(arrays(), st.sampled_from(CODECS), st.data())
 def test_write_dask_array_any_shape(arr, spec, data):
     x, a = arr
@@ -369,7 +369,7 @@ def test_write_dask_array_any_shape(arr, spec, data):
 # --------------------------------------------------------------------------- #
 # write_nwb_zarr                                                               #
 # --------------------------------------------------------------------------- #
-@settings(FAST, max_examples=60)
+@settings(FAST, max_examples=100)
 @given(arrays(), st.sampled_from(CODECS), st.sampled_from([1, 64, 1000, 2**20]))
 def test_write_nwb_zarr_any_shape(arr, spec, chunk_bytes):
     x, a = arr
@@ -393,7 +393,7 @@ def test_write_nwb_zarr_any_shape(arr, spec, chunk_bytes):
 LIVE_DTYPES = [d for d in DTYPES if not d.startswith(">") and not d.startswith("c")]
 
 
-@settings(FAST, max_examples=40)
+@settings(FAST, max_examples=60)
 @given(arrays(dtypes=LIVE_DTYPES), st.sampled_from(CODECS), st.data())
 def test_stream_writer_append_any_shape(arr, spec, data):
     x, a = arr
@@ -441,7 +441,7 @@ def test_stream_writer_refuses_empty_sample_axes_big_endian_and_complex():
 MPI_JOB = Path(__file__).with_name("any_shape_mpi_job.py")
 
 
-@settings(FAST, max_examples=2)
+@settings(FAST, max_examples=3)
 @given(st.lists(arrays(max_blocks=40), min_size=3, max_size=3), st.sampled_from(CODECS), st.integers(0, 2**16))
 def test_mpi_write_any_shape(arrs, spec, seed):
     from test_mpi import _mpiexec
@@ -460,3 +460,26 @@ def test_mpi_write_any_shape(arrs, spec, seed):
                 x = values(tuple(s["shape"]), s["dtype"], s["seed"])
                 assert_same(d[()], x)
                 assert_chunks_within(d.chunks, x.shape)
+
+
+def test_repack_and_convert_keep_source_chunks_of_a_growing_file_within_its_data(tmp_path):
+    """A live recording's chunks pass its data along time; chunks="source" cuts them to the data."""
+    from nwb_dask.zarr import convert
+
+    nwb = NWBFile(session_description="live", identifier="live", session_start_time=T0)
+    nwb.add_acquisition(TimeSeries(name="ts", data=growing("i2", (4,), chunks=(64, 4)), unit="au", rate=10.0))
+    x = values((10, 4), "i2", 3)
+    src = tmp_path / "live.nwb"
+    with StreamWriter(src, nwb, flush_every=None) as w:
+        w.append("ts", x)
+    with h5py.File(src, "r") as f:
+        assert f["acquisition/ts/data"].chunks == (64, 4) and f["acquisition/ts/data"].shape == (10, 4)
+    nwb_dask.repack(src, tmp_path / "re.nwb", chunks="source", min_bytes=0, progress=False)
+    with h5py.File(tmp_path / "re.nwb", "r") as f:
+        d = f["acquisition/ts/data"]
+        assert_same(d[()], x)
+        assert d.chunks == (10, 4)
+    convert(src, tmp_path / "c.nwb.zarr", min_bytes=0, progress=False)  # chunks="source" by default
+    z = zarr.open(str(tmp_path / "c.nwb.zarr"), mode="r")["acquisition/ts/data"]
+    assert_same(z[...], x)
+    assert z.chunks == (10, 4)
