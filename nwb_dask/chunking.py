@@ -362,9 +362,8 @@ def fit_to_blocks(chunk_shape: Sequence[int], chunks: Sequence[Sequence[int]]) -
     chunk extent ``c > b`` becomes the nearest multiple of ``b`` within a
     factor 1.5, unless that multiple passes the axis length (the sum of the
     axis' blocks).  Where neither applies the extent is kept, and the blocks
-    are rechunked instead.  Blocks that are
-    already whole chunks cost no rechunk and no recomputation of source tasks
-    shared between blocks.
+    are rechunked instead.  Blocks that are already whole chunks cost no
+    rechunk and no recomputation of source tasks shared between blocks.
 
     No extent is made longer than its axis: rounding up to a multiple of
     ``b`` past the data once made 100-channel blocks of 384 channels give

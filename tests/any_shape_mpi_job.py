@@ -2,7 +2,9 @@
 
 Reads ``spec.json`` beside OUT (arrays as shape, dtype, dask block sizes and
 seed; one codec), builds the same dask arrays on every rank with
-:func:`values`, and writes them with ``nwb_dask.mpi.write`` in funnel mode.
+:func:`values`, and writes them with ``nwb_dask.mpi.write`` in funnel mode:
+as a mapping to OUT (datasets ``d0``, ``d1``, ...), and as an NWBFile of
+``DaskDataIO`` TimeSeries (``acquisition/d0/data``, ...) to OUT with suffix ``.nwb``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ def main() -> None:
         for i, a in enumerate(spec["arrays"])
     }
     nwb_dask.mpi.write(data, out, mode="funnel", codec=codec, timeout=120)
+
+    from datetime import datetime, timezone
+
+    from pynwb import NWBFile, TimeSeries
+
+    nwb = NWBFile(session_description="any shape", identifier="any-shape-mpi",
+                  session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    for name, array in data.items():
+        nwb.add_acquisition(TimeSeries(name=name, data=nwb_dask.DaskDataIO(array, codec=codec), unit="au", rate=10.0))
+    nwb_dask.mpi.write(nwb, out.with_suffix(".nwb"), mode="funnel", timeout=120)
 
 
 if __name__ == "__main__":
