@@ -5,6 +5,10 @@ Every module that needs a chunk shape or a block layout asks this one:
 * :func:`guess_chunk_shape` chooses an HDF5 chunk shape from shape, dtype and a
   target size, with a time-series rule (time x channels, whole channel groups);
 * :func:`resolve_chunk_shape` honours and validates a user-given shape;
+* :func:`check_chunk_shape` holds the one invariant every chunk shape meets,
+  ``1 <= chunk[i] <= max(1, shape[i])`` on fixed axes, and
+  :func:`chunked_maxshape` the maximum shape a chunked dataset is created with
+  (0-length axes unlimited, see docs/chunking.md "Empty axes");
 * :func:`block_shape` / :func:`align_to_chunks` make dask blocks whole
   multiples of the HDF5 chunk shape on every axis (except at the edges), so
   a block splits into complete chunks that can be encoded independently.
@@ -28,6 +32,8 @@ __all__ = [
     "ChunkShapeError",
     "guess_chunk_shape",
     "resolve_chunk_shape",
+    "check_chunk_shape",
+    "chunked_maxshape",
     "block_shape",
     "align_to_chunks",
     "is_aligned",
@@ -59,6 +65,82 @@ class ChunkShapeError(ValueError):
 
 def _label(name: str | None) -> str:
     return f"dataset {name!r}" if name else "dataset"
+
+
+def check_chunk_shape(
+    chunk_shape: Sequence[int],
+    shape: Sequence[int],
+    maxshape: Sequence[int | None] | None = None,
+    *,
+    name: str | None = None,
+) -> tuple[int, ...]:
+    """The invariant of every chunk shape nwb_dask chooses or accepts.
+
+    ``1 <= chunk[i] <= max(1, maxshape[i])`` on every axis, ``maxshape``
+    defaulting to ``shape``: a chunk never extends past the data on a fixed
+    axis.  Only along an axis that may grow (``maxshape[i]`` None, or larger
+    than ``shape[i]``) can a chunk be longer than the current data; it is
+    filled as the dataset grows.  A 0-length axis still has chunk extent 1
+    (HDF5 chunks have at least one element; see :func:`chunked_maxshape`).
+
+    Parameters
+    ----------
+    chunk_shape, shape : sequence of int
+    maxshape : sequence of int or None, optional
+        ``None`` entries mark unlimited axes; default: ``shape`` (fixed).
+    name : str, optional
+        Dataset name for the message.
+
+    Returns
+    -------
+    tuple of int
+        ``chunk_shape`` as plain ints.
+
+    Raises
+    ------
+    ChunkShapeError
+        The invariant does not hold; the message names the dataset, its shape,
+        the chunk shape and the axis.
+    """
+    shape = tuple(int(s) for s in shape)
+    maxshape = shape if maxshape is None else tuple(maxshape)
+    chunk = tuple(chunk_shape)
+    if len(chunk) != len(shape) or len(maxshape) != len(shape):
+        raise ChunkShapeError(
+            f"{_label(name)}: chunk shape {chunk} has {len(chunk)} dimensions but the data shape {shape} "
+            f"has {len(shape)}"
+        )
+    for axis, (c, s, m) in enumerate(zip(chunk, shape, maxshape)):
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise ChunkShapeError(
+                f"{_label(name)} of shape {shape}: chunk shape {chunk} has an invalid extent {c!r} on axis {axis}; "
+                "extents must be positive integers"
+            )
+        if m is not None and c > max(1, m):
+            raise ChunkShapeError(
+                f"{_label(name)} of shape {shape}: chunk shape {chunk} exceeds the maximum shape {maxshape} on "
+                f"axis {axis} ({c} > {max(1, m)}); use at most the axis length, or -1 for the whole axis"
+            )
+    return tuple(int(c) for c in chunk)
+
+
+def chunked_maxshape(shape: Sequence[int], maxshape: Sequence[int | None] | None = None) -> tuple[int | None, ...]:
+    """The maximum shape to create a chunked dataset of ``shape`` with.
+
+    ``maxshape`` (default: ``shape``), with every 0-length fixed axis made
+    unlimited: a chunk is at least 1 element on every axis, and h5py refuses
+    a chunk extent beyond a fixed axis (``create_dataset(shape=(0, 64),
+    chunks=(1, 64))`` raises), whereas ``maxshape=(None, 64)`` is accepted and
+    reads back as the same empty array in h5py and pynwb.
+
+    Examples
+    --------
+    >>> chunked_maxshape((0, 64)), chunked_maxshape((100, 3))
+    ((None, 64), (100, 3))
+    """
+    shape = tuple(int(s) for s in shape)
+    maxshape = shape if maxshape is None else tuple(maxshape)
+    return tuple(None if m is None or (s == 0 and m == 0) else int(m) for s, m in zip(shape, maxshape))
 
 
 def guess_chunk_shape(
@@ -195,7 +277,8 @@ def resolve_chunk_shape(
     shape = tuple(int(s) for s in shape)
     maxshape = tuple(shape) if maxshape is None else tuple(maxshape)
     if chunks is None or chunks is True or (isinstance(chunks, str) and chunks == "auto"):
-        return guess_chunk_shape(shape, dtype, target_bytes, maxshape=maxshape)
+        return check_chunk_shape(guess_chunk_shape(shape, dtype, target_bytes, maxshape=maxshape), shape, maxshape,
+                                 name=name)
     if isinstance(chunks, str) or chunks is False:
         raise ChunkShapeError(f"{_label(name)}: chunks={chunks!r} is not understood; use 'auto' or a tuple of ints")
     try:
@@ -206,20 +289,10 @@ def resolve_chunk_shape(
         raise ChunkShapeError(
             f"{_label(name)}: chunk shape {given} has {len(given)} dimensions but the data shape {shape} has {len(shape)}"
         )
-    out = []
-    for axis, (c, s, m) in enumerate(zip(given, shape, maxshape)):
-        if c is None or (isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c == -1):
-            c = max(1, s)
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
-            raise ChunkShapeError(
-                f"{_label(name)}: chunk shape {given} has an invalid extent {c!r} on axis {axis}; "
-                "extents must be positive integers"
-            )
-        if m is not None and c > max(1, m):
-            raise ChunkShapeError(
-                f"{_label(name)}: chunk shape {given} exceeds the maximum shape {maxshape} on axis {axis}"
-            )
-        out.append(int(c))
+    # -1 / None: the whole axis (at least 1 element, also for a 0-length axis).
+    whole = [c is None or (isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c == -1) for c in given]
+    out = list(check_chunk_shape([max(1, s) if w else c for w, c, s in zip(whole, given, shape)], shape, maxshape,
+                                 name=name))
     nbytes = math.prod(out) * np.dtype(dtype).itemsize
     if nbytes > _HDF5_MAX_CHUNK_BYTES:
         raise ChunkShapeError(f"{_label(name)}: chunk shape {tuple(out)} is {nbytes} bytes; HDF5 chunks must be < 4 GiB")
@@ -287,9 +360,15 @@ def fit_to_blocks(chunk_shape: Sequence[int], chunks: Sequence[Sequence[int]]) -
     On each axis where the dask blocks are regular with extent ``b``: a chunk
     extent ``c < b`` becomes the largest divisor of ``b`` in ``[c/2, c]``; a
     chunk extent ``c > b`` becomes the nearest multiple of ``b`` within a
-    factor 1.5.  Where neither exists the extent is kept, and the blocks are
-    rechunked instead.  Blocks that are already whole chunks cost no rechunk
-    and no recomputation of source tasks shared between blocks.
+    factor 1.5, unless that multiple passes the axis length (the sum of the
+    axis' blocks).  Where neither applies the extent is kept, and the blocks
+    are rechunked instead.  Blocks that are already whole chunks cost no
+    rechunk and no recomputation of source tasks shared between blocks.
+
+    No extent is made longer than its axis: rounding up to a multiple of
+    ``b`` past the data once made 100-channel blocks of 384 channels give
+    400-channel chunks, which HDF5 refuses.  Such a guess (all 384 channels)
+    is kept, and the blocks are merged along that axis instead.
 
     Parameters
     ----------
@@ -306,16 +385,19 @@ def fit_to_blocks(chunk_shape: Sequence[int], chunks: Sequence[Sequence[int]]) -
     --------
     >>> fit_to_blocks((5461, 384), ((30000, 30000, 12000), (384,)))
     (5000, 384)
+    >>> fit_to_blocks((1365, 384), ((30000,) * 10, (100, 100, 100, 84)))
+    (1250, 384)
     """
     out = []
     for c, axis_chunks in zip(chunk_shape, chunks):
+        length = max(1, int(sum(axis_chunks)))
         body = axis_chunks[:-1] if len(axis_chunks) > 1 else axis_chunks
         b = body[0] if body and all(x == body[0] for x in body) else 0
         if b and c < b:
             c = next((d for d in range(c, (c + 1) // 2 - 1, -1) if d > 0 and b % d == 0), c)
         elif b and c > b:
             m = max(1, round(c / b))
-            if 2 * m * b >= c and m * b <= 1.5 * c:
+            if 2 * m * b >= c and m * b <= 1.5 * c and m * b <= length:
                 c = m * b
         out.append(int(c))
     return tuple(out)

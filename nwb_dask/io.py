@@ -108,6 +108,9 @@ class DaskDataIO(H5DataIO):
         Largest block computed at once (one dask task's output).
     chunk_bytes : int
         Target chunk size when ``chunks="auto"``.
+    name : str, optional
+        Dataset name for error messages (e.g. a chunk shape that does not fit
+        the data: :class:`~nwb_dask.chunking.ChunkShapeError`).
     **h5dataio_kwargs
         Other ``H5DataIO`` options (e.g. ``fillvalue``).
 
@@ -127,10 +130,11 @@ class DaskDataIO(H5DataIO):
         *,
         buffer_bytes: int = DEFAULT_BLOCK_BYTES,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        name: str | None = None,
         **h5dataio_kwargs: Any,
     ):
         self.codec: Codec = make_codec(codec)
-        iterator = DaskDataChunkIterator(array, chunks, buffer_bytes, chunk_bytes=chunk_bytes)
+        iterator = DaskDataChunkIterator(array, chunks, buffer_bytes, chunk_bytes=chunk_bytes, name=name)
         kwargs = self.codec.h5dataio_kwargs()
         kwargs.update(h5dataio_kwargs)
         iterator.codec = self.codec  # encode with this codec (e.g. its deflate engine)

@@ -30,6 +30,8 @@ from .chunking import (
     ChunksArg,
     align_to_chunks,
     block_selections,
+    check_chunk_shape,
+    chunked_maxshape,
     fit_to_blocks,
     resolve_chunk_shape,
 )
@@ -138,6 +140,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         self.chunk_shape = resolve_chunk_shape(chunk_shape, array.shape, array.dtype, target_bytes=chunk_bytes, name=name)
         if chunk_shape is None or isinstance(chunk_shape, str) or chunk_shape is True:
             self.chunk_shape = fit_to_blocks(self.chunk_shape, array.chunks)
+        # The invariant (every extent >= 1 and within the data), whoever chose the shape.
+        self.chunk_shape = check_chunk_shape(self.chunk_shape, array.shape, name=name)
         self.buffer_bytes = int(buffer_bytes)
         self.source = array
         #: The array rechunked so that every block is whole HDF5 chunks.
@@ -162,14 +166,24 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         return self.array.dtype
 
     @property
-    def maxshape(self) -> tuple[int, ...]:
+    def shape(self) -> tuple[int, ...]:
+        """The data shape."""
         return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def maxshape(self) -> tuple[int | None, ...]:
+        """The data shape, with 0-length axes unlimited (:func:`~nwb_dask.chunking.chunked_maxshape`).
+
+        hdmf creates the dataset with this maximum shape: h5py refuses any
+        chunk on a fixed 0-length axis, and a chunk has at least 1 element.
+        """
+        return chunked_maxshape(self.shape)
 
     def recommended_chunk_shape(self) -> tuple[int, ...]:
         return self.chunk_shape
 
     def recommended_data_shape(self) -> tuple[int, ...]:
-        return self.maxshape
+        return self.shape
 
     @property
     def num_blocks(self) -> int:
@@ -228,6 +242,6 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
 
     def __repr__(self) -> str:
         return (
-            f"DaskDataChunkIterator(shape={self.maxshape}, dtype={self.dtype}, chunk_shape={self.chunk_shape}, "
+            f"DaskDataChunkIterator(shape={self.shape}, dtype={self.dtype}, chunk_shape={self.chunk_shape}, "
             f"blocks={self.array.chunksize})"
         )

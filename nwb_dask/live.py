@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .blocks import checked_array, checked_block
-from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, guess_chunk_shape
+from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, check_chunk_shape, guess_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
 from .scheduler import encode_block
 
@@ -168,6 +168,8 @@ def growing(
     dt = np.dtype(dtype)
     if not runs_outside_hdf5(dt):
         raise TypeError(f"live streams hold little-endian numbers or booleans, got dtype {dt}")
+    if dt.kind == "c":  # else hdmf's BuildError ("Complex numbers are not supported") when the file is created
+        raise TypeError(f"live streams hold real numbers or booleans: hdmf refuses complex {dt} for NWB fields")
     shape = tuple(int(s) for s in shape)
     if any(s < 1 for s in shape):
         raise ValueError(f"sample shape {shape} must have positive extents")
@@ -199,7 +201,8 @@ def _live_chunks(d: GrowingData, rate: float | None, flush_every: float | None) 
     else:
         cap = MIN_TIME_SAMPLES
     chunk[0] = max(1, min(chunk[0], cap))
-    return tuple(chunk)
+    # Past the current length only along the unlimited time axis (docs/chunking.md).
+    return check_chunk_shape(chunk, (0, *d.trailing_shape), (None, *d.trailing_shape))
 
 
 # --------------------------------------------------------------------------- #

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .blocks import block_label, checked_array, checked_block
-from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg, block_selections, resolve_chunk_shape
+from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg, block_selections, chunked_maxshape, resolve_chunk_shape
 from .codecs import Codec, CodecSpec, codec as make_codec
 from .writer import WriteStats
 
@@ -160,7 +160,7 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
                 array = _as_dask(source, name, block_bytes)
                 shape = resolve_chunk_shape(chunks, array.shape, array.dtype, name=name)
                 dset = f.create_dataset(name, shape=array.shape, dtype=array.dtype, chunks=shape,
-                                        **c.dataset_kwargs())
+                                        maxshape=chunked_maxshape(array.shape), **c.dataset_kwargs())
                 jobs.append(plan_write(array, dset, c, max_block_bytes=block_bytes, name=name))
             _add_jobs(plan, jobs)
     else:

@@ -146,7 +146,10 @@ def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
     if chunks in (None, "auto", True):
         return guess_chunk_shape(dset.shape, dset.dtype)
     if chunks == "source":
-        return tuple(dset.chunks) if dset.chunks else guess_chunk_shape(dset.shape, dset.dtype)
+        if not dset.chunks:
+            return guess_chunk_shape(dset.shape, dset.dtype)
+        # A growing source's chunks may pass its data (docs/chunking.md): clipped to it below.
+        chunks = dset.chunks
     if isinstance(chunks, str):
         raise ChunkShapeError(f"chunks must be 'auto', 'source', a shape or a mapping, got {chunks!r}")
     given = tuple(int(c) for c in chunks)
