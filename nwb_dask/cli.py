@@ -9,7 +9,7 @@ One convention for every command (docs/cli.md):
   130: interrupted.  A reader that closes the pipe early (``| head``) ends the
   command quietly with status 0.
 * ``--json`` on every command that reports (demo, repack, convert,
-  consolidate, info, links): one JSON object on stdout instead of the text.
+  consolidate, info, links, clean): one JSON object on stdout instead of the text.
 * ``--scheduler`` (local, threads, processes, sync) and ``--workers`` on every
   command that computes (demo, repack, convert, consolidate).
 """
@@ -286,6 +286,23 @@ def _cmd_follow(args: argparse.Namespace) -> int:
     return OK
 
 
+def _cmd_clean(args: argparse.Namespace) -> int:
+    from .atomic import find_partials, remove_partials
+
+    seconds = args.older_than * 60
+    if args.dry_run:
+        found = find_partials(args.directory, older_than=seconds, recursive=args.recursive)
+    else:
+        found = remove_partials(args.directory, older_than=seconds, recursive=args.recursive)
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{verb} {path}" for path in found]
+    lines.append(f"{len(found)} nwb_dask temporar{'y' if len(found) == 1 else 'ies'} "
+                 f"{'found' if args.dry_run else 'removed'} in {args.directory}")
+    _emit(args, {"directory": str(args.directory), "dry_run": args.dry_run, "older_than_minutes": args.older_than,
+                 "recursive": args.recursive, "paths": [str(p) for p in found]}, "\n".join(lines))
+    return OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -431,6 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
     fol.add_argument("--poll", type=_positive, default=0.1, help="seconds between looks (default 0.1)")
     fol.add_argument("--idle-timeout", type=_non_negative, default=10.0, help="stop after this many idle seconds (default 10)")
     fol.set_defaults(func=_cmd_follow)
+
+    cl = sub.add_parser(
+        "clean",
+        help="find and delete the .NAME.XXXXXXXX.partial.* temporaries a killed writer left",
+        description="nwb_dask writers build every output under a hidden temporary name next to it "
+        "(.NAME.XXXXXXXX.partial.SUFFIX) and remove it on any error, Ctrl-C or SIGTERM; only SIGKILL, "
+        "a crash or a power cut leaves one behind. This lists (--dry-run) or deletes them. Run it when no "
+        "writer is writing there, or give --older-than.",
+    )
+    cl.add_argument("directory")
+    cl.add_argument("--recursive", "-r", action="store_true", help="also in subdirectories")
+    cl.add_argument("--older-than", type=_non_negative, default=0.0, metavar="MINUTES",
+                    help="only temporaries not modified for this many minutes (spares running writers)")
+    cl.add_argument("--dry-run", "-n", action="store_true", help="list only, delete nothing")
+    _add_json_argument(cl)
+    cl.set_defaults(func=_cmd_clean)
     return parser
 
 

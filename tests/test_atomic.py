@@ -685,3 +685,30 @@ def test_partial_path_names_match_find_partials(tmp_path):
         p.write_bytes(b"")
         assert p.parent == tmp_path and p.name.startswith(".") and p.name.endswith(".partial" + Path(name).suffix)
     assert len(find_partials(tmp_path)) == 4
+
+
+def test_cli_clean_lists_then_removes_what_a_sigkill_left(tmp_path):
+    """`nwb-dask clean DIR`: --dry-run lists, --json reports, a plain run deletes; other files stay."""
+    import json
+
+    out = tmp_path / "out.nwb"
+    marker = tmp_path / "started"
+    proc = _start("write_nwb", "-", out, marker)
+    _signal_mid_write(proc, marker, signal.SIGKILL)
+    (tmp_path / "keep.partial.nwb").write_bytes(b"not ours")
+    (left,) = find_partials(tmp_path)
+
+    def clean(*args):
+        return subprocess.run(["nwb-dask", "clean", str(tmp_path), *args], capture_output=True, text=True, timeout=120)
+
+    listed = clean("--dry-run")
+    assert listed.returncode == 0 and f"would remove {left}" in listed.stdout, listed.stderr
+    assert "1 nwb_dask temporary found" in listed.stdout and left.exists()
+    spared = clean("--older-than", "60", "--json")
+    assert spared.returncode == 0 and json.loads(spared.stdout)["paths"] == [] and left.exists()
+    removed = clean("--json")
+    assert removed.returncode == 0 and json.loads(removed.stdout)["paths"] == [str(left)], removed.stderr
+    assert not left.exists() and (tmp_path / "keep.partial.nwb").exists()
+    missing = subprocess.run(["nwb-dask", "clean", str(tmp_path / "nope")], capture_output=True, text=True,
+                             timeout=120)
+    assert missing.returncode == 2 and "not a directory" in missing.stderr and "Traceback" not in missing.stderr
