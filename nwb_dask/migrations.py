@@ -211,3 +211,68 @@ def keep_user_metadata(nwbfile, src_io) -> list[str]:
             container.set_modified()
             restored.append(builder.path)
     return restored
+
+
+# --------------------------------------------------------------------------- #
+# backend-neutral comparison (convert: HDF5 <-> Zarr)                          #
+# --------------------------------------------------------------------------- #
+def plain(value: Any) -> Any:
+    """A value as plain Python (lists, str, int, float), for comparing HDF5 attributes with Zarr's JSON ones."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if hasattr(value, "tolist"):
+        return plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of :func:`plain` values; numbers by value (JSON keeps no width), NaN equals NaN."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (a != a and b != b)
+    return type(a) is type(b) and a == b
+
+
+def compare_nodes(nodes_in: Mapping[str, tuple], nodes_out: Mapping[str, tuple], name_in: str, name_out: str,
+                  migrations: list) -> list[str]:
+    """Differences between two files' objects ``{path: (kind, attrs, size)}`` (attributes as :func:`plain`).
+
+    Objects present on one side only and attributes that differ are
+    differences unless they are one of :data:`MIGRATIONS` (then appended to
+    ``migrations``).
+    """
+    diffs: list[str] = []
+
+    def accepted(path, key, before, after, size=None) -> bool:
+        attrs_in = nodes_in.get(path, (None, {}, None))[1]
+        attrs_out = nodes_out.get(path, (None, {}, None))[1]
+        parent = nodes_in.get(path.rsplit("/", 1)[0] or "/", (None, {}, None))[1]
+        m = match(Difference(path, key, before, after, attrs_in, attrs_out, parent, size))
+        if m is not None:
+            migrations.append(m)
+        return m is not None
+
+    for path in sorted(set(nodes_in) | set(nodes_out)):
+        if path not in nodes_out:
+            diffs.append(f"{path}: only in {name_in}")
+            continue
+        kind_out, attrs_out, size_out = nodes_out[path]
+        if path not in nodes_in:
+            if not accepted(path, None, _ABSENT, kind_out, size_out):
+                diffs.append(f"{path}: only in {name_out}")
+            continue
+        kind_in, attrs_in, _ = nodes_in[path]
+        if kind_in != kind_out:
+            diffs.append(f"{path}: a {kind_in} in {name_in} but a {kind_out} in {name_out}")
+            continue
+        odd = sorted(k for k in set(attrs_out) - set(attrs_in) if not accepted(path, k, _ABSENT, attrs_out[k]))
+        if set(attrs_in) - set(attrs_out) or odd:
+            diffs.append(f"{path}: attributes {sorted((set(attrs_in) - set(attrs_out)) | set(odd))} differ in presence")
+        for key in sorted(set(attrs_in) & set(attrs_out)):
+            a, b = attrs_in[key], attrs_out[key]
+            if not _same(a, b) and not accepted(path, key, a, b):
+                diffs.append(f"{path}: attribute {key!r} is {a!r} in {name_in} but {b!r} in {name_out}")
+    return diffs
