@@ -42,7 +42,7 @@ class Migration:
 
 
 def _show(value: Any) -> str:
-    return value if value == _ABSENT else repr(getattr(value, "item", lambda: value)())
+    return value if value == _ABSENT else repr(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +181,8 @@ def match(d: Difference) -> Migration | None:
     """The accepted migration this difference is, or None (a real difference)."""
     for rule in MIGRATIONS:
         if rule.applies(d):
-            return Migration(d.path, "object" if d.key is None else f"attribute {d.key!r}", d.before, d.after,
-                             rule.name)
+            return Migration(d.path, "object" if d.key is None else f"attribute {d.key!r}", plain(d.before),
+                             plain(d.after), rule.name)
     return None
 
 
