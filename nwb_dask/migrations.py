@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 __all__ = ["MIGRATIONS", "Migration", "Rule", "match", "keep_user_metadata"]
 
@@ -63,7 +63,8 @@ class Difference:
     ``key`` is an attribute name, or None for an object present in one file
     only (``before``/``after`` are then ``"(absent)"`` or the object kind).
     ``attrs_in``/``attrs_out`` are the object's attributes, ``parent_in`` the
-    input parent's; ``size_out`` the size of an output dataset.
+    input parent's and ``siblings_in`` the names of the parent's members in the
+    input; ``size_out`` the size of an output dataset.
     """
 
     path: str
@@ -74,6 +75,7 @@ class Difference:
     attrs_out: Mapping[str, Any]
     parent_in: Mapping[str, Any]
     size_out: int | None = None
+    siblings_in: Collection[str] = ()
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,7 +143,7 @@ def _image_unit(d: Difference) -> bool:
 
 def _image_data(d: Difference) -> bool:
     return (d.key is None and d.before == _ABSENT and d.after == "dataset" and d.path.endswith("/data")
-            and d.size_out == 0 and _is_a(d.parent_in, "ImageSeries"))
+            and d.size_out == 0 and "external_file" in d.siblings_in and _is_a(d.parent_in, "ImageSeries"))
 
 
 #: Every migration the verifiers accept (and report).
@@ -238,19 +240,26 @@ def _same(a: Any, b: Any) -> bool:
 
 def compare_nodes(nodes_in: Mapping[str, tuple], nodes_out: Mapping[str, tuple], name_in: str, name_out: str,
                   migrations: list) -> list[str]:
-    """Differences between two files' objects ``{path: (kind, attrs, size)}`` (attributes as :func:`plain`).
+    """Differences between two files' objects ``{path: (kind, attrs, size, ...)}`` (attributes as :func:`plain`).
 
     Objects present on one side only and attributes that differ are
     differences unless they are one of :data:`MIGRATIONS` (then appended to
     ``migrations``).
     """
     diffs: list[str] = []
+    children: dict[str, set] = {}
+    for p in nodes_in:
+        if p != "/":
+            head, _, tail = p.rpartition("/")
+            children.setdefault(head or "/", set()).add(tail)
 
     def accepted(path, key, before, after, size=None) -> bool:
-        attrs_in = nodes_in.get(path, (None, {}, None))[1]
-        attrs_out = nodes_out.get(path, (None, {}, None))[1]
-        parent = nodes_in.get(path.rsplit("/", 1)[0] or "/", (None, {}, None))[1]
-        m = match(Difference(path, key, before, after, attrs_in, attrs_out, parent, size))
+        attrs_in = nodes_in[path][1] if path in nodes_in else {}
+        attrs_out = nodes_out[path][1] if path in nodes_out else {}
+        parent_path = path.rsplit("/", 1)[0] or "/"
+        parent = nodes_in[parent_path][1] if parent_path in nodes_in else {}
+        m = match(Difference(path, key, before, after, attrs_in, attrs_out, parent, size,
+                             children.get(parent_path, set())))
         if m is not None:
             migrations.append(m)
         return m is not None
@@ -259,12 +268,12 @@ def compare_nodes(nodes_in: Mapping[str, tuple], nodes_out: Mapping[str, tuple],
         if path not in nodes_out:
             diffs.append(f"{path}: only in {name_in}")
             continue
-        kind_out, attrs_out, size_out = nodes_out[path]
+        kind_out, attrs_out, size_out = nodes_out[path][:3]
         if path not in nodes_in:
             if not accepted(path, None, _ABSENT, kind_out, size_out):
                 diffs.append(f"{path}: only in {name_out}")
             continue
-        kind_in, attrs_in, _ = nodes_in[path]
+        kind_in, attrs_in = nodes_in[path][:2]
         if kind_in != kind_out:
             diffs.append(f"{path}: a {kind_in} in {name_in} but a {kind_out} in {name_out}")
             continue

@@ -387,8 +387,9 @@ def compare_files(
 
     def accepted(path: str, key: str | None, before: Any, after: Any, oa, ob, size_out=None) -> bool:
         parent = fa.get(path.rsplit("/", 1)[0] or "/")
+        siblings = list(parent) if isinstance(parent, h5py.Group) else []
         m = match(Difference(path, key, before, after, _attrs(oa, fa), _attrs(ob, fb),
-                             _attrs(parent, fa), size_out))
+                             _attrs(parent, fa), size_out, siblings))
         if m is not None:
             found.append(m)
         return m is not None

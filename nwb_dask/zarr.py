@@ -645,12 +645,13 @@ _LAYOUT_ATTRS = {"zarr_dtype", "_ARRAY_DIMENSIONS", "zarr_link", ".specloc", "nw
 
 
 def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
-    """``{object path: (kind, attributes, size)}`` of an HDF5 file or Zarr store, as the formats have in common.
+    """``{object path: (kind, attributes, size, numeric)}`` of an HDF5 file or Zarr store, as the formats have in common.
 
     Groups and datasets (HDF5 soft/external links, hdmf-zarr's ``zarr_link``
     and the ``/specifications`` cache are left out); attribute values as
     plain Python (:func:`nwb_dask.migrations.plain`), object references as
-    ``("ref", target path)`` whichever way the format stores them.
+    ``("ref", target path)`` whichever way the format stores them; ``numeric``:
+    a dataset of numbers or booleans (compared by value).
     """
     from .migrations import plain
 
@@ -675,13 +676,14 @@ def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
 
         with _pickle_allowed():
             root = zarr.open_group(str(path), mode="r")
-            nodes["/"] = ("group", attrs_of(root.attrs, zref), None)
+            nodes["/"] = ("group", attrs_of(root.attrs, zref), None, False)
 
             def zvisit(name, obj):
                 if name == "specifications" or name.startswith("specifications/"):
                     return
                 kind = "group" if isinstance(obj, zarr.hierarchy.Group) else "dataset"
-                nodes["/" + name] = (kind, attrs_of(obj.attrs, zref), None if kind == "group" else int(obj.size))
+                size = None if kind == "group" else int(obj.size)
+                nodes["/" + name] = (kind, attrs_of(obj.attrs, zref), size, kind == "dataset" and obj.dtype.kind in "biuf")
 
             root.visititems(zvisit)
         return nodes
@@ -703,26 +705,55 @@ def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
                     continue
                 obj = group[name]
                 kind = "group" if isinstance(obj, h5py.Group) else "dataset"
-                nodes[full] = (kind, attrs_of(obj.attrs, href), None if kind == "group" else int(obj.size))
+                size = None if kind == "group" else int(obj.size)
+                nodes[full] = (kind, attrs_of(obj.attrs, href), size, kind == "dataset" and obj.dtype.kind in "biuf")
                 if kind == "group":
                     hvisit(obj, full)
 
-        nodes["/"] = ("group", attrs_of(f.attrs, href), None)
+        nodes["/"] = ("group", attrs_of(f.attrs, href), None, False)
         hvisit(f, "/")
     return nodes
+
+
+def _small_values_differ(src: Path, out: Path, to_zarr: bool, paths: list[str]) -> list[str]:
+    """The numeric datasets ``paths`` of ``src`` and ``out`` (one HDF5, one Zarr) read whole and compared."""
+    import h5py
+    import zarr
+
+    from .repack import _equal
+
+    if not paths:
+        return []
+    h5_path, zarr_path = (src, out) if to_zarr else (out, src)
+    diffs = []
+    with h5py.File(h5_path, "r") as f, _pickle_allowed():
+        z = zarr.open_group(str(zarr_path), mode="r")
+        for path in paths:
+            zb = z[path.lstrip("/")]
+            a, b = np.asarray(f[path][()]), np.asarray(zb[()])
+            if zb.attrs.get("zarr_dtype") == "scalar" and b.size == 1:  # hdmf-zarr's scalars are 1-element arrays
+                b = b.reshape(())
+            if a.shape != b.shape or (a.dtype.kind == "b") != (b.dtype.kind == "b") or not _equal(a, b):
+                diffs.append(f"{path}: values differ")
+    return diffs
 
 
 def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool, scheduler: Any,
             migrations: list) -> list[str]:
     """Object IDs and types as in the input, every object and attribute (bar pynwb's schema migrations,
-    appended to ``migrations``), and every large dataset equal element by element."""
+    appended to ``migrations``), and every numeric dataset equal element by element (the large ones in
+    parallel)."""
     from pynwb import NWBHDF5IO
 
     from .consolidate import _same_values
     from .migrations import compare_nodes
     from .reader import read_dataset
 
-    diffs = compare_nodes(_nodes(src, not to_zarr), _nodes(out, to_zarr), str(src), str(out), migrations)
+    nodes_in, nodes_out = _nodes(src, not to_zarr), _nodes(out, to_zarr)
+    diffs = compare_nodes(nodes_in, nodes_out, str(src), str(out), migrations)
+    # The other numeric datasets (smaller than min_bytes, exported by HDMF) compared by value too, read whole.
+    small = [p for p, n in nodes_in.items() if n[3] and p not in names and p in nodes_out and nodes_out[p][3]]
+    diffs += _small_values_differ(src, out, to_zarr, small)
     reader = _zarr_io_base() if to_zarr else NWBHDF5IO
     with _pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
         ids_out = _object_ids(io.read())

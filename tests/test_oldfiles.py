@@ -282,6 +282,7 @@ def test_real_changes_refused(tmp_path, change, message):
     (lambda g: g[ELECTRODES.lstrip("/") + "/x"].attrs.__setitem__("namespace", "core"), "attribute 'namespace'"),
     (lambda g: g["acquisition/ElectricalSeries/data"].__setitem__((0, 0), 7), "ElectricalSeries/data: values differ"),
     (lambda g: g.create_group("acquisition/extra"), "extra: only in"),
+    (lambda g: g["acquisition/ElectricalSeries/starting_time"].__setitem__(0, 1.5), "starting_time: values differ"),
 ])
 def test_real_changes_refused_zarr(tmp_path, change, message):
     """The same rule in convert's verifier, on a Zarr output."""
@@ -314,7 +315,7 @@ def test_rules_are_narrow():
         Difference(ELECTRODES, "neurodata_type", "DynamicTable", "ElectrodesTable", table, retyped, {}),
         Difference("/acquisition/es/data", "offset", "(absent)", 0.0, {}, {}, es),
         Difference("/acquisition/m/data", "unit", "(absent)", "unknown", {}, {}, image),
-        Difference("/acquisition/m/data", None, "(absent)", "dataset", {}, {}, image, 0),
+        Difference("/acquisition/m/data", None, "(absent)", "dataset", {}, {}, image, 0, {"external_file"}),
     ]
     assert all(match(d) is not None for d in ok)
     refused = [
@@ -323,7 +324,8 @@ def test_rules_are_narrow():
         Difference("/acquisition/es/data", "offset", "(absent)", 1.0, {}, {}, es),
         Difference("/acquisition/es/data", "offset", 0.5, 0.0, {}, {}, es),
         Difference("/acquisition/es/data", "unit", "(absent)", "unknown", {}, {}, es),
-        Difference("/acquisition/m/data", None, "(absent)", "dataset", {}, {}, image, 3),
+        Difference("/acquisition/m/data", None, "(absent)", "dataset", {}, {}, image, 3, {"external_file"}),
+        Difference("/acquisition/m/data", None, "(absent)", "dataset", {}, {}, image, 0, {"timestamps"}),
         Difference("/acquisition/es/data", None, "(absent)", "dataset", {}, {}, es, 0),
         Difference("/acquisition/es/data", "offset", "(absent)", None, {}, {}, es),
     ]
