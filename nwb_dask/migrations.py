@@ -136,14 +136,29 @@ def _default_added(d: Difference) -> bool:
     return d.before == _ABSENT and d.key is not None and _schema_default(d) != _ABSENT and d.after == _schema_default(d)
 
 
-def _image_unit(d: Difference) -> bool:
+def _series_unit(d: Difference) -> bool:
     return (d.key == "unit" and d.before == _ABSENT and d.after == "unknown" and d.path.endswith("/data")
-            and _is_a(d.parent_in, "ImageSeries"))
+            and "neurodata_type" not in d.attrs_in and _is_a(d.parent_in, "TimeSeries"))
 
 
-def _image_data(d: Difference) -> bool:
+def _series_data(d: Difference) -> bool:
     return (d.key is None and d.before == _ABSENT and d.after == "dataset" and d.path.endswith("/data")
-            and d.size_out == 0 and "external_file" in d.siblings_in and _is_a(d.parent_in, "ImageSeries"))
+            and d.size_out == 0 and _is_a(d.parent_in, "TimeSeries"))
+
+
+def _help_dropped(d: Difference) -> bool:
+    return d.key == "help" and d.after == _ABSENT and isinstance(d.before, str) and _container_cls(d.attrs_in) is not None
+
+
+def _object_id_added(d: Difference) -> bool:
+    import uuid
+
+    if d.key != "object_id" or d.before != _ABSENT or _container_cls(d.attrs_out) is None:
+        return False
+    try:
+        return str(uuid.UUID(str(d.after))) == str(d.after)
+    except ValueError:
+        return False
 
 
 #: Every migration the verifiers accept (and report).
@@ -167,15 +182,24 @@ MIGRATIONS: tuple[Rule, ...] = (
          "newer NWB added optional attributes with defaults (TimeSeries.data offset: NWB 2.4.0); pynwb writes "
          "the default when it rebuilds the object",
          _default_added),
-    Rule("ImageSeries unit", "'unit' of an ImageSeries' data, absent in the input",
+    Rule("TimeSeries unit", "'unit' of a TimeSeries' (or ImageSeries') data, absent in the input",
          "absent -> 'unknown'",
-         "pynwb 1.x wrote ImageSeries data without 'unit'; NWB 2.x requires it and pynwb reads the missing "
+         "pynwb 1.x could write series data without 'unit'; NWB 2.x requires it and pynwb reads the missing "
          "unit as its default 'unknown'",
-         _image_unit),
-    Rule("ImageSeries data", "'data' of an ImageSeries with external_file, absent in the input",
+         _series_unit),
+    Rule("TimeSeries data", "'data' of a TimeSeries, absent in the input (an ImageSeries with external_file)",
          "absent -> an empty dataset (size 0)",
-         "NWB 2.x requires ImageSeries data; pynwb writes an empty array for external-file series that had none",
-         _image_data),
+         "NWB 2.x requires TimeSeries data; pynwb writes an empty array for a series read without it",
+         _series_data),
+    Rule("help", "the 'help' attribute of a typed object (files of NWB 2.0b-2.0.2, pynwb 1.0)",
+         "the schema's fixed help text -> absent",
+         "the NWB 2.0 schemas gave types a constant 'help' text, later schemas dropped it; pynwb does not "
+         "write it for a rebuilt object",
+         _help_dropped),
+    Rule("object_id", "a typed object without 'object_id' (files of NWB < 2.1, pynwb 1.0)",
+         "absent -> the UUID pynwb gave the object when reading it",
+         "HDMF gives every object an ID (NWB 2.1); the ID pynwb assigned on reading is written",
+         _object_id_added),
 )
 
 
@@ -277,9 +301,10 @@ def compare_nodes(nodes_in: Mapping[str, tuple], nodes_out: Mapping[str, tuple],
         if kind_in != kind_out:
             diffs.append(f"{path}: a {kind_in} in {name_in} but a {kind_out} in {name_out}")
             continue
-        odd = sorted(k for k in set(attrs_out) - set(attrs_in) if not accepted(path, k, _ABSENT, attrs_out[k]))
-        if set(attrs_in) - set(attrs_out) or odd:
-            diffs.append(f"{path}: attributes {sorted((set(attrs_in) - set(attrs_out)) | set(odd))} differ in presence")
+        odd = [k for k in set(attrs_out) - set(attrs_in) if not accepted(path, k, _ABSENT, attrs_out[k])]
+        odd += [k for k in set(attrs_in) - set(attrs_out) if not accepted(path, k, attrs_in[k], _ABSENT)]
+        if odd:
+            diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
         for key in sorted(set(attrs_in) & set(attrs_out)):
             a, b = attrs_in[key], attrs_out[key]
             if not _same(a, b) and not accepted(path, key, a, b):

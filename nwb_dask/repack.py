@@ -412,9 +412,10 @@ def compare_files(
             oa, ob = fa[path], fb[path]
             skip = _EXPORT_ATTRS.get(path, set())
             ka, kb = set(oa.attrs) - skip, set(ob.attrs) - skip
-            odd = sorted(k for k in kb - ka if not accepted(path, k, "(absent)", _norm(ob.attrs[k], fb), oa, ob))
-            if ka - kb or odd:
-                diffs.append(f"{path}: attributes {sorted((ka - kb) | set(odd))} differ in presence")
+            odd = [k for k in kb - ka if not accepted(path, k, "(absent)", _norm(ob.attrs[k], fb), oa, ob)]
+            odd += [k for k in ka - kb if not accepted(path, k, _norm(oa.attrs[k], fa), "(absent)", oa, ob)]
+            if odd:
+                diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
             for key in sorted(ka & kb):
                 va, vb = _norm(oa.attrs[key], fa), _norm(ob.attrs[key], fb)
                 if not _equal(va, vb) and not accepted(path, key, va, vb, oa, ob):

@@ -39,7 +39,13 @@ What each file holds that today's pynwb (4.x, NWB 2.9+) writes differently on ex
 * pynwb2.0.1_experimental.nwb: that file with a ``VectorData`` column named through
   ``hdmf-experimental`` (set with h5py); pynwb exports it in ``hdmf-common``.
 
-Data are small and seeded: the files are a few tens of KB each.
+Data are small and seeded; the files are about 200-300 KB each, most of it the cached schema.
+
+Two more fixtures are pynwb's own back-compatibility files, copied unchanged from
+pynwb's repository (tests/back_compat at commit e938202b; pynwb's license in
+PYNWB_LICENSE.txt): back_compat_1.0.2_nwbfile.nwb (NWB 2.0b: a ``help`` attribute,
+no object IDs) and back_compat_1.5.1_timeseries_no_unit.nwb (TimeSeries data without
+``unit``).
 """
 
 import os
