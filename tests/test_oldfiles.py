@@ -352,3 +352,21 @@ def test_rules_are_narrow():
                    nwbfile, nwbfile, {}),
     ]
     assert [match(d) for d in refused] == [None] * len(refused)
+
+
+def test_electrodes_description_kept(tmp_path, monkeypatch):
+    """pynwb's ElectrodesTable forces its description too: an older file's own one survives repack and convert."""
+    src = tmp_path / "own.nwb"
+    shutil.copyfile(DATA / "pynwb2.8.3_electrodes.nwb", src)
+    with h5py.File(src, "r+") as f:
+        f[ELECTRODES].attrs["description"] = "Neuropixels 1.0, bank 0"
+    repack(src, tmp_path / "out.nwb", min_bytes=0, progress=False)
+    back = tmp_path / "back.nwb"
+    convert(src, tmp_path / "out.nwb.zarr", progress=False)
+    convert(tmp_path / "out.nwb.zarr", back, progress=False)
+    for out in (tmp_path / "out.nwb", back):
+        with h5py.File(out, "r") as f:
+            assert f[ELECTRODES].attrs["description"] == "Neuropixels 1.0, bank 0"
+    monkeypatch.setattr(nwb_dask.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
+    with pytest.raises(RepackVerificationError, match="electrodes: attribute 'description' is 'Neuropixels"):
+        repack(src, tmp_path / "lost.nwb", min_bytes=0, progress=False)
