@@ -11,7 +11,10 @@ verification failure.
 Each rule names where it applies, what the input holds and what the output
 must then hold, and why (the NWB/pynwb release that made the change).  They
 were found by exporting files written by pynwb 1.5.1, 2.0.1, 2.8.3 and 3.0.0
-(tests/data/make_old_files.py) with pynwb 4.x and comparing object by object.
+(tests/data/make_old_files.py) and pynwb's own back-compatibility files (pynwb
+1.0.2-2.2.0) with pynwb 4.2 / hdmf 6.2 and comparing object by object.  Only
+objects that the export rebuilds change (an HDF5 repack rebuilds what it
+rewrites, an export to Zarr everything); the table retyping happens on read.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import dataclasses
 import functools
 from typing import Any, Callable, Collection, Mapping
 
-__all__ = ["MIGRATIONS", "Migration", "Rule", "match", "keep_user_metadata"]
+__all__ = ["MIGRATIONS", "Difference", "Migration", "Rule", "compare_nodes", "keep_user_metadata", "match"]
 
 #: The electrodes table of an NWBFile.
 ELECTRODES = "/general/extracellular_ephys/electrodes"
@@ -47,7 +50,7 @@ def _show(value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    """An accepted migration: ``applies(ctx)`` says whether a difference is this one."""
+    """An accepted migration: ``applies(difference)`` says whether a :class:`Difference` is this one."""
 
     name: str
     where: str

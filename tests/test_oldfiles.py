@@ -21,7 +21,6 @@ import textwrap
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 from conftest import assert_same_nwb
 
@@ -301,9 +300,9 @@ def test_real_changes_refused_zarr(tmp_path, change, message):
     import re
 
     import zarr
+    from pynwb import NWBHDF5IO
 
     from nwb_dask.zarr import _object_ids, _verify
-    from pynwb import NWBHDF5IO
 
     src = DATA / "pynwb2.0.1_experimental.nwb"
     store = tmp_path / "out.nwb.zarr"
