@@ -91,6 +91,9 @@ class RepackResult:
     verified : bool
     stats : WriteStats
         The parallel writer's statistics.
+    migrations : list of nwb_dask.migrations.Migration
+        The schema migrations pynwb's export applied to an older file (each
+        object and what changed), accepted by the verifier.
     """
 
     input: Path
@@ -102,6 +105,7 @@ class RepackResult:
     verify_seconds: float
     verified: bool
     stats: WriteStats
+    migrations: list = dataclasses.field(default_factory=list)
 
     def report(self) -> str:
         """A human-readable summary (what ``nwb-dask repack`` prints)."""
@@ -116,7 +120,15 @@ class RepackResult:
             f"{self.input_bytes / max(1, self.output_bytes):.2f}x smaller; {len(self.datasets)} dataset(s), "
             f"{mb:.0f} MB recompressed in {self.seconds:.1f} s"
             + (f" ({self.verify_seconds:.1f} s verifying, every object compared)" if self.verified else " (not verified)"))
-        return "\n".join(lines)
+        return "\n".join(lines + migration_lines(self.migrations))
+
+
+def migration_lines(migrations: Sequence) -> list[str]:
+    """The report's lines on the schema migrations applied (none: no line)."""
+    if not migrations:
+        return []
+    return [f"{len(migrations)} schema migration(s) by pynwb's export of an older file (nwb_dask.migrations):"] + [
+        f"  {m}" for m in migrations]
 
 
 def _fmt(shape) -> str:
@@ -342,6 +354,7 @@ def compare_files(
     *,
     bulk: Sequence[str] = (),
     scheduler: Any = None,
+    migrations: list | None = None,
 ) -> list[str]:
     """Differences between two HDF5/NWB files, object by object (empty list: the same content).
 
@@ -352,6 +365,11 @@ def compare_files(
     compared.  ``/specifications`` (the schema cache an export rewrites) and
     the root's ``nwb_version``/``.specloc`` attributes are skipped.
 
+    A difference that is one of pynwb's schema migrations of an older file
+    (:data:`nwb_dask.migrations.MIGRATIONS`: ``b`` exported from ``a`` by a
+    newer pynwb) is not a difference: it is appended to ``migrations`` (a
+    list of :class:`nwb_dask.migrations.Migration`) when one is given.
+
     Returns
     -------
     list of str
@@ -360,10 +378,22 @@ def compare_files(
     import h5py
 
     from .consolidate import _same_values
+    from .migrations import Difference, match
     from .reader import read_dataset
 
     diffs: list[str] = []
+    found: list = []
     bulk = set(bulk)
+
+    def accepted(path: str, key: str | None, before: Any, after: Any, oa, ob, size_out=None) -> bool:
+        parent = fa.get(path.rsplit("/", 1)[0] or "/")
+        siblings = list(parent) if isinstance(parent, h5py.Group) else []
+        m = match(Difference(path, key, before, after, _attrs(oa, fa), _attrs(ob, fb),
+                             _attrs(parent, fa), size_out, siblings))
+        if m is not None:
+            found.append(m)
+        return m is not None
+
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
         la, lb = _links(fa), _links(fb)
         for path in sorted(set(la) | set(lb)):
@@ -371,7 +401,10 @@ def compare_files(
                 diffs.append(f"{path}: only in {a}")
                 continue
             if path not in la:
-                diffs.append(f"{path}: only in {b}")
+                created = fb.get(path) if lb[path][0] in ("group", "dataset") else None
+                size = getattr(created, "size", None)
+                if not accepted(path, None, "(absent)", lb[path][0], None, created, size):
+                    diffs.append(f"{path}: only in {b}")
                 continue
             if la[path] != lb[path]:
                 diffs.append(f"{path}: {la[path]} in {a} but {lb[path]} in {b}")
@@ -379,11 +412,13 @@ def compare_files(
             oa, ob = fa[path], fb[path]
             skip = _EXPORT_ATTRS.get(path, set())
             ka, kb = set(oa.attrs) - skip, set(ob.attrs) - skip
-            if ka != kb:
-                diffs.append(f"{path}: attributes {sorted(ka ^ kb)} differ in presence")
+            odd = [k for k in kb - ka if not accepted(path, k, "(absent)", _norm(ob.attrs[k], fb), oa, ob)]
+            odd += [k for k in ka - kb if not accepted(path, k, _norm(oa.attrs[k], fa), "(absent)", oa, ob)]
+            if odd:
+                diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
             for key in sorted(ka & kb):
                 va, vb = _norm(oa.attrs[key], fa), _norm(ob.attrs[key], fb)
-                if not _equal(va, vb):
+                if not _equal(va, vb) and not accepted(path, key, va, vb, oa, ob):
                     diffs.append(f"{path}: attribute {key!r} is {va!r} in {a} but {vb!r} in {b}")
             if la.get(path, ("group",))[0] != "dataset":
                 continue
@@ -399,7 +434,14 @@ def compare_files(
     if checks:
         results = _same_values([(read_dataset(a, p), read_dataset(b, p)) for p in checks], scheduler)
         diffs += [f"{p}: values differ" for p, ok in zip(checks, results) if not ok]
+    if migrations is not None:
+        migrations.extend(found)
     return diffs
+
+
+def _attrs(obj, f) -> dict[str, Any]:
+    """The attributes of an HDF5 object (None: none), normalized as :func:`compare_files` compares them."""
+    return {} if obj is None else {k: _norm(obj.attrs[k], f) for k in obj.attrs}
 
 
 # --------------------------------------------------------------------------- #
@@ -467,6 +509,7 @@ def repack(
     from .errors import check_input_file
     from .info import codec_label
     from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths
+    from .migrations import keep_user_metadata
     from .reader import read_dataset
 
     t0 = time.perf_counter()
@@ -475,6 +518,7 @@ def repack(
     fixed = None if codec == "source" else make_codec(codec)
 
     datasets: list[RepackedDataset] = []
+    migrations: list = []
     verify_seconds = 0.0
     with AtomicOutput(out) as atomic:
         temp = atomic.temp
@@ -495,13 +539,15 @@ def repack(
                 if unknown:
                     raise ChunkShapeError(f"chunks given for {unknown}, which are not datasets repack recompresses "
                                           f"(those are: {sorted(done)})")
+            keep_user_metadata(nwbfile, src_io)
             with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                 io.export(src_io, nwbfile)
                 stats = io.stats or WriteStats()
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
         if verify:
             tv = time.perf_counter()
-            diffs = compare_files(src, temp, bulk=[d.path for d in datasets], scheduler=scheduler)
+            diffs = compare_files(src, temp, bulk=[d.path for d in datasets], scheduler=scheduler,
+                                  migrations=migrations)
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")
@@ -510,4 +556,4 @@ def repack(
             for d in datasets:
                 d.stored_out = _stored(f[d.path])
     return RepackResult(src, out, datasets, src.stat().st_size, out.stat().st_size, time.perf_counter() - t0,
-                        verify_seconds, verify, stats)
+                        verify_seconds, verify, stats, migrations)

@@ -461,11 +461,16 @@ class ConvertResult:
     verify_seconds: float
     verified: bool
     stats: WriteStats
+    #: The schema migrations pynwb's export applied to an older file (nwb_dask.migrations.Migration).
+    migrations: list = dataclasses.field(default_factory=list)
 
     def report(self) -> str:
-        return (f"{self.input} -> {self.output} ({self.direction}): {len(self.datasets)} large dataset(s), "
-                f"{self.stats.logical_bytes / 1e6:.0f} MB written in parallel, {self.seconds:.1f} s"
-                + (f" ({self.verify_seconds:.1f} s verifying)" if self.verified else " (not verified)"))
+        from .repack import migration_lines
+
+        return "\n".join([f"{self.input} -> {self.output} ({self.direction}): {len(self.datasets)} large dataset(s), "
+                          f"{self.stats.logical_bytes / 1e6:.0f} MB written in parallel, {self.seconds:.1f} s"
+                          + (f" ({self.verify_seconds:.1f} s verifying)" if self.verified else " (not verified)")]
+                         + migration_lines(self.migrations))
 
 
 def _zarr_array_path(value: Any) -> str | None:
@@ -557,6 +562,7 @@ def convert(
     from .io import NWBDaskIO
     from .reader import read_dataset
     from .errors import check_input_file, looks_like_zarr
+    from .migrations import keep_user_metadata
     from .repack import RepackVerificationError, _chunks_for, _in_file, large_fields, own_codec, swap_field
 
     t0 = time.perf_counter()
@@ -581,6 +587,7 @@ def convert(
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output directory {out.parent} does not exist")
     names: list[str] = []
+    migrations: list = []
     verify_seconds = 0.0
     with AtomicOutput(out) as atomic:  # a file is fsynced, a store's files are not (see docs/zarr.md)
         temp = atomic.temp
@@ -599,6 +606,7 @@ def convert(
                     shape = _chunks_for(chunks, arr, name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
                     names.append(name)
+                keep_user_metadata(nwbfile, src_io)
                 with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
@@ -611,6 +619,7 @@ def convert(
                     shape = _chunks_for(chunks, dset, dset.name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
+                keep_user_metadata(nwbfile, src_io)
                 with _io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
@@ -618,27 +627,133 @@ def convert(
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
         if verify:
             tv = time.perf_counter()
-            diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler)
+            diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler, migrations)
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 raise RepackVerificationError(f"verification failed: the converted copy of {src} differs:\n  "
                                               + "\n  ".join(diffs))
     return ConvertResult(src, out, "hdf5->zarr" if to_zarr else "zarr->hdf5", names,
-                         time.perf_counter() - t0, verify_seconds, verify, stats)
+                         time.perf_counter() - t0, verify_seconds, verify, stats, migrations)
 
 
 def _object_ids(nwbfile) -> dict[str, str]:
     return {c.object_id: type(c).__name__ for c in nwbfile.objects.values()}
 
 
-def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool, scheduler: Any) -> list[str]:
-    """Object IDs and types as in the input, and every large dataset equal element by element."""
+#: Attributes of hdmf-zarr's layout (dtype, dimension names, links, schema location), not of the NWB file.
+_LAYOUT_ATTRS = {"zarr_dtype", "_ARRAY_DIMENSIONS", "zarr_link", ".specloc", "nwb_version"}
+
+
+def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
+    """``{object path: (kind, attributes, size, numeric)}`` of an HDF5 file or Zarr store, as the formats have in common.
+
+    Groups and datasets (HDF5 soft/external links, hdmf-zarr's ``zarr_link``
+    and the ``/specifications`` cache are left out); attribute values as
+    plain Python (:func:`nwb_dask.migrations.plain`), object references as
+    ``("ref", target path)`` whichever way the format stores them; ``numeric``:
+    a dataset of numbers or booleans (compared by value).
+    """
+    from .migrations import plain
+
+    nodes: dict[str, tuple] = {}
+
+    def attrs_of(attrs, ref) -> dict:
+        out = {}
+        for key in attrs:
+            if key in _LAYOUT_ATTRS:
+                continue
+            value = attrs[key]
+            out[key] = ref(value) if ref(value) is not None else plain(value)
+        return out
+
+    if zarr_store:
+        import zarr
+
+        def zref(value):
+            if isinstance(value, dict) and value.get("zarr_dtype") == "object" and isinstance(value.get("value"), dict):
+                return ["ref", value["value"].get("path")]
+            return None
+
+        with _pickle_allowed():
+            root = zarr.open_group(str(path), mode="r")
+            nodes["/"] = ("group", attrs_of(root.attrs, zref), None, False)
+
+            def zvisit(name, obj):
+                if name == "specifications" or name.startswith("specifications/"):
+                    return
+                kind = "group" if isinstance(obj, zarr.hierarchy.Group) else "dataset"
+                size = None if kind == "group" else int(obj.size)
+                nodes["/" + name] = (kind, attrs_of(obj.attrs, zref), size, kind == "dataset" and obj.dtype.kind in "biuf")
+
+            root.visititems(zvisit)
+        return nodes
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        def href(value):
+            if isinstance(value, h5py.Reference):
+                return ["ref", f[value].name if value else None]
+            return None
+
+        def hvisit(group, prefix):
+            for name in group:
+                link = group.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    continue
+                full = f"{prefix}/{name}" if prefix != "/" else f"/{name}"
+                if full == "/specifications":
+                    continue
+                obj = group[name]
+                kind = "group" if isinstance(obj, h5py.Group) else "dataset"
+                size = None if kind == "group" else int(obj.size)
+                nodes[full] = (kind, attrs_of(obj.attrs, href), size, kind == "dataset" and obj.dtype.kind in "biuf")
+                if kind == "group":
+                    hvisit(obj, full)
+
+        nodes["/"] = ("group", attrs_of(f.attrs, href), None, False)
+        hvisit(f, "/")
+    return nodes
+
+
+def _small_values_differ(src: Path, out: Path, to_zarr: bool, paths: list[str]) -> list[str]:
+    """The numeric datasets ``paths`` of ``src`` and ``out`` (one HDF5, one Zarr) read whole and compared."""
+    import h5py
+    import zarr
+
+    from .repack import _equal
+
+    if not paths:
+        return []
+    h5_path, zarr_path = (src, out) if to_zarr else (out, src)
+    diffs = []
+    with h5py.File(h5_path, "r") as f, _pickle_allowed():
+        z = zarr.open_group(str(zarr_path), mode="r")
+        for path in paths:
+            zb = z[path.lstrip("/")]
+            a, b = np.asarray(f[path][()]), np.asarray(zb[()])
+            if zb.attrs.get("zarr_dtype") == "scalar" and b.size == 1:  # hdmf-zarr's scalars are 1-element arrays
+                b = b.reshape(())
+            if a.shape != b.shape or (a.dtype.kind == "b") != (b.dtype.kind == "b") or not _equal(a, b):
+                diffs.append(f"{path}: values differ")
+    return diffs
+
+
+def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool, scheduler: Any,
+            migrations: list) -> list[str]:
+    """Object IDs and types as in the input, every object and attribute (bar pynwb's schema migrations,
+    appended to ``migrations``), and every numeric dataset equal element by element (the large ones in
+    parallel)."""
     from pynwb import NWBHDF5IO
 
     from .consolidate import _same_values
+    from .migrations import compare_nodes
     from .reader import read_dataset
 
-    diffs = []
+    nodes_in, nodes_out = _nodes(src, not to_zarr), _nodes(out, to_zarr)
+    diffs = compare_nodes(nodes_in, nodes_out, str(src), str(out), migrations)
+    # The other numeric datasets (smaller than min_bytes, exported by HDMF) compared by value too, read whole.
+    small = [p for p, n in nodes_in.items() if n[3] and p not in names and p in nodes_out and nodes_out[p][3]]
+    diffs += _small_values_differ(src, out, to_zarr, small)
     reader = _zarr_io_base() if to_zarr else NWBHDF5IO
     with _pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
         ids_out = _object_ids(io.read())
