@@ -178,7 +178,7 @@ def consolidate(
     from .errors import VerificationError, check_input_file
     from .io import check_rewrite_paths
     from .links import audit_links
-    from .reader import read_dataset
+    from .reader import read_dataset, release_handles
     from .writer import plan_write, write_arrays
 
     src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
@@ -238,6 +238,7 @@ def consolidate(
         for name in done_datasets if verify else ():
             if not _same_dataset(temp, src, name, scheduler):
                 raise VerificationError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
+        release_handles()  # the output free to open for writing once returned
         atomic.commit()
     except BaseException as exc:
         # The traceback keeps this frame alive: drop its HDF5 objects now.  A virtual

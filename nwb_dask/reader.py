@@ -26,7 +26,7 @@ import numpy as np
 from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from .codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
 
-__all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb"]
+__all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb", "release_handles"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -73,6 +73,17 @@ def _open_remote(url: str, options: tuple = ()):
     from .errors import open_hdf5
 
     return open_hdf5(_source(url, options).open(), name=url)
+
+
+def release_handles() -> None:
+    """Drop this process's cached read-only handles on local files (they reopen on the next read).
+
+    Writers that read back what they wrote (repack, convert and consolidate
+    verify their output) call this before handing the file over, so the
+    caller can open it for writing at once: HDF5 refuses ``"r+"`` on a file
+    this process still holds read-only.
+    """
+    _open.cache_clear()
 
 
 def _close_handles() -> None:

@@ -510,7 +510,7 @@ def repack(
     from .info import codec_label
     from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths
     from .migrations import keep_user_metadata
-    from .reader import read_dataset
+    from .reader import read_dataset, release_handles
 
     t0 = time.perf_counter()
     src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
@@ -546,8 +546,11 @@ def repack(
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
         if verify:
             tv = time.perf_counter()
-            diffs = compare_files(src, temp, bulk=[d.path for d in datasets], scheduler=scheduler,
-                                  migrations=migrations)
+            try:
+                diffs = compare_files(src, temp, bulk=[d.path for d in datasets], scheduler=scheduler,
+                                      migrations=migrations)
+            finally:
+                release_handles()  # the output (and input) free to open for writing once returned
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 shown = "\n  ".join(diffs[:20]) + (f"\n  ... and {len(diffs) - 20} more" if len(diffs) > 20 else "")

@@ -560,7 +560,7 @@ def convert(
     from pynwb import NWBHDF5IO
 
     from .io import NWBDaskIO
-    from .reader import read_dataset
+    from .reader import read_dataset, release_handles
     from .errors import check_input_file, looks_like_zarr
     from .migrations import keep_user_metadata
     from .repack import RepackVerificationError, _chunks_for, _in_file, large_fields, own_codec, swap_field
@@ -627,7 +627,10 @@ def convert(
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
         if verify:
             tv = time.perf_counter()
-            diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler, migrations)
+            try:
+                diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler, migrations)
+            finally:
+                release_handles()  # the output (and input) free to open for writing once returned
             verify_seconds = time.perf_counter() - tv
             if diffs:
                 raise RepackVerificationError(f"verification failed: the converted copy of {src} differs:\n  "

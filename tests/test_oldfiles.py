@@ -256,9 +256,7 @@ def test_lost_description_refused(tmp_path, monkeypatch, tool):
 def _migrated(tmp_path) -> tuple[Path, Path]:
     src = DATA / "pynwb2.0.1_experimental.nwb"
     out = tmp_path / "out.nwb"
-    repack(src, out, min_bytes=0, progress=False)
-    # The verifier read the output through nwb_dask.reader, whose handle cache keeps it open read-only.
-    nwb_dask.reader._open.cache_clear()
+    repack(src, out, min_bytes=0, progress=False)  # the verifier's read handles are released: "r+" works at once
     return src, out
 
 
@@ -369,3 +367,26 @@ def test_electrodes_description_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(nwb_dask.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
     with pytest.raises(RepackVerificationError, match="electrodes: attribute 'description' is 'Neuropixels"):
         repack(src, tmp_path / "lost.nwb", min_bytes=0, progress=False)
+
+
+@pytest.mark.parametrize("tool", ["repack", "convert", "consolidate"])
+def test_outputs_open_for_writing_right_after(tool, tmp_path):
+    """The verifiers read through nwb_dask.reader's handle cache; it must not keep input or output open."""
+    src = tmp_path / "in.nwb"
+    shutil.copy(DATA / "pynwb3.0.0_ecephys384.nwb", src)
+    out = tmp_path / "out.nwb"
+    if tool == "convert":
+        store = tmp_path / "mid.nwb.zarr"
+        convert(src, store, min_bytes=0, progress=False)
+        convert(store, out, min_bytes=0, progress=False)
+    elif tool == "repack":
+        repack(src, out, min_bytes=0, progress=False)
+    else:  # a dataset of another file, linked: consolidate copies and verifies it
+        shutil.copy(DATA / "pynwb3.0.0_ecephys384.nwb", tmp_path / "other.nwb")
+        with h5py.File(src, "r+") as f:
+            data = f["acquisition/ElectricalSeries/data"]
+            f.create_group("scratch")["linked"] = h5py.ExternalLink("other.nwb", data.name)
+        consolidate(src, out, progress=False)
+    for path in (src, out):
+        with h5py.File(path, "r+") as f:
+            f.attrs["touched"] = 1
