@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
+from io import UnsupportedOperation
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,17 @@ from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, plan_write, write_arrays
 
 __all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
+
+
+#: h5py drivers that write one local file, which can be built under a temporary name and renamed.
+_ONE_FILE_DRIVERS = (None, "sec2", "stdio", "core", "direct")
+#: Paths that are URLs (read with ``driver="ros3"`` or fsspec), never local files.
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "wasbs://",
+                 "ftp://", "ftps://")
+
+
+class _FileExists(FileExistsError, UnsupportedOperation):
+    """Mode ``"w-"``/``"x"`` on an existing file: hdmf's ``UnsupportedOperation`` (and a ``FileExistsError``)."""
 
 
 def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
@@ -149,12 +162,19 @@ class DaskDataIO(H5DataIO):
 class NWBDaskIO(NWBHDF5IO):
     """``pynwb.NWBHDF5IO`` whose ``write`` stores large datasets in parallel.
 
+    Takes every argument ``NWBHDF5IO`` takes, in the same order (``path``,
+    ``mode``, ``load_namespaces``, ``manager``, ``file``, ``comm``,
+    ``driver``, ``aws_region``, ``herd_path``), and passes them through; what
+    differs is listed in ``docs/writer.md`` ("Drop-in for NWBHDF5IO").
+
     Parameters
     ----------
-    path : str or Path
-        The NWB file.
+    path : str or Path, optional
+        The NWB file (or give ``file=``).
     mode : str
         As for ``NWBHDF5IO``: ``"r"``, ``"r+"``, ``"a"``, ``"w"``, ``"w-"``/``"x"``.
+    load_namespaces, manager, file, comm, driver, aws_region, herd_path
+        As for ``NWBHDF5IO``.
     max_inflight_bytes : int
         Budget of raw bytes computed/encoded but not yet stored (256 MiB).
     scheduler : str, distributed.Client or None
@@ -162,11 +182,16 @@ class NWBDaskIO(NWBHDF5IO):
     progress : bool
         Progress bar (bytes, MB/s) on long writes.
     atomic : bool
-        In write modes, build the file under a temporary name and rename it
-        into place only on success (default True); in modes ``"a"``/``"r+"``,
-        undo a :meth:`write` that fails (see :class:`~nwb_dask.atomic.AppendJournal`).
+        A new file (modes ``"w"``, ``"w-"``, ``"x"``, or ``"a"`` on a missing
+        file, given by ``path``) is built under a temporary name and renamed
+        into place only on success (default True); the containers, errors and
+        warnings name ``path`` only.  In modes ``"a"``/``"r+"`` on an existing
+        file, a :meth:`write` that fails is undone (see
+        :class:`~nwb_dask.atomic.AppendJournal`).  A file given as ``file=``,
+        an MPI ``comm`` and drivers that are not one local file (``family``,
+        ``split``, ``ros3``, ...) are written in place, as ``NWBHDF5IO`` does.
     **kwargs
-        Passed to ``NWBHDF5IO`` (``manager``, ``load_namespaces``, ...).
+        Passed to ``NWBHDF5IO`` (arguments of later pynwb versions).
 
     Examples
     --------
@@ -176,8 +201,15 @@ class NWBDaskIO(NWBHDF5IO):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         mode: str = "r",
+        load_namespaces: bool = True,
+        manager=None,
+        file=None,
+        comm=None,
+        driver: str | None = None,
+        aws_region: str | None = None,
+        herd_path: str | None = None,
         *,
         max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
         scheduler: Any = None,
@@ -185,34 +217,60 @@ class NWBDaskIO(NWBHDF5IO):
         atomic: bool = True,
         **kwargs: Any,
     ):
-        self._target = Path(path)
         self._output: AtomicOutput | None = None
         self._failed = False
-        if atomic and mode == "a" and not self._target.exists():
-            mode = "w-"  # "a" creates a missing file: a new file, built atomically like any other
+        self._journal = None
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.scheduler = scheduler
         self.progress = progress
         #: Statistics of the last :meth:`write`.
         self.stats: WriteStats | None = None
-        if atomic and mode in ("w", "w-", "x"):
-            if mode in ("w-", "x") and self._target.exists():
-                raise FileExistsError(f"{self._target} exists (mode {mode!r}); use mode 'w' to overwrite")
-            if not self._target.absolute().parent.is_dir():
-                raise FileNotFoundError(f"cannot write {self._target}: directory {self._target.absolute().parent} "
-                                        "does not exist")
-            self._output = AtomicOutput(self._target)
-            try:
-                super().__init__(str(self._output.temp), mode="w", **kwargs)
-            except BaseException as exc:
-                self._output.discard()
-                if isinstance(exc, OSError):
-                    raise _naming_target(exc, self._output.temp, self._target) from exc
-                raise
+        local = path is not None and not str(path).startswith(_URL_PREFIXES)
+        self._target = Path(path) if local else None
+        if path is None and isinstance(getattr(file, "filename", None), str):
+            self._target = Path(file.filename)  # an open h5py.File: errors and notes name its file
+        kwargs.update(mode=mode, load_namespaces=load_namespaces, manager=manager, file=file, comm=comm,
+                      driver=driver, aws_region=aws_region, herd_path=herd_path)
+        creates = mode in ("w", "w-", "x") or mode == "a" and local and not self._target.exists()
+        if atomic and creates and local and file is None and comm is None and driver in _ONE_FILE_DRIVERS:
+            if mode == "a":  # a missing file has no namespaces to load (NWBHDF5IO would fail trying)
+                kwargs["load_namespaces"] = False
+            self._init_atomic(path, kwargs)
         else:
-            super().__init__(str(self._target), mode=mode, **kwargs)
+            super().__init__(path=path, **kwargs)
         # An append is undone if it fails: what the file holds now, and after each successful write.
-        self._journal = AppendJournal(self._file) if atomic and mode in ("a", "r+") else None
+        if atomic and mode in ("a", "r+") and self._output is None:
+            self._journal = AppendJournal(self._file)
+
+    def _init_atomic(self, path, kwargs: dict) -> None:
+        """Open hdmf on a temporary next to the target, with the target as the IO's ``source``.
+
+        hdmf gives every container it writes ``container_source = io.source``
+        and names ``io.source`` in its errors; a container written twice to
+        the same path keeps it.  So hdmf sees the target as the source, and
+        only the open h5py file is the temporary; links to other files are
+        relative to the target's directory, which is the temporary's too.
+        """
+        target, mode = self._target, kwargs["mode"]
+        if mode in ("w-", "x") and target.exists():  # hdmf's check would look at the temporary; its error type
+            raise _FileExists(f"{target} exists (mode {mode!r}); use mode 'w' to overwrite")
+        if not target.absolute().parent.is_dir():
+            raise FileNotFoundError(f"cannot write {target}: directory {target.absolute().parent} does not exist")
+        self._output = output = AtomicOutput(target)
+        temp = str(output.temp)
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # re-issued below, naming the target
+                super().__init__(path=temp, **kwargs)
+            # hdmf's source is a plain attribute of HDMFIO (private name); it has no setter
+            self._HDMFIO__source = os.path.abspath(path)
+        except BaseException as exc:
+            output.discard()
+            if isinstance(exc, OSError):
+                raise _naming_target(exc, output.temp, target) from exc
+            raise
+        for w in caught:
+            text = str(w.message).replace(temp, os.fspath(path))
+            warnings.warn_explicit(text, w.category, w.filename, w.lineno, source=w.source)
 
     def write(self, container, **kwargs: Any) -> None:
         """Write an NWBFile; large datasets go through the parallel writer.
@@ -253,6 +311,37 @@ class NWBDaskIO(NWBHDF5IO):
         """
         self._parallel(lambda: super(NWBDaskIO, self).export(src_io, nwbfile=nwbfile,
                                                              write_args=dict(write_args or {}), **kwargs))
+
+    @classmethod
+    def export_io(cls, path, src_io, comm=None, container=None, write_args: dict | None = None,
+                  cache_spec: bool = True, **kwargs: Any) -> None:
+        """``NWBHDF5IO.export_io`` written by ``NWBDaskIO`` (atomically, large datasets in parallel).
+
+        hdmf's ``export_io`` always writes with a plain ``HDF5IO`` and an empty
+        namespace catalog (so the file caches the source's namespaces); this
+        does the same with ``cls``.  ``kwargs`` go to ``NWBDaskIO``
+        (``scheduler``, ``progress``, ...).
+        """
+        from hdmf.build import BuildManager, TypeMap
+        from hdmf.spec import NamespaceCatalog
+
+        kwargs.setdefault("manager", BuildManager(TypeMap(NamespaceCatalog())))  # hdmf's HDF5IO default
+        with cls(path=path, comm=comm, mode="w", **kwargs) as io:
+            io.export(src_io, nwbfile=container, write_args=write_args, cache_spec=cache_spec)
+
+    @classmethod
+    def read_nwb(cls, path=None, file=None, *, min_bytes: int | None = None):
+        """``NWBHDF5IO.read_nwb`` with ``NWBDaskIO``: the NWBFile of ``path`` or of an open ``file``.
+
+        Large numeric datasets are dask arrays (see :meth:`read`); URLs are
+        read by :func:`nwb_dask.read_nwb`.  Close with ``nwbfile.read_io.close()``.
+        """
+        if path is not None and str(path).startswith(_URL_PREFIXES):
+            from .reader import DEFAULT_MIN_BYTES, read_nwb
+
+            return read_nwb(str(path), min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+        io = cls(path=path, file=file, mode="r", load_namespaces=True)
+        return io.read(min_bytes=min_bytes)
 
     def _parallel(self, run) -> None:
         """Run hdmf's write/export with DataChunkIterators queued, then write them all in parallel.
