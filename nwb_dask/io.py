@@ -27,11 +27,11 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from io import UnsupportedOperation
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hdmf.backends.errors import UnsupportedOperation
 from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO
 
@@ -353,6 +353,7 @@ class NWBDaskIO(NWBHDF5IO):
         removed too.
         """
         queue = ParallelDataChunkIteratorQueue()
+        self._started = False  # set by write_builder: from then on a failure leaves the file partly written
         self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
         journal = self._journal
         guard = guard_sigterm() if journal is not None else False
@@ -372,7 +373,10 @@ class NWBDaskIO(NWBHDF5IO):
                 self._file.flush()  # a full disk shows here, while the append can still be undone
                 self._journal = AppendJournal(self._file)
         except BaseException as exc:
-            self._failed = True
+            # A call refused before anything was written (an argument or mode check, a container that cannot be
+            # built) leaves the file as it was: it is kept at close, as NWBHDF5IO keeps it.
+            if self._started or not isinstance(exc, Exception):
+                self._failed = True
             queue.clear()
             if journal is not None:
                 jobs = others = dset = data = None  # noqa: F841 - drop the new datasets' handles first
@@ -397,6 +401,11 @@ class NWBDaskIO(NWBHDF5IO):
         err = disk_full_error(exc, self._target, what)
         if err is not None:
             raise err from exc
+
+    def write_builder(self, *args: Any, **kwargs: Any):
+        """hdmf's ``write_builder``; notes that the file is being changed (see :meth:`_parallel`)."""
+        self._started = True
+        return super().write_builder(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any):
         """hdmf's dataset writer, plus virtual datasets and checked external links.

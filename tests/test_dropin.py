@@ -25,7 +25,6 @@ import os
 import warnings
 from collections import Counter
 from datetime import datetime
-from io import UnsupportedOperation
 from pathlib import Path
 from unittest import mock
 
