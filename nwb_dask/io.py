@@ -17,7 +17,9 @@ Files written in mode ``"w"``/``"w-"``/``"x"`` appear atomically: the file is
 built under a temporary name next to the target and renamed when the ``with``
 block (or :meth:`NWBDaskIO.close`) completes without error; on error, Ctrl-C or
 SIGTERM the partial file is removed and nothing is left at the target (see
-:mod:`nwb_dask.atomic`).  Appends (mode ``"a"``/``"r+"``) write in place; one
+:mod:`nwb_dask.atomic`).  hdmf sees the target as the IO's source, so the
+containers' ``container_source``, hdmf's errors and pynwb's warnings name it,
+never the temporary.  Appends (mode ``"a"``/``"r+"``) write in place; one
 that fails is undone (:class:`~nwb_dask.atomic.AppendJournal`), so the file
 reads as before.
 """

@@ -36,6 +36,15 @@ def _nwbfile(n: int = 20) -> NWBFile:
     return nwbfile
 
 
+def _comm():
+    """MPI's world communicator (one rank here)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        pytest.skip("mpi4py is not installed")
+    return MPI.COMM_WORLD
+
+
 def _attempt(fn):
     """``fn()``, or ``("raises", type, message)``."""
     try:
@@ -145,6 +154,8 @@ def test_every_constructor_form(tmp_path):
             out["positional manager"] = io.read().acquisition["ts"].data[:].tolist()
         out["driver core"] = _attempt(lambda: (_write(io_class, _nwbfile(), "core.nwb", driver="core"),
                                                read_with(path="core.nwb", mode="r", driver="core"))[1])
+        out["driver family"] = _attempt(lambda: _write(io_class, _nwbfile(), "fam%d.nwb", driver="family"))  # in place
+        out["comm"] = _attempt(lambda: _write(io_class, _nwbfile(), "mpi.nwb", comm=_comm()))  # in place, collective
         out["manager"] = _attempt(lambda: (_write(io_class, _nwbfile(), "m.nwb", manager=get_manager()),
                                            read_with(path="m.nwb", manager=get_manager()))[1])
         with h5py.File("given.nwb", "w") as f:  # an open file to write into: written in place by both
@@ -180,7 +191,12 @@ def test_every_constructor_form(tmp_path):
     assert got["write into file="] is None and got["given"][2] == data
     assert got["read_nwb file"] == ["<dir>/a.nwb", data] and got["read_nwb path"] == ["<dir>/a.nwb", data]
     assert got["read_nwb nothing"][:2] == ("raises", "ValueError")
-    assert sorted(dask_io["files"]) == ["a.nwb", "core.nwb", "given.nwb", "m.nwb"]  # no temporary left
+    assert got["driver family"] is None
+    # every file where NWBHDF5IO puts it (family members, the MPI file) and no temporary left
+    no_mpi = ("raises", "ValueError", "h5py was built without MPI support, can't use mpio driver")
+    assert got["comm"] in (None, no_mpi)
+    assert dask_io["files"] == ["a.nwb", "core.nwb", "fam0.nwb", "given.nwb", "m.nwb"] + (
+        [] if got["comm"] == no_mpi else ["mpi.nwb"])
 
 
 def test_misuse_raises_the_same_errors_naming_the_file(tmp_path):
