@@ -60,6 +60,25 @@ class _FileExists(FileExistsError, UnsupportedOperation):
     """Mode ``"w-"``/``"x"`` on an existing file: hdmf's ``UnsupportedOperation`` (and a ``FileExistsError``)."""
 
 
+def _open_here(path: Path) -> bool:
+    """Whether HDF5 holds ``path`` open in this process (e.g. a file read from, whose datasets are to be linked)."""
+    import h5py
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:  # the open descriptor (sec2, the default driver): right whatever the working directory was
+            handle = fid.get_vfd_handle()
+            opened = os.fstat(handle) if isinstance(handle, int) else os.stat(fid.name)
+        except (OSError, ValueError, TypeError, RuntimeError):
+            continue
+        if (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
 def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
     """``exc``, raised while writing ``temp``, as the same error about ``target`` (the file the user named).
 
@@ -258,6 +277,11 @@ class NWBDaskIO(NWBHDF5IO):
             raise _FileExists(f"{target} exists (mode {mode!r}); use mode 'w' to overwrite")
         if not target.absolute().parent.is_dir():
             raise FileNotFoundError(f"cannot write {target}: directory {target.absolute().parent} does not exist")
+        if _open_here(target):
+            # HDF5 refuses to truncate it (NWBHDF5IO's error); built aside, its links to the old file would
+            # point into the new one after the rename: a wrong file, silently
+            raise OSError(f"cannot write {target}: Unable to synchronously create file (unable to truncate a file "
+                          "which is already open); close it (and the files read from it) first, or write elsewhere")
         self._output = output = AtomicOutput(target)
         temp = str(output.temp)
         try:

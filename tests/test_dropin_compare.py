@@ -426,3 +426,28 @@ def test_a_refused_call_inside_the_block_keeps_the_file(tmp_path):
         io.write(_nwbfile())
     with NWBHDF5IO(tmp_path / "a.nwb", "r") as io:
         assert io.read().acquisition["ts"].data[:].tolist() == list(range(20))
+
+
+def test_replacing_a_file_still_open_is_refused(tmp_path):
+    """Mode "w" on a file open for reading (its datasets to be linked): HDF5's refusal, and the file kept.
+
+    Built under a temporary name, the new file's links to the old one would point into itself after the rename.
+    """
+
+    def script(io_class, d):
+        _write(io_class, _nwbfile(), "a.nwb")
+        with io_class("a.nwb", "r") as old:
+            series = old.read().acquisition["ts"]
+            linking = NWBFile(session_description="n", identifier="n", session_start_time=START)
+            linking.add_acquisition(TimeSeries(name="copy", data=series.data, unit="V", rate=1.0))
+            err = _attempt(lambda: _write(io_class, linking, d / "a.nwb"))
+        with io_class("a.nwb", "r") as io:
+            return [err[:2], "unable to truncate a file which is already open" in err[2],
+                    sorted(io.read().acquisition), _open_count()]
+
+    got = _same(tmp_path, script)
+    assert got["outcome"] == [("raises", "OSError"), True, ["ts"], 1] and got["files"] == ["a.nwb"]
+
+
+def _open_count() -> int:
+    return len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
