@@ -282,7 +282,7 @@ class NWBDaskIO(NWBHDF5IO):
             # point into the new one after the rename: a wrong file, silently
             raise OSError(f"cannot write {target}: Unable to synchronously create file (unable to truncate a file "
                           "which is already open); close it (and the files read from it) first, or write elsewhere")
-        self._output = output = AtomicOutput(target)
+        self._output = output = AtomicOutput(target.absolute())  # renamed at close, whatever the directory then
         temp = str(output.temp)
         try:
             with warnings.catch_warnings(record=True) as caught:  # re-issued below, naming the target

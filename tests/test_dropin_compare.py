@@ -451,3 +451,19 @@ def test_replacing_a_file_still_open_is_refused(tmp_path):
 
 def _open_count() -> int:
     return len(h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
+
+
+def test_a_relative_path_is_where_it_was_when_opened(tmp_path):
+    """Changing the working directory before close: the file is where the relative path pointed at open."""
+
+    def script(io_class, d):
+        (d / "elsewhere").mkdir()
+        nwbfile = _nwbfile()
+        with io_class("a.nwb", "w") as io:
+            io.write(nwbfile)
+            os.chdir(d / "elsewhere")
+        os.chdir(d)
+        return nwbfile.container_source
+
+    got = _same(tmp_path, script)
+    assert got["outcome"] == "<dir>/a.nwb" and got["files"] == ["a.nwb", "elsewhere"]
