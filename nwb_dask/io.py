@@ -293,6 +293,8 @@ class NWBDaskIO(NWBHDF5IO):
             output.discard()
             if isinstance(exc, OSError):
                 raise _naming_target(exc, output.temp, target) from exc
+            if isinstance(exc, Warning) and temp in str(exc):  # a warning filter set to "error"
+                raise type(exc)(str(exc).replace(temp, os.fspath(path))) from None
             raise
         for w in caught:
             text = str(w.message).replace(temp, os.fspath(path))

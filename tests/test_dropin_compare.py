@@ -467,3 +467,14 @@ def test_a_relative_path_is_where_it_was_when_opened(tmp_path):
 
     got = _same(tmp_path, script)
     assert got["outcome"] == "<dir>/a.nwb" and got["files"] == ["a.nwb", "elsewhere"]
+
+
+def test_warnings_turned_into_errors_name_the_path(tmp_path):
+    def script(io_class, d):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return _attempt(lambda: io_class("x.h5", "w"))
+
+    got = _same(tmp_path, script)
+    assert got["outcome"][:2] == ("raises", "UserWarning") and "The file path provided: x.h5 does" in got["outcome"][2]
+    assert got["files"] == []
