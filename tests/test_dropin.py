@@ -24,17 +24,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from datetime import datetime
-from pathlib import Path
 from unittest import mock
 
-import h5py
 import numpy as np
 import pytest
-from dateutil.tz import tzutc
 from hdmf.common import DynamicTable, VectorData
 from hdmf.testing import H5RoundTripMixin
-from pynwb import NWBHDF5IO, NWBFile, TimeSeries, get_class, get_manager, validate as pynwb_validate
+from pynwb import NWBHDF5IO, NWBFile, TimeSeries, behavior, ecephys, get_class, image, misc
+from pynwb import validate as pynwb_validate
 from pynwb.testing import AcquisitionH5IOMixin, NWBH5IOFlexMixin, NWBH5IOMixin, TestCase
 from pynwb.testing import testh5io
 from pynwb.testing.mock import base as mbase, behavior as mbehavior, device as mdevice, ecephys as mecephys
@@ -43,7 +40,6 @@ from pynwb.testing.mock import file as mfile, icephys as micephys, ogen as mogen
 from nwb_dask import NWBDaskIO
 
 IO_CLASSES = (NWBHDF5IO, NWBDaskIO)
-START = datetime(2024, 1, 2, 3, 4, 5, tzinfo=tzutc())
 
 
 @pytest.fixture(autouse=True)
@@ -230,7 +226,6 @@ class _DeviceMixin(NWBH5IOMixin):
 _twice("Device", _DeviceMixin)
 
 # ---- ecephys ---------------------------------------------------------------------
-ecephys = pytest.importorskip("pynwb.ecephys")
 
 
 def _electrodes_table(nwbfile):
@@ -321,8 +316,6 @@ _flex("IntracellularRecordingsTable", lambda f: micephys.mock_IntracellularRecor
 _flex("IcephysMetadataTables", _icephys_tables)
 
 # ---- behavior --------------------------------------------------------------------
-behavior = pytest.importorskip("pynwb.behavior")
-misc = pytest.importorskip("pynwb.misc")
 
 
 def _interface(cls, series_factory):
@@ -345,7 +338,6 @@ _flex("BehavioralEpochs", _interface(behavior.BehavioralEpochs, lambda: misc.Int
     name="running", timestamps=[1.0, 2.0, 5.0, 7.0], data=[1, -1, 1, -1])))
 
 # ---- images ----------------------------------------------------------------------
-image = pytest.importorskip("pynwb.image")
 
 
 def _index_series(nwbfile):
