@@ -17,7 +17,9 @@ Files written in mode ``"w"``/``"w-"``/``"x"`` appear atomically: the file is
 built under a temporary name next to the target and renamed when the ``with``
 block (or :meth:`NWBDaskIO.close`) completes without error; on error, Ctrl-C or
 SIGTERM the partial file is removed and nothing is left at the target (see
-:mod:`nwb_dask.atomic`).  Appends (mode ``"a"``/``"r+"``) write in place; one
+:mod:`nwb_dask.atomic`).  hdmf sees the target as the IO's source, so the
+containers' ``container_source``, hdmf's errors and pynwb's warnings name it,
+never the temporary.  Appends (mode ``"a"``/``"r+"``) write in place; one
 that fails is undone (:class:`~nwb_dask.atomic.AppendJournal`), so the file
 reads as before.
 """
@@ -26,10 +28,12 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from hdmf.backends.errors import UnsupportedOperation
 from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO
 
@@ -43,6 +47,36 @@ from .scheduler import DEFAULT_INFLIGHT_BYTES
 from .writer import WriteStats, plan_write, write_arrays
 
 __all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
+
+
+#: h5py drivers that write one local file, which can be built under a temporary name and renamed.
+_ONE_FILE_DRIVERS = (None, "sec2", "stdio", "core", "direct")
+#: Paths that are URLs (read with ``driver="ros3"`` or fsspec), never local files.
+_URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "wasbs://",
+                 "ftp://", "ftps://")
+
+
+class _FileExists(FileExistsError, UnsupportedOperation):
+    """Mode ``"w-"``/``"x"`` on an existing file: hdmf's ``UnsupportedOperation`` (and a ``FileExistsError``)."""
+
+
+def _open_here(path: Path) -> bool:
+    """Whether HDF5 holds ``path`` open in this process (e.g. a file read from, whose datasets are to be linked)."""
+    import h5py
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:  # the open descriptor (sec2, the default driver): right whatever the working directory was
+            handle = fid.get_vfd_handle()
+            opened = os.fstat(handle) if isinstance(handle, int) else os.stat(fid.name)
+        except (OSError, ValueError, TypeError, RuntimeError):
+            continue
+        if (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
@@ -149,12 +183,19 @@ class DaskDataIO(H5DataIO):
 class NWBDaskIO(NWBHDF5IO):
     """``pynwb.NWBHDF5IO`` whose ``write`` stores large datasets in parallel.
 
+    Takes every argument ``NWBHDF5IO`` takes, in the same order (``path``,
+    ``mode``, ``load_namespaces``, ``manager``, ``file``, ``comm``,
+    ``driver``, ``aws_region``, ``herd_path``), and passes them through; what
+    differs is listed in ``docs/writer.md`` ("Drop-in for NWBHDF5IO").
+
     Parameters
     ----------
-    path : str or Path
-        The NWB file.
+    path : str or Path, optional
+        The NWB file (or give ``file=``).
     mode : str
         As for ``NWBHDF5IO``: ``"r"``, ``"r+"``, ``"a"``, ``"w"``, ``"w-"``/``"x"``.
+    load_namespaces, manager, file, comm, driver, aws_region, herd_path
+        As for ``NWBHDF5IO``.
     max_inflight_bytes : int
         Budget of raw bytes computed/encoded but not yet stored (256 MiB).
     scheduler : str, distributed.Client or None
@@ -162,11 +203,16 @@ class NWBDaskIO(NWBHDF5IO):
     progress : bool
         Progress bar (bytes, MB/s) on long writes.
     atomic : bool
-        In write modes, build the file under a temporary name and rename it
-        into place only on success (default True); in modes ``"a"``/``"r+"``,
-        undo a :meth:`write` that fails (see :class:`~nwb_dask.atomic.AppendJournal`).
+        A new file (modes ``"w"``, ``"w-"``, ``"x"``, or ``"a"`` on a missing
+        file, given by ``path``) is built under a temporary name and renamed
+        into place only on success (default True); the containers, errors and
+        warnings name ``path`` only.  In modes ``"a"``/``"r+"`` on an existing
+        file, a :meth:`write` that fails is undone (see
+        :class:`~nwb_dask.atomic.AppendJournal`).  A file given as ``file=``,
+        an MPI ``comm`` and drivers that are not one local file (``family``,
+        ``split``, ``ros3``, ...) are written in place, as ``NWBHDF5IO`` does.
     **kwargs
-        Passed to ``NWBHDF5IO`` (``manager``, ``load_namespaces``, ...).
+        Passed to ``NWBHDF5IO`` (arguments of later pynwb versions).
 
     Examples
     --------
@@ -176,8 +222,15 @@ class NWBDaskIO(NWBHDF5IO):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None = None,
         mode: str = "r",
+        load_namespaces: bool = True,
+        manager=None,
+        file=None,
+        comm=None,
+        driver: str | None = None,
+        aws_region: str | None = None,
+        herd_path: str | None = None,
         *,
         max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
         scheduler: Any = None,
@@ -185,34 +238,67 @@ class NWBDaskIO(NWBHDF5IO):
         atomic: bool = True,
         **kwargs: Any,
     ):
-        self._target = Path(path)
         self._output: AtomicOutput | None = None
         self._failed = False
-        if atomic and mode == "a" and not self._target.exists():
-            mode = "w-"  # "a" creates a missing file: a new file, built atomically like any other
+        self._journal = None
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.scheduler = scheduler
         self.progress = progress
         #: Statistics of the last :meth:`write`.
         self.stats: WriteStats | None = None
-        if atomic and mode in ("w", "w-", "x"):
-            if mode in ("w-", "x") and self._target.exists():
-                raise FileExistsError(f"{self._target} exists (mode {mode!r}); use mode 'w' to overwrite")
-            if not self._target.absolute().parent.is_dir():
-                raise FileNotFoundError(f"cannot write {self._target}: directory {self._target.absolute().parent} "
-                                        "does not exist")
-            self._output = AtomicOutput(self._target)
-            try:
-                super().__init__(str(self._output.temp), mode="w", **kwargs)
-            except BaseException as exc:
-                self._output.discard()
-                if isinstance(exc, OSError):
-                    raise _naming_target(exc, self._output.temp, self._target) from exc
-                raise
+        local = path is not None and not str(path).startswith(_URL_PREFIXES)
+        self._target = Path(path) if local else None
+        if path is None and isinstance(getattr(file, "filename", None), str):
+            self._target = Path(file.filename)  # an open h5py.File: errors and notes name its file
+        kwargs.update(mode=mode, load_namespaces=load_namespaces, manager=manager, file=file, comm=comm,
+                      driver=driver, aws_region=aws_region, herd_path=herd_path)
+        creates = mode in ("w", "w-", "x") or mode == "a" and local and not self._target.exists()
+        if atomic and creates and local and file is None and comm is None and driver in _ONE_FILE_DRIVERS:
+            if mode == "a":  # a missing file has no namespaces to load (NWBHDF5IO would fail trying)
+                kwargs["load_namespaces"] = False
+            self._init_atomic(path, kwargs)
         else:
-            super().__init__(str(self._target), mode=mode, **kwargs)
+            super().__init__(path=path, **kwargs)
         # An append is undone if it fails: what the file holds now, and after each successful write.
-        self._journal = AppendJournal(self._file) if atomic and mode in ("a", "r+") else None
+        if atomic and mode in ("a", "r+") and self._output is None:
+            self._journal = AppendJournal(self._file)
+
+    def _init_atomic(self, path, kwargs: dict) -> None:
+        """Open hdmf on a temporary next to the target, with the target as the IO's ``source``.
+
+        hdmf gives every container it writes ``container_source = io.source``
+        and names ``io.source`` in its errors; a container written twice to
+        the same path keeps it.  So hdmf sees the target as the source, and
+        only the open h5py file is the temporary; links to other files are
+        relative to the target's directory, which is the temporary's too.
+        """
+        target, mode = self._target, kwargs["mode"]
+        if mode in ("w-", "x") and target.exists():  # hdmf's check would look at the temporary; its error type
+            raise _FileExists(f"{target} exists (mode {mode!r}); use mode 'w' to overwrite")
+        if not target.absolute().parent.is_dir():
+            raise FileNotFoundError(f"cannot write {target}: directory {target.absolute().parent} does not exist")
+        if _open_here(target):
+            # HDF5 refuses to truncate it (NWBHDF5IO's error); built aside, its links to the old file would
+            # point into the new one after the rename: a wrong file, silently
+            raise OSError(f"cannot write {target}: Unable to synchronously create file (unable to truncate a file "
+                          "which is already open); close it (and the files read from it) first, or write elsewhere")
+        self._output = output = AtomicOutput(target.absolute())  # renamed at close, whatever the directory then
+        temp = str(output.temp)
+        try:
+            with warnings.catch_warnings(record=True) as caught:  # re-issued below, naming the target
+                super().__init__(path=temp, **kwargs)
+            # hdmf's source is a plain attribute of HDMFIO (private name); it has no setter
+            self._HDMFIO__source = os.path.abspath(path)
+        except BaseException as exc:
+            output.discard()
+            if isinstance(exc, OSError):
+                raise _naming_target(exc, output.temp, target) from exc
+            if isinstance(exc, Warning) and temp in str(exc):  # a warning filter set to "error"
+                raise type(exc)(str(exc).replace(temp, os.fspath(path))) from None
+            raise
+        for w in caught:
+            text = str(w.message).replace(temp, os.fspath(path))
+            warnings.warn_explicit(text, w.category, w.filename, w.lineno, source=w.source)
 
     def write(self, container, **kwargs: Any) -> None:
         """Write an NWBFile; large datasets go through the parallel writer.
@@ -254,6 +340,37 @@ class NWBDaskIO(NWBHDF5IO):
         self._parallel(lambda: super(NWBDaskIO, self).export(src_io, nwbfile=nwbfile,
                                                              write_args=dict(write_args or {}), **kwargs))
 
+    @classmethod
+    def export_io(cls, path, src_io, comm=None, container=None, write_args: dict | None = None,
+                  cache_spec: bool = True, **kwargs: Any) -> None:
+        """``NWBHDF5IO.export_io`` written by ``NWBDaskIO`` (atomically, large datasets in parallel).
+
+        hdmf's ``export_io`` always writes with a plain ``HDF5IO`` and an empty
+        namespace catalog (so the file caches the source's namespaces); this
+        does the same with ``cls``.  ``kwargs`` go to ``NWBDaskIO``
+        (``scheduler``, ``progress``, ...).
+        """
+        from hdmf.build import BuildManager, TypeMap
+        from hdmf.spec import NamespaceCatalog
+
+        kwargs.setdefault("manager", BuildManager(TypeMap(NamespaceCatalog())))  # hdmf's HDF5IO default
+        with cls(path=path, comm=comm, mode="w", **kwargs) as io:
+            io.export(src_io, nwbfile=container, write_args=write_args, cache_spec=cache_spec)
+
+    @classmethod
+    def read_nwb(cls, path=None, file=None, *, min_bytes: int | None = None):
+        """``NWBHDF5IO.read_nwb`` with ``NWBDaskIO``: the NWBFile of ``path`` or of an open ``file``.
+
+        Large numeric datasets are dask arrays (see :meth:`read`); URLs are
+        read by :func:`nwb_dask.read_nwb`.  Close with ``nwbfile.read_io.close()``.
+        """
+        if path is not None and str(path).startswith(_URL_PREFIXES):
+            from .reader import DEFAULT_MIN_BYTES, read_nwb
+
+            return read_nwb(str(path), min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+        io = cls(path=path, file=file, mode="r", load_namespaces=True)
+        return io.read(min_bytes=min_bytes)
+
     def _parallel(self, run) -> None:
         """Run hdmf's write/export with DataChunkIterators queued, then write them all in parallel.
 
@@ -264,6 +381,7 @@ class NWBDaskIO(NWBHDF5IO):
         removed too.
         """
         queue = ParallelDataChunkIteratorQueue()
+        self._started = False  # set by write_builder: from then on a failure leaves the file partly written
         self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
         journal = self._journal
         guard = guard_sigterm() if journal is not None else False
@@ -283,7 +401,10 @@ class NWBDaskIO(NWBHDF5IO):
                 self._file.flush()  # a full disk shows here, while the append can still be undone
                 self._journal = AppendJournal(self._file)
         except BaseException as exc:
-            self._failed = True
+            # A call refused before anything was written (an argument or mode check, a container that cannot be
+            # built) leaves the file as it was: it is kept at close, as NWBHDF5IO keeps it.
+            if self._started or not isinstance(exc, Exception):
+                self._failed = True
             queue.clear()
             if journal is not None:
                 jobs = others = dset = data = None  # noqa: F841 - drop the new datasets' handles first
@@ -308,6 +429,11 @@ class NWBDaskIO(NWBHDF5IO):
         err = disk_full_error(exc, self._target, what)
         if err is not None:
             raise err from exc
+
+    def write_builder(self, *args: Any, **kwargs: Any):
+        """hdmf's ``write_builder``; notes that the file is being changed (see :meth:`_parallel`)."""
+        self._started = True
+        return super().write_builder(*args, **kwargs)
 
     def write_dataset(self, *args: Any, **kwargs: Any):
         """hdmf's dataset writer, plus virtual datasets and checked external links.

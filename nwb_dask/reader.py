@@ -557,8 +557,9 @@ def daskify(
 
     Parameters
     ----------
-    nwbfile : pynwb.NWBFile
-        As returned by ``NWBHDF5IO.read()`` (its file must stay open).
+    nwbfile : pynwb.NWBFile or hdmf container
+        As returned by ``NWBHDF5IO.read()`` (its file must stay open); the
+        root of a file of hdmf types (e.g. a ``DynamicTable``) is fine too.
     min_bytes : int
         Datasets smaller than this stay h5py datasets (pynwb's behaviour).
     block_bytes, direct, remote_options
@@ -577,7 +578,8 @@ def daskify(
     options = _options_key(remote_options)
 
     changed = []
-    for obj in nwbfile.objects.values():
+    objects = nwbfile.objects if hasattr(nwbfile, "objects") else nwbfile.all_objects  # NWBFile or other root
+    for obj in objects.values():
         fields = obj.fields  # hdmf's field store; pynwb's properties read from it
         for key, val in list(fields.items()):
             if (
