@@ -145,7 +145,8 @@ def _nwb_arrays(nwbfile) -> dict[str, Any]:
 # --------------------------------------------------------------------------- #
 # rank 0: the structure                                                        #
 # --------------------------------------------------------------------------- #
-def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_bytes: int) -> _Plan:
+def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_bytes: int,
+               target: str | os.PathLike) -> _Plan:
     """Create the file with empty datasets (rank 0) and plan the blocks."""
     import h5py
 
@@ -174,6 +175,9 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
                 return super()._write_all([], others)
 
         with _PlanIO(temp, "w", atomic=False, progress=False) as io:
+            # the containers name the target, as NWBDaskIO's own atomic writes do (hdmf's source is a
+            # private attribute of HDMFIO without a setter)
+            io._HDMFIO__source = os.path.abspath(target)
             io.write(data)
     return plan
 
@@ -548,7 +552,7 @@ def write(
         atomic = AtomicOutput(target)
         temp = atomic.temp
         try:
-            plan = _structure(data, str(temp), codec, chunks, block_bytes)
+            plan = _structure(data, str(temp), codec, chunks, block_bytes, target)
         except BaseException as exc:
             atomic.discard()
             plan = _Plan(temp=str(temp), error=f"rank 0 could not create {target}: {type(exc).__name__}: {exc}")

@@ -61,6 +61,11 @@ def main() -> None:
     if kind == "nwb":
         data = ephys_nwbfile(nwb_dask.DaskDataIO(synthetic_ephys(seconds=2, n_channels=64, seed=4), codec="gzip"))
         nwb_dask.mpi.write(data, out, mode=mode)
+        if comm.rank == 0:  # the containers name the file written, never its temporary (as NWBHDF5IO)
+            import os
+
+            sources = {c.container_source for c in data.objects.values()}
+            assert sources == {os.path.abspath(out)}, sources
         return
     if kind.startswith("dtype_"):
         values = (np.arange(40_000).reshape(10_000, 4) % 1000).astype("f8")
