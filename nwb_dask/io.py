@@ -69,9 +69,10 @@ def _open_here(path: Path) -> bool:
     except OSError:
         return False
     for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        try:  # the open descriptor (sec2, the default driver): right whatever the working directory was
-            handle = fid.get_vfd_handle()
-            opened = os.fstat(handle) if isinstance(handle, int) else os.stat(fid.name)
+        # By the name HDF5 opened it with (H5Fget_name).  Not fid.get_vfd_handle(): on some open files
+        # (file-object driver views, files another thread is closing) it crashed the interpreter.
+        try:
+            opened = os.stat(fid.name)
         except (OSError, ValueError, TypeError, RuntimeError):
             continue
         if (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino):
