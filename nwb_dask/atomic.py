@@ -78,6 +78,7 @@ def find_partials(directory: str | os.PathLike, *, older_than: float = 0.0, recu
     -------
     list of Path
         Files and (Zarr) directories named like :func:`partial_path`, sorted.
+        HDF5 temporaries a writer holds open (HDF5's file lock) are left out.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -88,10 +89,35 @@ def find_partials(directory: str | os.PathLike, *, older_than: float = 0.0, recu
         for name in filenames + dirnames:
             if PARTIAL_PATTERN.match(name):
                 path = Path(dirpath) / name
-                if older_than <= 0 or now - path.lstat().st_mtime >= older_than:
+                if (older_than <= 0 or now - path.lstat().st_mtime >= older_than) and not _being_written(path):
                     found.append(path)
         dirnames[:] = [d for d in dirnames if recursive and not PARTIAL_PATTERN.match(d)]
     return sorted(found)
+
+
+def _being_written(path: Path) -> bool:
+    """Whether a writer holds this HDF5 temporary open: HDF5 takes an exclusive ``flock`` on a file it writes.
+
+    (Its file locking is on by default; with ``HDF5_USE_FILE_LOCKING=FALSE``,
+    or for Zarr stores, only ``older_than`` spares running writers.)
+    """
+    import fcntl
+
+    if not path.is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken on it
+    return False
 
 
 def remove_partials(directory: str | os.PathLike, *, older_than: float = 0.0, recursive: bool = False,

@@ -253,6 +253,12 @@ class NWBDaskIO(NWBHDF5IO):
             self._target = Path(file.filename)  # an open h5py.File: errors and notes name its file
         kwargs.update(mode=mode, load_namespaces=load_namespaces, manager=manager, file=file, comm=comm,
                       driver=driver, aws_region=aws_region, herd_path=herd_path)
+        if mode != "r":
+            from .reader import release_handles
+
+            # dask arrays read from this file keep cached read-only handles; HDF5 refuses to open it for
+            # writing while any is open (they reopen on their next compute)
+            release_handles()
         creates = mode in ("w", "w-", "x") or mode == "a" and local and not self._target.exists()
         if atomic and creates and local and file is None and comm is None and driver in _ONE_FILE_DRIVERS:
             if mode == "a":  # a missing file has no namespaces to load (NWBHDF5IO would fail trying)
@@ -292,6 +298,7 @@ class NWBDaskIO(NWBHDF5IO):
             self._HDMFIO__source = os.path.abspath(path)
         except BaseException as exc:
             output.discard()
+            self._output = None  # nothing to commit when hdmf's __del__ closes this IO
             if isinstance(exc, OSError):
                 raise _naming_target(exc, output.temp, target) from exc
             if isinstance(exc, Warning) and temp in str(exc):  # a warning filter set to "error"
@@ -520,6 +527,9 @@ class NWBDaskIO(NWBHDF5IO):
         temporary.
         """
         output, self._output = getattr(self, "_output", None), None
+        from .reader import release_handles
+
+        release_handles()  # like NWBHDF5IO, a closed IO leaves the file free (lazy arrays reopen it if computed)
         try:
             super().close(close_links=close_links)
         except BaseException as exc:
@@ -531,8 +541,14 @@ class NWBDaskIO(NWBHDF5IO):
                     raise _naming_target(exc, output.temp, self._target) from exc
             raise
         if output is not None:
-            if self._failed or not output.temp.exists():
+            if self._failed:
                 output.discard()
+            elif not output.temp.exists():  # unlinked under the writer: HDF5 wrote to a file no name reaches
+                output.discard()
+                state = "was not changed" if self._target.exists() else "was not created"
+                raise FileNotFoundError(
+                    f"cannot write {self._target}: its temporary {output.temp.name} was deleted while the file was "
+                    f"being written (by `nwb-dask clean` or another program); {self._target} {state}")
             else:
                 try:
                     output.commit()

@@ -242,6 +242,32 @@ def keep_user_metadata(nwbfile, src_io) -> list[str]:
     return restored
 
 
+def rebuild_incomplete(nwbfile, src_io) -> list[str]:
+    """Mark for rebuilding the series an older schema let go without ``data`` (the "TimeSeries data" rule).
+
+    An ImageSeries of an NWB 2.0-2.x file with only ``external_file`` has no
+    ``data`` dataset; the output caches the installed schema, which requires
+    one.  An export copies an unmodified container's builder as it was, so
+    the output would declare a schema it does not meet (a validation error
+    the input did not have); rebuilt, the series gets the empty ``data``
+    pynwb writes for it.  Returns the paths marked.
+    """
+    from pynwb.base import TimeSeries
+
+    marked = []
+    for container in nwbfile.objects.values():
+        if not isinstance(container, TimeSeries):
+            continue
+        try:
+            builder = src_io.manager.get_builder(container)
+        except Exception:
+            continue
+        if builder is not None and "data" not in getattr(builder, "datasets", {}):
+            container.set_modified()
+            marked.append(builder.path)
+    return marked
+
+
 # --------------------------------------------------------------------------- #
 # backend-neutral comparison (convert: HDF5 <-> Zarr)                          #
 # --------------------------------------------------------------------------- #

@@ -509,7 +509,7 @@ def repack(
     from .errors import check_input_file
     from .info import codec_label
     from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths
-    from .migrations import keep_user_metadata
+    from .migrations import keep_user_metadata, rebuild_incomplete
     from .reader import read_dataset, release_handles
 
     t0 = time.perf_counter()
@@ -540,6 +540,7 @@ def repack(
                     raise ChunkShapeError(f"chunks given for {unknown}, which are not datasets repack recompresses "
                                           f"(those are: {sorted(done)})")
             keep_user_metadata(nwbfile, src_io)
+            rebuild_incomplete(nwbfile, src_io)
             with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                 io.export(src_io, nwbfile)
                 stats = io.stats or WriteStats()

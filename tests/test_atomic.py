@@ -712,3 +712,48 @@ def test_cli_clean_lists_then_removes_what_a_sigkill_left(tmp_path):
     missing = subprocess.run(["nwb-dask", "clean", str(tmp_path / "nope")], capture_output=True, text=True,
                              timeout=120)
     assert missing.returncode == 2 and "not a directory" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def _slow_series(delay=0.2):
+    def slow(b):
+        time.sleep(delay)
+        return b
+
+    x = da.ones((2000, 64), chunks=(100, 64), dtype="i2").map_blocks(slow, dtype="i2")
+    nwb = small_nwbfile()
+    nwb.add_acquisition(TimeSeries(name="slow", data=DaskDataIO(x), unit="V", rate=1.0))
+    return nwb
+
+
+def test_clean_during_a_write_spares_the_writers_temporary(tmp_path):
+    """HDF5 holds its flock on the temporary it writes: remove_partials (nwb-dask clean) leaves it alone."""
+    seen = []
+
+    def cleaner():
+        deadline = time.monotonic() + 30
+        while not find_partials(tmp_path) and not partials(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen.append(partials(tmp_path))
+        seen.append(remove_partials(tmp_path))
+
+    thread = threading.Thread(target=cleaner)
+    thread.start()
+    write_nwb(_slow_series(), tmp_path / "out.nwb", progress=False, scheduler="threads")
+    thread.join()
+    assert len(seen[0]) == 1 and seen[1] == []  # a temporary was there, in use, and not removed
+    with h5py.File(tmp_path / "out.nwb", "r") as f:
+        assert f["acquisition/slow/data"].shape == (2000, 64) and f["acquisition/slow/data"][()].min() == 1
+    assert partials(tmp_path) == []
+
+
+def test_a_temporary_deleted_under_the_writer_is_an_error_not_a_silent_success(tmp_path):
+    target = tmp_path / "out.nwb"
+    target.write_bytes(b"the old file")
+    io = NWBDaskIO(target, "w", progress=False)
+    io.write(small_nwbfile())
+    (left,) = [tmp_path / p for p in partials(tmp_path)]
+    left.unlink()  # another program (or a clean run without HDF5's lock) deleted it
+    with pytest.raises(FileNotFoundError, match=rf"cannot write {re.escape(str(target))}: its temporary "
+                                                r"\..+\.partial\.nwb was deleted while the file was being written"):
+        io.close()
+    assert target.read_bytes() == b"the old file" and partials(tmp_path) == []

@@ -25,6 +25,7 @@ from hdmf.backends.warnings import BrokenLinkWarning
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries, get_manager, validate
 
 from nwb_dask import NWBDaskIO
+from pynwb.testing.mock.file import mock_NWBFile
 
 START = datetime(2024, 1, 2, 3, 4, 5, tzinfo=tzutc())
 
@@ -479,3 +480,29 @@ def test_warnings_turned_into_errors_name_the_path(tmp_path):
     got = _same(tmp_path, script)
     assert got["outcome"][:2] == ("raises", "UserWarning") and "The file path provided: x.h5 does" in got["outcome"][2]
     assert got["files"] == []
+
+
+@pytest.mark.parametrize("cls", [NWBHDF5IO, NWBDaskIO], ids=["NWBHDF5IO", "NWBDaskIO"])
+def test_read_compute_close_then_append(cls, tmp_path):
+    """A dataset read (and computed) through a closed IO does not keep the file from being appended to."""
+    import dask.array as da
+
+    from nwb_dask import DaskDataIO, write_nwb
+
+    path = tmp_path / "handles.nwb"
+    nwb = mock_NWBFile()
+    nwb.add_acquisition(TimeSeries(name="big", data=DaskDataIO(da.ones((3000, 1000), "f8", chunks=(500, 1000))),
+                                   unit="V", rate=1.0))
+    write_nwb(nwb, path, progress=False)
+    with cls(str(path), "r") as io:
+        data = io.read().acquisition["big"].data
+        total = data[:2].sum()
+        assert float(total.compute() if hasattr(total, "compute") else total) == 2000.0
+    with cls(str(path), "a") as io:
+        nwb = io.read()
+        nwb.add_acquisition(TimeSeries(name="more", data=np.arange(3.0), unit="V", rate=1.0))
+        io.write(nwb)
+    with h5py.File(path, "r+") as f:  # and plain h5py may write it too
+        assert list(f["acquisition/more/data"][()]) == [0.0, 1.0, 2.0]
+    if cls is NWBDaskIO:
+        assert float(data[:2].sum().compute()) == 2000.0  # the lazy array reopens the file on its own
