@@ -18,9 +18,11 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from .atomic import guard_sigterm, partial_path, release_sigterm
 from .chunking import DEFAULT_BLOCK_BYTES
 from .codecs import CodecSpec, codec
 from .errors import VerificationError
@@ -139,6 +141,9 @@ def run_demo(
     if path is not None and os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{os.fspath(path)} exists; pass overwrite=True (--overwrite) to replace it")
     with contextlib.ExitStack() as stack:
+        # SIGTERM (a batch system's stop) as an exception for the whole demo, so the temporary
+        # directory, the serial comparison's file and a file that failed its check are removed
+        stack.callback(release_sigterm, guard_sigterm())
         if path is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nwb_dask_demo_"))
             path = os.path.join(tmp, "demo.nwb")
@@ -149,10 +154,18 @@ def run_demo(
         stats = write_nwb(ephys_nwbfile(data), path, progress=progress)
 
         t0 = time.perf_counter()
-        with NWBHDF5IO(path, "r") as io:
-            dset = io.read().acquisition["ElectricalSeries"].data
-            stored = dset.id.get_storage_size()
-            _verify(dset, data.data.array, progress)
+        try:
+            with NWBHDF5IO(path, "r") as io:
+                dset = io.read().acquisition["ElectricalSeries"].data
+                stored = dset.id.get_storage_size()
+                _verify(dset, data.data.array, progress)
+        except BaseException as exc:  # a file that failed (or did not finish) its check is not left behind
+            dset = None
+            if os.path.exists(path):
+                os.remove(path)
+            if isinstance(exc, VerificationError):
+                exc.add_note(f"nwb_dask: {path} was removed")
+            raise
         verify_s = time.perf_counter() - t0
 
         serial_bytes, serial_s = 0, 0.0
@@ -183,7 +196,7 @@ def _serial_write(arr, c, seconds: float, folder: str) -> tuple[int, float]:
     from .synthetic import ephys_nwbfile
 
     part = arr[: min(arr.shape[0], int(seconds * 30_000))]
-    path = os.path.join(folder, f".serial-{os.getpid()}.nwb")
+    path = os.fspath(partial_path(Path(folder) / "serial.nwb"))  # a name `nwb-dask clean` finds after a SIGKILL
     try:
         nwbfile = ephys_nwbfile(H5DataIO(DaskDataChunkIterator(part), **c.h5dataio_kwargs()))
         t0 = time.perf_counter()

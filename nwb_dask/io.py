@@ -61,19 +61,23 @@ class _FileExists(FileExistsError, UnsupportedOperation):
 
 
 def _open_here(path: Path) -> bool:
-    """Whether HDF5 holds ``path`` open in this process (e.g. a file read from, whose datasets are to be linked)."""
-    import h5py
+    """Whether this process holds ``path`` open (e.g. a file read from, whose datasets are to be linked).
 
+    Looked up among this process's open descriptors (``/proc/self/fd``: HDF5's
+    sec2 driver keeps one per open file), not through HDF5: walking
+    ``h5py.h5f.get_obj_ids`` and asking each file for its name or handle
+    crashed the interpreter when other threads were closing files.  Where
+    ``/proc`` is missing the check is skipped (HDF5 then reports its own error).
+    """
     try:
         st = os.stat(path)
+        fds = os.listdir("/proc/self/fd")
     except OSError:
         return False
-    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        # By the name HDF5 opened it with (H5Fget_name).  Not fid.get_vfd_handle(): on some open files
-        # (file-object driver views, files another thread is closing) it crashed the interpreter.
+    for fd in fds:
         try:
-            opened = os.stat(fid.name)
-        except (OSError, ValueError, TypeError, RuntimeError):
+            opened = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile, or the listing's own descriptor
             continue
         if (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino):
             return True
