@@ -227,7 +227,7 @@ def _cmd_repack(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .zarr import convert
 
-    return _rewrite(convert, args, allow_pickle=args.allow_pickle)
+    return _rewrite(convert, args, allow_pickle=args.allow_pickle, min_bytes=int(args.min_mb * 2**20))
 
 
 def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec_help: str, chunks: str,
@@ -238,6 +238,9 @@ def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec
     parser.add_argument("--codec", default=codec, help=codec_help)
     parser.add_argument("--level", type=int, help="compression level for --codec (not with --codec source)")
     parser.add_argument("--chunks", default=chunks, help=chunks_help)
+    parser.add_argument("--min-mb", type=_non_negative, default=1.0,
+                        help="rewrite datasets of at least this many MiB in parallel (>= 0; default 1); "
+                        "smaller ones go through HDMF's export as they are")
     _add_compute_arguments(parser)
     parser.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
@@ -383,8 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
         chunks_help="auto (default), source, or a shape such as 30000,64",
         overwrite_help="replace OUTPUT if it exists (never INPUT)",
     )
-    rp.add_argument("--min-mb", type=_non_negative, default=1.0,
-                    help="recompress datasets of at least this many MiB (>= 0; default 1)")
     rp.set_defaults(func=_cmd_repack)
 
     cv = sub.add_parser(

@@ -314,3 +314,24 @@ def test_recover_errors(tmp_path, capsys):
         assert "writer" in error_of(capsys, "recover")
     with h5py.File(path, "r") as f:
         assert f[LIVE].shape == (10, 4)
+
+
+def test_convert_takes_min_mb_as_repack_does(tmp_path):
+    """`--min-mb` on convert as on repack: 0 rewrites every numeric dataset in parallel; negative is bad input."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    src = Path(__file__).parent / "data" / "pynwb3.0.0_ecephys384.nwb"
+
+    def convert(out, *extra):
+        return subprocess.run(["nwb-dask", "convert", str(src), str(tmp_path / out), "-q", "--json", *extra],
+                              capture_output=True, text=True, timeout=300)
+
+    default, everything = convert("a.nwb.zarr"), convert("b.nwb.zarr", "--min-mb", "0")
+    assert default.returncode == 0 and everything.returncode == 0, default.stderr + everything.stderr
+    assert json.loads(default.stdout)["datasets"] == []  # a small file: nothing of 1 MiB or more
+    assert "/acquisition/ElectricalSeries/data" in json.loads(everything.stdout)["datasets"]
+    bad = convert("c.nwb.zarr", "--min-mb", "-1")
+    assert bad.returncode == 2 and "--min-mb: must be a number >= 0" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "c.nwb.zarr").exists()
