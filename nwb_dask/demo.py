@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import guard_sigterm, partial_path, release_sigterm
+from .atomic import partial_path
 from .chunking import DEFAULT_BLOCK_BYTES
 from .codecs import CodecSpec, codec
 from .errors import VerificationError
@@ -141,9 +141,6 @@ def run_demo(
     if path is not None and os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{os.fspath(path)} exists; pass overwrite=True (--overwrite) to replace it")
     with contextlib.ExitStack() as stack:
-        # SIGTERM (a batch system's stop) as an exception for the whole demo, so the temporary
-        # directory, the serial comparison's file and a file that failed its check are removed
-        stack.callback(release_sigterm, guard_sigterm())
         if path is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nwb_dask_demo_"))
             path = os.path.join(tmp, "demo.nwb")
