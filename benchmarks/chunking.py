@@ -28,7 +28,7 @@ import numpy as np
 
 from nwb_dask.chunking import chunk_offsets, guess_chunk_shape
 from nwb_dask.codecs import codec, pad_chunk
-from nwb_dask.synthetic import ephys_block
+from nwb_dask.testing import ephys_block
 
 
 def write(path, data, chunk, c, threads):

@@ -2,7 +2,7 @@
 """Benchmark nwb_dask's HDF5-exact codecs against h5py's own filter pipeline.
 
 Synthetic Neuropixels-like data (int16, 384 channels, 30 kHz, see
-``nwb_dask.synthetic``) is split into HDF5 chunks (edge chunks padded with
+``nwb_dask.testing``) is split into HDF5 chunks (edge chunks padded with
 ``pad_chunk``).  For every codec variant the script measures, in one run:
 
 * encode MB/s with 1 thread and with all cores (a ThreadPoolExecutor over
@@ -47,7 +47,7 @@ import h5py
 import numpy as np
 
 from nwb_dask.codecs import codec, codec_from_dataset, pad_chunk
-from nwb_dask.synthetic import ephys_block
+from nwb_dask.testing import ephys_block
 
 #: (label, spec) for every benchmarked variant, in table order.
 VARIANTS: list[tuple[str, tuple[str, dict]]] = [

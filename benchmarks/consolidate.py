@@ -25,7 +25,7 @@ import textwrap
 import time
 
 import nwb_dask
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
 NAME = "acquisition/ElectricalSeries/data"
 H5PY_COPY = textwrap.dedent(

@@ -48,7 +48,7 @@ def worker(method: str, seconds: float, out: str, block_mib: float) -> None:
     from mpi4py import MPI
 
     import nwb_dask
-    from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+    from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
     comm = MPI.COMM_WORLD
     data = synthetic_ephys(seconds=seconds, seed=0)
@@ -96,7 +96,7 @@ def _pynwb_comm(comm, data, out: str, gzip: bool) -> None:
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb import NWBHDF5IO
 
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     chunks = (1365, 384)  # 1 MiB, as nwb_dask would choose
     kwargs = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if gzip else {}

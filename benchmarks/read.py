@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 import nwb_dask
-from nwb_dask.synthetic import synthetic_ephys
+from nwb_dask.testing import synthetic_ephys
 
 
 def timed(fn):

@@ -48,7 +48,7 @@ import h5py
 import numpy as np
 
 import nwb_dask
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
 NAME = "acquisition/ElectricalSeries/data"
 RATE = 30_000
@@ -289,7 +289,7 @@ class ProcessProxy:
 def read_nwb_dask(url: str, n: int) -> np.ndarray:
     from nwb_dask import reader
 
-    for cached in ("_source", "_open_remote"):  # a fresh client: no handle reused from a previous run
+    for cached in ("_source", "open_remote"):  # a fresh client: no handle reused from a previous run
         fn = getattr(reader, cached, None)
         if hasattr(fn, "cache_clear"):
             fn.cache_clear()

@@ -60,7 +60,7 @@ plain pynwb must open it; the ``check`` column says so.
 
     python benchmarks/repack.py --rich --extra-levels 7 --extra-codec gzip:level=2,engine=libdeflate
 
-``--rich`` writes the input with ``nwb_dask.synthetic.write_rich_nwbfile`` (many neurodata
+``--rich`` writes the input with ``nwb_dask.testing.write_rich_nwbfile`` (many neurodata
 types: LFP, units, trials, images, links...) instead of a lone ElectricalSeries.
 On a shared 2-core machine the same row varied by up to ~40% between runs: rerun before
 concluding from a small difference.
@@ -108,7 +108,7 @@ NEUROCONV_RUN = textwrap.dedent(
 # --------------------------------------------------------------------------- #
 def large_fields(nwbfile, source: str, min_bytes: int = 2**20):
     """``[(container, field, h5py.Dataset)]``: the datasets nwb_dask.repack recompresses (its own selection)."""
-    from nwb_dask.repack import large_fields as selection
+    from nwb_dask.tools.repack import large_fields as selection
 
     return selection(nwbfile, min_bytes, source)
 
@@ -144,7 +144,7 @@ def codec_spec(args) -> object:
 # workers: each runs in its own process                                        #
 # --------------------------------------------------------------------------- #
 def worker_nwb_dask(args) -> dict:
-    from nwb_dask.repack import repack
+    from nwb_dask.tools.repack import repack
 
     if args.spec:
         name, options = json.loads(args.spec)
@@ -259,14 +259,14 @@ def first_error_line(stderr: str, stdout: str = "") -> str:
 def make_input(path: str, seconds: float, rich: bool) -> None:
     t = time.perf_counter()
     if rich:
-        from nwb_dask.synthetic import write_rich_nwbfile
+        from nwb_dask.testing import write_rich_nwbfile
 
         write_rich_nwbfile(path, seconds=seconds, n_channels=384)
     else:
         from pynwb import NWBHDF5IO
 
         import nwb_dask
-        from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+        from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
         nwbfile = ephys_nwbfile(nwb_dask.DaskDataChunkIterator(synthetic_ephys(seconds=seconds)))
         with NWBHDF5IO(path, "w") as io:
@@ -327,7 +327,7 @@ def check_output(src: str, out: str, datasets: list[tuple[str, int]], blocks: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=70.0, help="seconds of 384-channel 30 kHz int16 (~23 MB/s)")
-    ap.add_argument("--rich", action="store_true", help="input from nwb_dask.synthetic.write_rich_nwbfile")
+    ap.add_argument("--rich", action="store_true", help="input from nwb_dask.testing.write_rich_nwbfile")
     ap.add_argument("--codec", default="gzip", help="nwb_dask's codec (the anchors always use gzip)")
     ap.add_argument("--level", type=int, default=None, help="compression level of every row (default: gzip's 4)")
     ap.add_argument("--extra-levels", type=int, nargs="*", default=[], help="more nwb_dask rows at these levels")

@@ -13,7 +13,7 @@ every second.  Each row runs in a fresh process:
 * ``h5py none``: the same without compression (the storage ceiling).
 
 The producer appends as fast as the writer accepts, from a 10 s bank of
-synthetic ephys computed beforehand (``nwb_dask.synthetic``), so the figure is
+synthetic ephys computed beforehand (``nwb_dask.testing``), so the figure is
 the writer's sustained rate: *real-time factor* = seconds of data written per
 wall-clock second, creation and final flush included.  Peak RSS is measured
 above the bank (``/proc/self/status`` VmHWM after ``clear_refs``).
@@ -43,7 +43,7 @@ BANK_SECONDS = 10
 
 
 def _bank():
-    from nwb_dask.synthetic import synthetic_ephys
+    from nwb_dask.testing import synthetic_ephys
 
     return synthetic_ephys(seconds=BANK_SECONDS, n_channels=CHANNELS, seed=3).compute(scheduler="threads")
 
@@ -94,7 +94,7 @@ def _blocks(bank, seconds: float):
 
 def _nwbfile(codec: str, flush_every: float):
     import nwb_dask.live as live
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
     from pynwb import TimeSeries
 
     nwbfile = ephys_nwbfile(live.growing("int16", (CHANNELS,), codec=codec), rate=float(RATE),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark writing a large dask array to NWB/HDF5: pynwb, dask, raw h5py, nwb_dask.
 
-The same synthetic 384-channel int16 recording (``nwb_dask.synthetic_ephys``,
+The same synthetic 384-channel int16 recording (``nwb_dask.testing.synthetic_ephys``,
 23 MB per second; 70 s = 1.6 GB by default) is written once per case, each case
 in its own fresh Python subprocess, so peak RSS is per case:
 
@@ -86,7 +86,7 @@ def _peak_rss_kib() -> int:
 
 def _warm_generator() -> None:
     """Build the synthetic generator's cached noise bank (a one-off cost per process)."""
-    from nwb_dask.synthetic import ephys_block
+    from nwb_dask.testing import ephys_block
 
     ephys_block(0, 1, N_CHANNELS)
 
@@ -100,7 +100,7 @@ def _write_pynwb(arr, path, args):
     from pynwb import NWBHDF5IO
 
     from nwb_dask import DaskDataChunkIterator
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     nwbfile = ephys_nwbfile(H5DataIO(DaskDataChunkIterator(arr), **GZIP_H5))
     with dask.config.set(scheduler="threads"):
@@ -143,7 +143,7 @@ def _write_nwb_dask(arr, path, args, spec):
     except ImportError as exc:
         raise _NotAvailable(f"nwb_dask.write_nwb/DaskDataIO: {exc}") from exc
     import nwb_dask
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     try:
         nwb_dask.codec(spec)
@@ -211,7 +211,7 @@ def run_child(args) -> dict:
 
     import nwb_dask
 
-    arr = nwb_dask.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
+    arr = nwb_dask.testing.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
     _warm_generator()
     out = {"case": args.case, "logical_bytes": int(arr.nbytes), "rss_start_mb": _mb(_peak_rss_kib())}
     ext = "h5" if args.case in ("dask_to_hdf5", "h5py_raw") else "nwb"
@@ -317,7 +317,7 @@ def main() -> int:
 
     import nwb_dask
 
-    arr = nwb_dask.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
+    arr = nwb_dask.testing.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
     chunk_shape = nwb_dask.DaskDataChunkIterator(arr).recommended_chunk_shape()
     ncpu = os.cpu_count()
     try:

@@ -28,7 +28,7 @@ def child(gb: float, path: str, codec_spec, scheduler: str, inflight: int) -> No
     import dask
 
     import nwb_dask
-    from nwb_dask.synthetic import ephys_block, ephys_nwbfile, synthetic_ephys
+    from nwb_dask.testing import ephys_block, ephys_nwbfile, synthetic_ephys
 
     ephys_block(0, 10, seed=9)  # the generator's fixed noise bank, outside the measurement
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

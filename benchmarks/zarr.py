@@ -1,7 +1,7 @@
 """NWB-Zarr write throughput: nwb_dask's Zarr writer vs hdmf-zarr's own ``number_of_jobs`` parallel write vs nwb_dask's HDF5 writer.
 
 In one run, on the same synthetic recording (384-channel int16 at 30 kHz from
-``nwb_dask.synthetic_ephys``, default 30 s = 691 MB), with the same chunk
+``nwb_dask.testing.synthetic_ephys``, default 30 s = 691 MB), with the same chunk
 shape and the same compression (gzip level 4 + byte shuffle), each row in a
 fresh subprocess:
 
@@ -106,7 +106,7 @@ def _peak_rss_kib() -> int:
 
 def _warm_generator() -> None:
     """Build the generator's cached noise bank and pay its other first-call costs (~0.2 s per process)."""
-    from nwb_dask.synthetic import ephys_block
+    from nwb_dask.testing import ephys_block
 
     ephys_block(0, RATE, N_CHANNELS)
 
@@ -114,7 +114,7 @@ def _warm_generator() -> None:
 def _source(seconds: float):
     import nwb_dask
 
-    return nwb_dask.synthetic_ephys(seconds, N_CHANNELS, RATE)
+    return nwb_dask.testing.synthetic_ephys(seconds, N_CHANNELS, RATE)
 
 
 # --------------------------------------------------------------------------- hdmf-zarr's iterator
@@ -184,8 +184,8 @@ def _write_nwb_dask_zarr(arr, path, args, local, codec="gzip"):
     import dask
 
     from nwb_dask import DaskDataIO
-    from nwb_dask.synthetic import ephys_nwbfile
-    from nwb_dask.zarr import write_nwb_zarr
+    from nwb_dask.testing import ephys_nwbfile
+    from nwb_dask.zarr.io import write_nwb_zarr
 
     nwbfile = ephys_nwbfile(DaskDataIO(arr, codec=codec))
     if not local:
@@ -213,7 +213,7 @@ def _write_hdmf_zarr(arr, path, args, jobs):
     from hdmf_zarr import ZarrDataIO
     from hdmf_zarr.nwb import NWBZarrIO
 
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     chunk_shape = tuple(args.chunk_shape)
     # One buffer = one dask block of the source (30000 samples = 24 chunks of 1250), as nwb_dask's tasks.
@@ -248,7 +248,7 @@ def _write_nwb_dask_hdf5(arr, path, args):
     import dask
 
     from nwb_dask import DaskDataIO, write_nwb
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     nwbfile = ephys_nwbfile(DaskDataIO(arr, codec="gzip"))
     with dask.config.set(scheduler="threads", num_workers=WORKERS):

@@ -1,59 +1,43 @@
 """nwb_dask: a Dask-integrated, out-of-core, parallel-compressing I/O backend for NWB.
 
-Public API
-----------
-codec, Codec, CodecError, available_codecs, codec_from_dataset
-    HDF5-exact chunk codecs (:mod:`nwb_dask.codecs`).
-guess_chunk_shape, resolve_chunk_shape, ChunkShapeError
-    Chunk shapes (:mod:`nwb_dask.chunking`).
-DaskDataChunkIterator
-    Dask arrays as hdmf DataChunkIterators (:mod:`nwb_dask.iterators`).
-NWBDaskIO, DaskDataIO, write_nwb
-    Drop-in ``NWBHDF5IO`` with the parallel writer (:mod:`nwb_dask.io`).
-find_partials, remove_partials
-    Temporaries a killed writer left behind (:mod:`nwb_dask.atomic`: outputs
-    that appear whole or not at all, appends undone when they fail).
-write_dask_array, WriteStats, WriteError
-    The parallel writer for any HDF5 dataset (:mod:`nwb_dask.writer`).
-BlockDtypeError
-    A block whose computed values its declared dtype cannot store exactly (:mod:`nwb_dask.blocks`).
-read_dataset, read_nwb
-    HDF5 datasets / NWB files as lazy, distributed-safe dask arrays (:mod:`nwb_dask.reader`).
-external_data, LinkMismatchError, audit_links
-    Link or copy a dataset of another file, checked; audit links (:mod:`nwb_dask.links`).
-join_segments, join_timeseries, SegmentError
-    Multi-file recordings as virtual datasets or copies (:mod:`nwb_dask.virtual`).
-repack, info
-    Recompress/rechunk NWB files in parallel, verified (:mod:`nwb_dask.repack`);
-    describe a file's storage (:mod:`nwb_dask.info`).
-write_nwb_zarr, convert
-    NWB-Zarr stores written by every dask worker in parallel; HDF5 <-> Zarr
-    conversion (:mod:`nwb_dask.zarr`).
-consolidate
-    Self-contained copies of files with external data (:mod:`nwb_dask.consolidate`).
-StreamWriter, growing
-    Live acquisition into growing NWB datasets, SWMR readers, crash-safe
-    flushes (:mod:`nwb_dask.live`: also ``follow``, ``open_live``, ``recover``).
-synthetic_ephys
-    Synthetic ephys-like recordings as dask arrays (:mod:`nwb_dask.synthetic`).
+The public API is what this module exports; everything else is reached
+through its subpackage (see ``docs/architecture.md`` for the layers).
+
+Read and write (HDF5 or Zarr, chosen by the path the same way both ways)
+    read_nwb, write_nwb, read_dataset
+Drop-in for ``NWBHDF5IO`` and the ``data=`` wrappers
+    NWBDaskIO, DaskDataIO, DaskDataChunkIterator, write_dask_array, WriteStats
+Codecs (HDF5-exact, registered: :mod:`nwb_dask.codecs`)
+    codec, Codec, available_codecs
+Links, segments, live acquisition
+    external_data, audit_links, join_segments, join_timeseries, StreamWriter, growing
+Tools (verified, atomic)
+    repack, convert, consolidate, info, write_nwb_zarr
+Errors
+    BlockDtypeError, ChunkShapeError, CodecError, LinkMismatchError, SegmentError, WriteError
+
+Elsewhere: chunk shapes in :mod:`nwb_dask.chunking`, leftovers of killed
+writers in :mod:`nwb_dask.atomic` (``find_partials``), MPI in
+:mod:`nwb_dask.mpi`, synthetic recordings and fixtures in
+:mod:`nwb_dask.testing`.
 """
 
-from .atomic import find_partials, remove_partials
-from .blocks import BlockDtypeError
-from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
-from .codecs import Codec, CodecError, available_codecs, codec, codec_from_dataset
-from .io import DaskDataIO, NWBDaskIO, write_nwb
-from .consolidate import consolidate
-from .info import info
-from .iterators import DaskDataChunkIterator
-from .links import LinkMismatchError, audit_links, external_data
-from .live import StreamWriter, growing
-from .reader import read_dataset, read_nwb
-from .repack import repack
-from .writer import WriteError, WriteStats, write_dask_array
-from .synthetic import synthetic_ephys
-from .virtual import SegmentError, join_segments, join_timeseries
-from .zarr import convert, write_nwb_zarr
+from nwb_dask.api import read_dataset, read_nwb, write_nwb
+from nwb_dask.blocks import BlockDtypeError
+from nwb_dask.chunking import ChunkShapeError
+from nwb_dask.codecs import Codec, CodecError, available_codecs, codec
+from nwb_dask.hdf5.write import WriteError, WriteStats, write_dask_array
+from nwb_dask.live import StreamWriter, growing
+from nwb_dask.nwb.dataio import DaskDataIO
+from nwb_dask.nwb.io import NWBDaskIO
+from nwb_dask.nwb.iterators import DaskDataChunkIterator
+from nwb_dask.nwb.links import LinkMismatchError, audit_links, external_data
+from nwb_dask.nwb.virtual import SegmentError, join_segments, join_timeseries
+from nwb_dask.tools.consolidate import consolidate
+from nwb_dask.tools.convert import convert
+from nwb_dask.tools.info import info
+from nwb_dask.tools.repack import repack
+from nwb_dask.zarr.io import write_nwb_zarr
 
 __all__ = [
     "BlockDtypeError",
@@ -71,22 +55,16 @@ __all__ = [
     "audit_links",
     "available_codecs",
     "codec",
-    "codec_from_dataset",
     "consolidate",
     "convert",
     "external_data",
-    "find_partials",
     "growing",
-    "guess_chunk_shape",
     "info",
     "join_segments",
     "join_timeseries",
     "read_dataset",
     "read_nwb",
-    "remove_partials",
     "repack",
-    "resolve_chunk_shape",
-    "synthetic_ephys",
     "write_dask_array",
     "write_nwb",
     "write_nwb_zarr",

@@ -26,11 +26,12 @@ h5py, which converts or refuses them itself.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["BlockDtypeError", "block_label", "checked_array", "checked_block"]
+__all__ = ["BlockDtypeError", "as_dask_array", "block_label", "checked_array", "checked_block"]
 
 _NUMERIC = "biufc"
 
@@ -239,3 +240,48 @@ def _first_change(block: np.ndarray, dtype: np.dtype) -> tuple[str, int] | None:
         return None
     i = _first(bad)
     return ("overflows" if np.isinf(out[i]) and np.isfinite(flat[i]) else "is rounded"), i
+
+
+def as_dask_array(array: Any, *, compute_chunk_sizes: bool = True, name: str | None = None):
+    """Validate a dask array for writing; compute unknown chunk sizes.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The data.
+    compute_chunk_sizes : bool
+        If the array has unknown (NaN) chunk sizes, as after boolean indexing,
+        compute them (this runs the graph once).  With ``False``, raise.
+    name : str, optional
+        Dataset name for error messages.
+
+    Returns
+    -------
+    dask.array.Array
+
+    Raises
+    ------
+    TypeError
+        Not a dask array, or an object/structured dtype that cannot be stored
+        chunk by chunk.
+    ValueError
+        A 0-d array, or unknown chunk sizes with ``compute_chunk_sizes=False``.
+    """
+    import dask.array as da
+
+    label = f"dataset {name!r}" if name else "dask array"
+    if not isinstance(array, da.Array):
+        raise TypeError(f"{label}: expected a dask.array.Array, got {type(array).__name__}")
+    if array.ndim == 0:
+        raise ValueError(f"{label}: a 0-d (scalar) array cannot be written chunk by chunk; pass a numpy scalar")
+    if array.dtype.kind not in "biufc" and array.dtype.kind != "?":
+        raise TypeError(f"{label}: dtype {array.dtype} is not supported for chunked writes (numeric and bool only)")
+    if any(math.isnan(s) for s in array.shape):
+        if not compute_chunk_sizes:
+            raise ValueError(
+                f"{label} has unknown chunk sizes (shape {array.shape}); call array.compute_chunk_sizes() "
+                "or pass compute_chunk_sizes=True"
+            )
+        # compute_chunk_sizes() works in place: do it on a twin, not the caller's array.
+        array = da.Array(array.dask, array.name, array.chunks, meta=array._meta).compute_chunk_sizes()
+    return array

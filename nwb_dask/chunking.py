@@ -303,7 +303,7 @@ def block_shape(
     chunk_shape: Sequence[int],
     shape: Sequence[int],
     dtype: np.dtype | str,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     prefer: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """A regular block shape made of whole chunks, within a memory budget.
@@ -315,7 +315,7 @@ def block_shape(
     shape : sequence of int
         Array shape.
     dtype : numpy dtype
-    max_block_bytes : int
+    block_bytes : int
         Upper bound on a block's uncompressed size (a block is never smaller
         than one chunk, even if the chunk exceeds the bound).
     prefer : sequence of int, optional
@@ -334,12 +334,12 @@ def block_shape(
         mult = [min(n, max(1, round(p / c))) for p, c, n in zip(prefer, chunk_shape, nchunks)]
     else:
         mult = [1] * len(shape)
-        budget = max(1, max_block_bytes // (math.prod(chunk_shape) * itemsize))
+        budget = max(1, block_bytes // (math.prod(chunk_shape) * itemsize))
         for i in range(len(shape) - 1, -1, -1):
             mult[i] = max(1, min(nchunks[i], budget))
             budget = max(1, budget // mult[i])
     # Shrink the largest multiple until the block fits the budget.
-    while math.prod(m * c for m, c in zip(mult, chunk_shape)) * itemsize > max_block_bytes and max(mult) > 1:
+    while math.prod(m * c for m, c in zip(mult, chunk_shape)) * itemsize > block_bytes and max(mult) > 1:
         i = int(np.argmax(mult))
         mult[i] = max(1, mult[i] // 2)
     return tuple(min(m * c, max(s, c)) for m, c, s in zip(mult, chunk_shape, shape))
@@ -403,7 +403,7 @@ def fit_to_blocks(chunk_shape: Sequence[int], chunks: Sequence[Sequence[int]]) -
     return tuple(out)
 
 
-def align_to_chunks(array, chunk_shape: Sequence[int], max_block_bytes: int = DEFAULT_BLOCK_BYTES):
+def align_to_chunks(array, chunk_shape: Sequence[int], block_bytes: int = DEFAULT_BLOCK_BYTES):
     """Rechunk a dask array so each block is whole HDF5 chunks (edges excepted).
 
     An array whose blocks are already aligned and within the budget is
@@ -415,7 +415,7 @@ def align_to_chunks(array, chunk_shape: Sequence[int], max_block_bytes: int = DE
         Source with known chunk sizes.
     chunk_shape : sequence of int
         HDF5 chunk shape.
-    max_block_bytes : int
+    block_bytes : int
         Budget per block.
 
     Returns
@@ -424,10 +424,10 @@ def align_to_chunks(array, chunk_shape: Sequence[int], max_block_bytes: int = DE
     """
     chunk_shape = tuple(chunk_shape)
     largest = math.prod(max(c) if c else 0 for c in array.chunks) * array.dtype.itemsize
-    if is_aligned(array.chunks, chunk_shape) and largest <= max(max_block_bytes, math.prod(chunk_shape) * array.dtype.itemsize):
+    if is_aligned(array.chunks, chunk_shape) and largest <= max(block_bytes, math.prod(chunk_shape) * array.dtype.itemsize):
         return array
     prefer = [max(c) if c else 1 for c in array.chunks]
-    blocks = block_shape(chunk_shape, array.shape, array.dtype, max_block_bytes, prefer=prefer)
+    blocks = block_shape(chunk_shape, array.shape, array.dtype, block_bytes, prefer=prefer)
     return array.rechunk(blocks)
 
 

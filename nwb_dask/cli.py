@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from .codecs import codec
+from nwb_dask.codecs import codec
 
 __all__ = ["main"]
 
@@ -109,7 +109,7 @@ def _codec_arg(args: argparse.Namespace, keep: Any = "source"):
 
 
 def _scheduler(args: argparse.Namespace):
-    from .scheduler import use_scheduler
+    from nwb_dask.engine import use_scheduler
 
     return use_scheduler(args.scheduler, args.workers)
 
@@ -126,7 +126,7 @@ def _add_json_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from nwb_dask.demo import run_demo
 
     c = codec(args.codec, **({"level": args.level} if args.level is not None else {}))
     result = run_demo(
@@ -146,7 +146,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_links(args: argparse.Namespace) -> int:
-    from .links import audit_links
+    from nwb_dask.nwb.links import audit_links
 
     records = audit_links(args.file)
     broken = sum(r.broken for r in records)
@@ -171,7 +171,7 @@ def _cmd_links(args: argparse.Namespace) -> int:
 
 
 def _cmd_consolidate(args: argparse.Namespace) -> int:
-    from .consolidate import consolidate
+    from nwb_dask.tools.consolidate import consolidate
 
     c = _codec_arg(args, keep=None)
     with _scheduler(args):
@@ -219,13 +219,13 @@ def _rewrite(run, args: argparse.Namespace, **extra) -> int:
 
 
 def _cmd_repack(args: argparse.Namespace) -> int:
-    from .repack import repack
+    from nwb_dask.tools.repack import repack
 
     return _rewrite(repack, args, min_bytes=int(args.min_mb * 2**20))
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .zarr import convert
+    from nwb_dask.tools.convert import convert
 
     return _rewrite(convert, args, allow_pickle=args.allow_pickle, min_bytes=int(args.min_mb * 2**20))
 
@@ -249,15 +249,15 @@ def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .info import info
-    from .reader import _is_url
+    from nwb_dask.tools.info import info
+    from nwb_dask.hdf5.read import is_url
 
     options = {}
     if args.timeout is not None:
         options["timeout"] = args.timeout
     if args.retries is not None:
         options["retries"] = args.retries
-    if options and not _is_url(args.file):
+    if options and not is_url(args.file):
         raise UsageError(f"--timeout and --retries apply to URLs; {args.file} is a local path")
     result = info(args.file, remote_options=options or None)
     _out(result.to_json() if args.json else result.report(all_datasets=args.all))
@@ -265,7 +265,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_recover(args: argparse.Namespace) -> int:
-    from .live import recover
+    from nwb_dask.live import recover
 
     recover(args.file)
     _out(f"{args.file}: writer mark cleared; any HDF5 reader opens it now")
@@ -275,7 +275,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
 def _cmd_follow(args: argparse.Namespace) -> int:
     import time
 
-    from .live import follow
+    from nwb_dask.live import follow
 
     t0 = time.monotonic()
     total = args.start
@@ -288,7 +288,7 @@ def _cmd_follow(args: argparse.Namespace) -> int:
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
-    from .atomic import find_partials, remove_partials
+    from nwb_dask.atomic import find_partials, remove_partials
 
     seconds = args.older_than * 60
     if args.dry_run:
@@ -481,7 +481,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
     and a live writer's failure (:class:`nwb_dask.live.StreamError`).
     """
-    from .live import StreamError
+    from nwb_dask.live import StreamError
 
     return OSError, ValueError, KeyError, StreamError
 
@@ -499,7 +499,7 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nwb-dask``; returns the exit status (see the module docstring and docs/cli.md)."""
-    from .errors import VerificationError
+    from nwb_dask.errors import VerificationError
 
     parser = build_parser()
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with status 2

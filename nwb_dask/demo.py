@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import partial_path
-from .chunking import DEFAULT_BLOCK_BYTES
-from .codecs import CodecSpec, codec
-from .errors import VerificationError
-from .scheduler import use_scheduler
+from nwb_dask.atomic import partial_path
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES
+from nwb_dask.codecs import CodecSpec, codec
+from nwb_dask.errors import VerificationError
+from nwb_dask.engine import use_scheduler
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -130,8 +130,9 @@ def run_demo(
     """
     from pynwb import NWBHDF5IO
 
-    from .io import DaskDataIO, write_nwb
-    from .synthetic import ephys_nwbfile, synthetic_ephys
+    from nwb_dask.nwb.dataio import DaskDataIO
+    from nwb_dask.nwb.io import write_nwb
+    from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
     c = codec(codec_spec)
     if seconds <= 0:
@@ -147,7 +148,7 @@ def run_demo(
         path = os.fspath(path)
         stack.enter_context(use_scheduler(scheduler, workers))
         arr = synthetic_ephys(seconds=seconds, seed=2026)
-        data = DaskDataIO(arr, codec=c, buffer_bytes=DEFAULT_BLOCK_BYTES)
+        data = DaskDataIO(arr, codec=c, block_bytes=DEFAULT_BLOCK_BYTES)
         stats = write_nwb(ephys_nwbfile(data), path, progress=progress)
 
         t0 = time.perf_counter()
@@ -189,8 +190,8 @@ def _serial_write(arr, c, seconds: float, folder: str) -> tuple[int, float]:
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb import NWBHDF5IO
 
-    from .iterators import DaskDataChunkIterator
-    from .synthetic import ephys_nwbfile
+    from nwb_dask.nwb.iterators import DaskDataChunkIterator
+    from nwb_dask.testing import ephys_nwbfile
 
     part = arr[: min(arr.shape[0], int(seconds * 30_000))]
     path = os.fspath(partial_path(Path(folder) / "serial.nwb"))  # a name `nwb-dask clean` finds after a SIGKILL

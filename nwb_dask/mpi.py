@@ -51,10 +51,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .blocks import block_label, checked_array, checked_block
-from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg, block_selections, chunked_maxshape, resolve_chunk_shape
-from .codecs import Codec, CodecSpec, codec as make_codec
-from .writer import WriteStats
+from nwb_dask.blocks import block_label, checked_array, checked_block
+from nwb_dask.chunking import (
+    DEFAULT_BLOCK_BYTES,
+    ChunksArg,
+    block_selections,
+    chunked_maxshape,
+    resolve_chunk_shape,
+)
+from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec
+from nwb_dask.hdf5.write import WriteStats
 
 __all__ = ["MPIWriteError", "available_modes", "write"]
 
@@ -106,14 +112,14 @@ def _as_dask(source: Any, name: str, block_bytes: int):
 
     if isinstance(source, da.Array):
         return source
-    from .io import DaskDataIO
+    from nwb_dask.nwb.dataio import DaskDataIO
 
     if isinstance(source, DaskDataIO):
         return source.array
     if not hasattr(source, "shape") or not hasattr(source, "dtype"):
         raise TypeError(f"dataset {name!r}: expected a dask array or a sliceable array with shape and dtype, "
                         f"got {type(source).__name__}")
-    from .chunking import block_shape, guess_chunk_shape
+    from nwb_dask.chunking import block_shape, guess_chunk_shape
 
     chunks = getattr(source, "chunks", None)
     chunks = chunks if isinstance(chunks, tuple) and chunks else guess_chunk_shape(source.shape, source.dtype)
@@ -125,7 +131,7 @@ def _nwb_arrays(nwbfile) -> dict[str, Any]:
     from hdmf.build import DatasetBuilder, GroupBuilder
     from pynwb import get_manager
 
-    from .io import DaskDataIO
+    from nwb_dask.nwb.dataio import DaskDataIO
 
     found: dict[str, Any] = {}
 
@@ -153,7 +159,7 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
     plan = _Plan(temp=temp)
     jobs = []
     if isinstance(data, Mapping):
-        from .writer import plan_write
+        from nwb_dask.hdf5.write import plan_write
 
         c = make_codec(codec)
         with h5py.File(temp, "w") as f:
@@ -162,10 +168,10 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
                 shape = resolve_chunk_shape(chunks, array.shape, array.dtype, name=name)
                 dset = f.create_dataset(name, shape=array.shape, dtype=array.dtype, chunks=shape,
                                         maxshape=chunked_maxshape(array.shape), **c.dataset_kwargs())
-                jobs.append(plan_write(array, dset, c, max_block_bytes=block_bytes, name=name))
+                jobs.append(plan_write(array, dset, c, block_bytes=block_bytes, name=name))
             _add_jobs(plan, jobs)
     else:
-        from .io import NWBDaskIO
+        from nwb_dask.nwb.io import NWBDaskIO
 
         class _PlanIO(NWBDaskIO):
             """Creates every dataset, drains non-dask iterators, plans the dask ones instead of writing them."""
@@ -206,7 +212,7 @@ def _compute(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple) -> n
 
 def _encode(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple):
     """The block's encoded chunks ``[(offset, mask, bytes)]``, or the raw block for HDF5-side filters."""
-    from .scheduler import encode_block
+    from nwb_dask.engine import encode_block
 
     block = _compute(plan, arrays, j, selection)
     codec = plan.codecs[j]
@@ -347,7 +353,7 @@ def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, prog
     import h5py
     from mpi4py import MPI
 
-    from .writer import progress_bar
+    from nwb_dask.engine import progress_bar
 
     stats = WriteStats(datasets=list(plan.names))
     total = sum(_block_nbytes(plan, j, sel) for j, sel in plan.blocks)
@@ -543,7 +549,7 @@ def write(
     if mode == "collective" and "collective" not in available_modes():
         raise ValueError("mode='collective' needs h5py built with parallel HDF5 "
                          "(scripts/install-parallel-h5py.sh); this h5py has no MPI support, use mode='funnel'")
-    from .atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput
 
     target = Path(path).absolute()
     plan: _Plan | None = None

@@ -21,7 +21,7 @@ from mpi4py import MPI
 
 import nwb_dask
 import nwb_dask.mpi
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
 
 def mapping_data(out: str) -> dict:

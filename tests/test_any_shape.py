@@ -47,7 +47,7 @@ from nwb_dask.chunking import (
 )
 from nwb_dask.codecs import CodecError
 from nwb_dask.live import StreamWriter, growing
-from nwb_dask.zarr import write_nwb_zarr
+from nwb_dask.zarr.io import write_nwb_zarr
 
 #: Every dtype nwb_dask writes (as_dask_array: bool, ints, floats, complex; big-endian through h5py).
 DTYPES = ["?", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f2", "f4", "f8", "c8", "c16", ">i2", ">f8"]
@@ -378,7 +378,7 @@ def test_write_dask_array_any_shape(arr, spec, data):
         with h5py.File(path, "w") as f:
             d = f.create_dataset("x", shape=x.shape, dtype=x.dtype, chunks=chunk_shape,
                                  maxshape=chunked_maxshape(x.shape), **c.dataset_kwargs())
-            write_dask_array(a, d, progress=False, max_block_bytes=data.draw(st.sampled_from([1, 4096, 2**26])))
+            write_dask_array(a, d, progress=False, block_bytes=data.draw(st.sampled_from([1, 4096, 2**26])))
         with h5py.File(path, "r") as f:
             assert_same(f["x"][()], x)
             assert f["x"].chunks == chunk_shape
@@ -482,7 +482,7 @@ def test_mpi_write_any_shape(arrs, spec, seed):
 
 def test_repack_and_convert_keep_source_chunks_of_a_growing_file_within_its_data(tmp_path):
     """A live recording's chunks pass its data along time; chunks="source" cuts them to the data."""
-    from nwb_dask.zarr import convert
+    from nwb_dask.tools.convert import convert
 
     nwb = NWBFile(session_description="live", identifier="live", session_start_time=T0)
     nwb.add_acquisition(TimeSeries(name="ts", data=growing("i2", (4,), chunks=(64, 4)), unit="au", rate=10.0))

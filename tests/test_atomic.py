@@ -38,9 +38,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from pynwb import NWBHDF5IO, TimeSeries
 
 import nwb_dask
+import nwb_dask.hdf5.read
+import nwb_dask.nwb.read
+import nwb_dask.atomic
 from nwb_dask import DaskDataIO, NWBDaskIO, write_nwb
 from nwb_dask.atomic import AtomicOutput, Terminated, find_partials, partial_path, remove_partials
-from nwb_dask.synthetic import ephys_nwbfile, write_rich_nwbfile
+from nwb_dask.testing import ephys_nwbfile, write_rich_nwbfile
 
 TESTS = Path(__file__).parent
 
@@ -534,9 +537,9 @@ _WRITER = textwrap.dedent(
     import os, signal, sys, time
     from pathlib import Path
     import dask, dask.array as da, numpy as np
-    import nwb_dask, nwb_dask.reader
+    import nwb_dask, nwb_dask.nwb.read
     from nwb_dask import DaskDataIO
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     tool, src, out, marker = sys.argv[1:5]
 
@@ -546,8 +549,8 @@ _WRITER = textwrap.dedent(
         time.sleep(0.05)
         return block
 
-    read = nwb_dask.reader.read_dataset
-    nwb_dask.reader.read_dataset = lambda *a, **k: read(*a, **k).rechunk(2_000).map_blocks(slow)
+    read = nwb_dask.nwb.read.read_dataset
+    nwb_dask.nwb.read.read_dataset = lambda *a, **k: read(*a, **k).rechunk(2_000).map_blocks(slow)
     if sys.argv[5:] == ["own-handler"]:
         def mine(signum, frame):
             Path(marker + ".handler").touch()

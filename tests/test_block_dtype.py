@@ -243,7 +243,7 @@ def test_every_scheduler_refuses_with_the_message_intact(scheduler, tmp_path, re
 
 def test_filters_inside_hdf5_follow_the_same_rule(tmp_path):
     """Filters nwb_dask cannot run (fletcher32, big-endian data): h5py writes the block (converting silently), so it is checked first."""
-    from nwb_dask.writer import plan_write
+    from nwb_dask.hdf5.write import plan_write
 
     values = np.arange(4000, dtype="<i2").reshape(1000, 4)
     with h5py.File(tmp_path / "big.h5", "w") as f:

@@ -25,12 +25,13 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import nwb_dask
+import nwb_dask.testing
 from nwb_dask.cli import SCHEDULERS, build_parser, main
 from nwb_dask.codecs import CodecError
 from nwb_dask.demo import run_demo
 from nwb_dask.errors import NotHDF5Error
-from nwb_dask.remote import DEFAULT_TIMEOUT, HTTPByteSource, RemoteReadError
-from nwb_dask.synthetic import ephys_nwbfile, write_rich_nwbfile
+from nwb_dask.sources import DEFAULT_TIMEOUT, HTTPByteSource, RemoteReadError
+from nwb_dask.testing import ephys_nwbfile, write_rich_nwbfile
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",
@@ -64,7 +65,7 @@ def bad_input(out: subprocess.CompletedProcess, command: str, *needles: str) -> 
 def files(tmp_path_factory):
     """A small gzip NWB file, a plain HDF5 file, a text file, a directory and a Zarr store."""
     d = tmp_path_factory.mktemp("errors")
-    data = nwb_dask.synthetic_ephys(seconds=1, n_channels=24)  # 30000 x 24 int16: 1.4 MB, over the 1 MiB default
+    data = nwb_dask.testing.synthetic_ephys(seconds=1, n_channels=24)  # 30000 x 24 int16: 1.4 MB, over the 1 MiB default
     nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(data, codec="gzip", chunks=(1000, 24))), d / "ok.nwb",
                        progress=False, scheduler="sync")
     with h5py.File(d / "plain.h5", "w") as f:
@@ -247,7 +248,7 @@ def test_demo_errors_name_the_target_not_the_temporary(tmp_path):
 def test_write_nwb_errors_name_the_target_not_the_temporary(tmp_path):
     """A name HDF5 cannot create (its temporary is longer than NAME_MAX): the error names the target."""
     target = tmp_path / ("n" * 245 + ".nwb")
-    nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(nwb_dask.synthetic_ephys(seconds=0.01, n_channels=4)))
+    nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(nwb_dask.testing.synthetic_ephys(seconds=0.01, n_channels=4)))
     with pytest.raises(OSError) as err:
         nwb_dask.write_nwb(nwbfile, target, progress=False, scheduler="sync")
     text = str(err.value)
@@ -256,7 +257,7 @@ def test_write_nwb_errors_name_the_target_not_the_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
     folder = tmp_path / "taken.nwb"  # the target is a directory: the rename fails; no temporary is left
     folder.mkdir()
-    nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(nwb_dask.synthetic_ephys(seconds=0.01, n_channels=4)))
+    nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(nwb_dask.testing.synthetic_ephys(seconds=0.01, n_channels=4)))
     with pytest.raises(IsADirectoryError) as err:
         nwb_dask.write_nwb(nwbfile, folder, progress=False, scheduler="sync")
     assert str(err.value).startswith(f"cannot write {folder}: ") and "partial" not in str(err.value)
@@ -422,7 +423,7 @@ def test_json_reports_of_repack_convert_consolidate(files, tmp_path):
 # --------------------------------------------------------------------------- #
 def test_verification_failure_is_exit_status_1(tmp_path, monkeypatch, capsys):
     write_rich_nwbfile(tmp_path / "rich.nwb", seconds=0.5, n_channels=4)
-    monkeypatch.setattr(sys.modules["nwb_dask.repack"], "compare_files", lambda *a, **k: [f"{ES}: values differ"])
+    monkeypatch.setattr(sys.modules["nwb_dask.tools.repack"], "compare_files", lambda *a, **k: [f"{ES}: values differ"])
     assert main(["repack", str(tmp_path / "rich.nwb"), str(tmp_path / "o.nwb"), "--quiet"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -434,7 +435,7 @@ def test_unexpected_error_keeps_its_traceback_with_status_3(files, monkeypatch, 
     def boom(*args, **kwargs):
         raise RuntimeError("something nwb_dask did not expect")
 
-    monkeypatch.setattr(sys.modules["nwb_dask.info"], "info", boom)
+    monkeypatch.setattr(sys.modules["nwb_dask.tools.info"], "info", boom)
     assert main(["info", str(files / "ok.nwb")]) == 3
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: something nwb_dask did not expect" in err

@@ -26,7 +26,7 @@ from pynwb import NWBFile, TimeSeries
 import nwb_dask
 from nwb_dask.cli import main
 from nwb_dask.live import StreamWriter, growing
-from nwb_dask.synthetic import write_rich_nwbfile
+from nwb_dask.testing import write_rich_nwbfile
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters

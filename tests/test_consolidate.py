@@ -26,7 +26,7 @@ from pynwb.ecephys import ElectricalSeries
 
 import nwb_dask
 import nwb_dask.cli
-import nwb_dask.writer
+import nwb_dask.hdf5.write
 from nwb_dask import (
     DaskDataIO,
     audit_links,
@@ -35,7 +35,7 @@ from nwb_dask import (
     join_timeseries,
     write_nwb,
 )
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters
@@ -311,7 +311,7 @@ def test_interrupted_mid_write_leaves_input_and_no_output(files, tmp_path, monke
     root, _ = files
     src = root / "both.nwb"
     before = sha256(src)
-    real = nwb_dask.writer.write_arrays
+    real = nwb_dask.hdf5.write.write_arrays
     calls = []
 
     def write_some_then_fail(jobs, **kwargs):
@@ -319,7 +319,7 @@ def test_interrupted_mid_write_leaves_input_and_no_output(files, tmp_path, monke
         real(jobs[:1], **kwargs)  # one dataset fully written into the temporary file
         raise exc
 
-    monkeypatch.setattr(nwb_dask.writer, "write_arrays", write_some_then_fail)
+    monkeypatch.setattr(nwb_dask.hdf5.write, "write_arrays", write_some_then_fail)
     out = tmp_path / "out.nwb"
     with pytest.raises(type(exc)):
         consolidate(src, out, progress=False)
@@ -384,7 +384,7 @@ def test_verification_catches_a_corrupted_copy(files, tmp_path, monkeypatch):
     root, values = files
     src = root / "both.nwb"
     before = sha256(src)
-    real = nwb_dask.writer.plan_write
+    real = nwb_dask.hdf5.write.plan_write
 
     def corrupting_plan_write(array, dset, *args, **kwargs):
         if dset.name == "/" + LINKED:  # one sample per block off by one
@@ -392,7 +392,7 @@ def test_verification_catches_a_corrupted_copy(files, tmp_path, monkeypatch):
                                      dtype=array.dtype)
         return real(array, dset, *args, **kwargs)
 
-    monkeypatch.setattr(nwb_dask.writer, "plan_write", corrupting_plan_write)
+    monkeypatch.setattr(nwb_dask.hdf5.write, "plan_write", corrupting_plan_write)
     out = tmp_path / "out.nwb"
     with pytest.raises(ValueError, match=r"verification failed: /acquisition/Linked/data") as err:
         consolidate(src, out, progress=False)

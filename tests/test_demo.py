@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nwb_dask.demo import run_demo
-from nwb_dask.synthetic import synthetic_ephys
+from nwb_dask.testing import synthetic_ephys
 
 
 def test_run_demo_writes_a_verified_file(tmp_path):

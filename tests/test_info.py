@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 import nwb_dask
-import nwb_dask.reader
+import nwb_dask.hdf5.read
 from nwb_dask.cli import main
-from nwb_dask.info import HINT_MIN_BYTES, DatasetInfo, FileInfo
-from nwb_dask.synthetic import ephys_nwbfile, write_rich_nwbfile
+from nwb_dask.tools.info import HINT_MIN_BYTES, DatasetInfo, FileInfo
+from nwb_dask.testing import ephys_nwbfile, write_rich_nwbfile
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters
@@ -187,8 +187,8 @@ def http_root(tmp_path):
     try:
         yield tmp_path, f"http://127.0.0.1:{srv.server_address[1]}", srv
     finally:
-        nwb_dask.reader._open_remote.cache_clear()  # drop the cached h5py handles on this server
-        nwb_dask.reader._source.cache_clear()
+        nwb_dask.hdf5.read.open_remote.cache_clear()  # drop the cached h5py handles on this server
+        nwb_dask.hdf5.read._source.cache_clear()
         srv.shutdown()
         srv.server_close()
         thread.join(5)
@@ -511,7 +511,7 @@ def test_info_over_http_missing(http_root):
 def test_info_over_http_sees_a_replaced_file(http_root):
     """A file replaced at the same URL is described as it is now, not as the first call saw it.
 
-    BUG: info() opens URLs through nwb_dask.reader._open_remote, an lru_cache keyed by
+    BUG: info() opens URLs through nwb_dask.hdf5.read.open_remote, an lru_cache keyed by
     the URL alone (the local path is keyed by mtime too), so in a long-lived process
     (a notebook, a service) info(url) keeps returning the first version's datasets.
     """

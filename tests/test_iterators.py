@@ -16,7 +16,7 @@ from pynwb import NWBHDF5IO
 
 from conftest import read_with_plain_pynwb
 from nwb_dask import ChunkShapeError, DaskDataChunkIterator, codec
-from nwb_dask.synthetic import ephys_block, ephys_nwbfile, synthetic_ephys
+from nwb_dask.testing import ephys_block, ephys_nwbfile, synthetic_ephys
 
 
 def _tile_check(it, source):
@@ -40,14 +40,14 @@ def _tile_check(it, source):
     st.booleans(),
     st.data(),
 )
-def test_blocks_tile_the_array(dims, dtype, buffer_bytes, prefetch, data):
+def test_blocks_tile_the_array(dims, dtype, block_bytes, prefetch, data):
     shape = tuple(d[0] for d in dims)
     assume(math.prod(shape) <= 50_000)
     dask_chunks = tuple(max(1, -(-s // n)) for s, n in zip(shape, (d[1] for d in dims)))
     x = (np.arange(math.prod(shape)) % 251).astype(dtype).reshape(shape)
     arr = da.from_array(x, chunks=dask_chunks)
     chunk = data.draw(st.sampled_from(["auto", tuple(max(1, s // 3) for s in shape)]))
-    it = DaskDataChunkIterator(arr, chunk, buffer_bytes=buffer_bytes, chunk_bytes=256, prefetch=prefetch)
+    it = DaskDataChunkIterator(arr, chunk, block_bytes=block_bytes, chunk_bytes=256, prefetch=prefetch)
     assert it.maxshape == shape and it.dtype == np.dtype(dtype)
     if chunk != "auto":
         assert it.recommended_chunk_shape() == chunk
@@ -66,7 +66,7 @@ def test_plain_pynwb_reads_what_the_adapter_wrote(tmp_path, spec):
     arr = synthetic_ephys(seconds=2.0, n_channels=64, seed=5, block_samples=7_000)
     c = codec(spec)
     path = tmp_path / "adapter.nwb"
-    it = DaskDataChunkIterator(arr, buffer_bytes=2**20)
+    it = DaskDataChunkIterator(arr, block_bytes=2**20)
     _write(path, H5DataIO(it, **c.h5dataio_kwargs()))
     got = read_with_plain_pynwb(path, "ElectricalSeries", tmp_path)
     np.testing.assert_array_equal(got, arr.compute())
@@ -80,7 +80,7 @@ def test_plain_pynwb_reads_what_the_adapter_wrote(tmp_path, spec):
 
 
 def codec_name(dset):
-    from nwb_dask import codec_from_dataset
+    from nwb_dask.codecs import codec_from_dataset
 
     return codec_from_dataset(dset).name
 
@@ -94,7 +94,7 @@ def test_adapter_without_h5dataio(tmp_path):
 
 def _peak_while_iterating(seconds, buffer):
     arr = synthetic_ephys(seconds=seconds, seed=1, block_samples=30_000)  # rechunked to fit the buffer
-    it = DaskDataChunkIterator(arr, buffer_bytes=buffer)
+    it = DaskDataChunkIterator(arr, block_bytes=buffer)
     assert math.prod(it.array.chunksize) * 2 <= buffer
     with dask.config.set(scheduler="threads"):
         tracemalloc.start()
@@ -140,8 +140,8 @@ def test_bad_inputs_are_clear_errors():
         DaskDataChunkIterator(da.from_array(np.array(["a", 1], dtype=object), chunks=1))
     with pytest.raises(ChunkShapeError, match="'acquisition/ES/data'.*exceeds"):
         DaskDataChunkIterator(da.zeros((10, 4)), (5, 8), name="acquisition/ES/data")
-    with pytest.raises(ValueError, match="buffer_bytes must be positive"):
-        DaskDataChunkIterator(da.zeros((10, 4)), buffer_bytes=0)
+    with pytest.raises(ValueError, match="block_bytes must be positive"):
+        DaskDataChunkIterator(da.zeros((10, 4)), block_bytes=0)
 
 
 def test_task_errors_propagate_unchanged():
@@ -151,7 +151,7 @@ def test_task_errors_propagate_unchanged():
         return block
 
     arr = da.zeros((100, 4), chunks=(10, 4)).map_blocks(boom, dtype=float)
-    it = DaskDataChunkIterator(arr, (10, 4), buffer_bytes=10 * 4 * 8)
+    it = DaskDataChunkIterator(arr, (10, 4), block_bytes=10 * 4 * 8)
     next(it), next(it)
     with pytest.raises(RuntimeError, match="sensor unplugged"):
         next(it)
@@ -161,6 +161,6 @@ def test_task_errors_propagate_unchanged():
 
 def test_wrong_block_shape_is_reported():
     arr = da.zeros((100, 4), chunks=(10, 4)).map_blocks(lambda b: b[:5], dtype=float)
-    it = DaskDataChunkIterator(arr, (10, 4), buffer_bytes=320)
+    it = DaskDataChunkIterator(arr, (10, 4), block_bytes=320)
     with pytest.raises(ValueError, match="computed to shape \\(5, 4\\), expected \\(10, 4\\)"):
         next(it)

@@ -32,8 +32,8 @@ from nwb_dask import (
     external_data,
     write_nwb,
 )
-from nwb_dask.links import LinkedData
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
+from nwb_dask.nwb.links import LinkedData
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters

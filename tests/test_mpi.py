@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import read_with_plain_pynwb
 
-from nwb_dask.synthetic import synthetic_ephys
+from nwb_dask.testing import synthetic_ephys
 
 JOB = Path(__file__).with_name("mpi_job.py")
 PARALLEL_PYTHON = os.environ.get("NWB_DASK_MPI_PYTHON")

@@ -2,7 +2,7 @@
 
 The fixtures in tests/data were written by pynwb 1.5.1, 2.0.1, 2.8.3 and 3.0.0
 (tests/data/make_old_files.py says how).  pynwb 4's export changes their
-schema in a few documented ways (nwb_dask.migrations.MIGRATIONS); the
+schema in a few documented ways (nwb_dask.tools.migrations.MIGRATIONS); the
 verifiers must accept exactly those, report them, and refuse anything else.
 Each output is opened and validated by plain pynwb in a fresh interpreter,
 compared with the input object by object through pynwb (every object ID, type
@@ -25,11 +25,11 @@ import pytest
 from conftest import assert_same_nwb
 
 import nwb_dask.cli
-import nwb_dask.migrations
-import nwb_dask.reader
+import nwb_dask.tools.migrations
+import nwb_dask.hdf5.read
 from nwb_dask import consolidate, convert
-from nwb_dask.migrations import Difference, match
-from nwb_dask.repack import RepackVerificationError, compare_files, repack
+from nwb_dask.tools.migrations import Difference, match
+from nwb_dask.tools.repack import RepackVerificationError, compare_files, repack
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:EnumData is experimental:UserWarning",
@@ -247,7 +247,7 @@ def test_bands_description_kept(tmp_path):
 @pytest.mark.parametrize("tool", ["repack", "convert"])
 def test_lost_description_refused(tmp_path, monkeypatch, tool):
     """Without the fix above pynwb's export loses the description: a metadata change, refused with the object named."""
-    monkeypatch.setattr(nwb_dask.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
+    monkeypatch.setattr(nwb_dask.tools.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
     src = DATA / "pynwb3.0.0_bands.nwb"
     out = tmp_path / ("out.nwb" if tool == "repack" else "out.nwb.zarr")
     run = repack if tool == "repack" else convert
@@ -303,7 +303,7 @@ def test_real_changes_refused_zarr(tmp_path, change, message):
     import zarr
     from pynwb import NWBHDF5IO
 
-    from nwb_dask.zarr import _object_ids, _verify
+    from nwb_dask.tools.convert import _object_ids, _verify
 
     src = DATA / "pynwb2.0.1_experimental.nwb"
     store = tmp_path / "out.nwb.zarr"
@@ -367,14 +367,14 @@ def test_electrodes_description_kept(tmp_path, monkeypatch):
     for out in (tmp_path / "out.nwb", back):
         with h5py.File(out, "r") as f:
             assert f[ELECTRODES].attrs["description"] == "Neuropixels 1.0, bank 0"
-    monkeypatch.setattr(nwb_dask.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
+    monkeypatch.setattr(nwb_dask.tools.migrations, "keep_user_metadata", lambda nwbfile, src_io: [])
     with pytest.raises(RepackVerificationError, match="electrodes: attribute 'description' is 'Neuropixels"):
         repack(src, tmp_path / "lost.nwb", min_bytes=0, progress=False)
 
 
 @pytest.mark.parametrize("tool", ["repack", "convert", "consolidate"])
 def test_outputs_open_for_writing_right_after(tool, tmp_path):
-    """The verifiers read through nwb_dask.reader's handle cache; it must not keep input or output open."""
+    """The verifiers read through nwb_dask.hdf5.read's handle cache; it must not keep input or output open."""
     src = tmp_path / "in.nwb"
     shutil.copy(DATA / "pynwb3.0.0_ecephys384.nwb", src)
     out = tmp_path / "out.nwb"

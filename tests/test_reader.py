@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import nwb_dask
-from nwb_dask.reader import read_dataset
+from nwb_dask import read_dataset
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
-from nwb_dask.reader import _covering  # noqa: E402
+from nwb_dask.hdf5.read import _covering  # noqa: E402
 
 
 @settings(max_examples=400, deadline=None)

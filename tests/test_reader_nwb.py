@@ -11,7 +11,8 @@ import pytest
 from pynwb import NWBHDF5IO
 
 import nwb_dask
-from nwb_dask.synthetic import ephys_nwbfile
+import nwb_dask.hdf5.read
+from nwb_dask.testing import ephys_nwbfile
 
 
 def _segments(folder, n=3, rows=2500, cols=16):
@@ -52,7 +53,7 @@ def test_external_link_reads_from_the_target_with_relative_paths(tmp_path, monke
     arr = nwb_dask.read_dataset(tmp_path / "main.h5", "raw")
     np.testing.assert_array_equal(arr.compute(), parts[0])
     # The tasks read the link's target directly: the linking file is no longer needed.
-    nwb_dask.reader._open.cache_clear()
+    nwb_dask.hdf5.read._open.cache_clear()
     os.remove(tmp_path / "main.h5")
     np.testing.assert_array_equal(arr[100:200].compute(scheduler="sync"), parts[0][100:200])
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nwb_dask
-from nwb_dask.synthetic import ephys_nwbfile
+from nwb_dask.testing import ephys_nwbfile
 
 NAME = "acquisition/ElectricalSeries/data"
 

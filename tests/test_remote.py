@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import nwb_dask
-from nwb_dask.remote import HTTPByteSource, LocalByteSource, RemoteReadError, byte_source, s3_to_https
+import nwb_dask.hdf5.read
+import nwb_dask.codecs
+from nwb_dask.sources import HTTPByteSource, LocalByteSource, RemoteReadError, byte_source, s3_to_https
 
 FAULT_KINDS = ("error", "reset", "truncate", "badrange")
 
@@ -281,7 +283,7 @@ def test_h5py_over_http(server, tmp_path):
         dset = f["grp/data"]
         assert f["grp"].attrs["rate"] == 30000.0
         np.testing.assert_array_equal(dset[...], local)
-        codec = nwb_dask.codec_from_dataset(dset)
+        codec = nwb_dask.codecs.codec_from_dataset(dset)
         assert codec is not None
         infos = [dset.id.get_chunk_info(i) for i in range(dset.id.get_num_chunks())]
         blobs = src.read_ranges([(info.byte_offset, info.size) for info in infos])
@@ -373,7 +375,7 @@ def test_reader_over_http_on_a_process_cluster(server, tmp_path):
 def test_read_nwb_over_http(server, tmp_path):
     import dask.array as da
 
-    from nwb_dask.synthetic import ephys_nwbfile
+    from nwb_dask.testing import ephys_nwbfile
 
     x = da.from_array((np.arange(240_000) % 777).astype("int16").reshape(10_000, 24), chunks=(2_500, 24))
     nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(x, codec="gzip")), tmp_path / "s.nwb", progress=False)
@@ -447,7 +449,7 @@ def test_remote_window_fetches_only_its_chunks(server, tmp_path):
     arr = nwb_dask.read_dataset(server.url("rec.h5"), "data")
     assert arr.numblocks == (1, 1)
     arr[:10].compute()  # open and read the chunk index once
-    src = nwb_dask.reader._source(server.url("rec.h5"), ())
+    src = nwb_dask.hdf5.read._source(server.url("rec.h5"), ())
     fetched = []
     original = src.map_ranges
     src.map_ranges = lambda ranges, fn, **kw: fetched.extend(ranges) or original(ranges, fn, **kw)

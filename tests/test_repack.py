@@ -1,6 +1,6 @@
 """Repack (nwb_dask.repack): recompress and rechunk any NWB file, atomically and verified.
 
-Inputs come from :func:`nwb_dask.synthetic.write_rich_nwbfile`, written by plain
+Inputs come from :func:`nwb_dask.testing.write_rich_nwbfile`, written by plain
 pynwb: many neurodata types, object references (DynamicTableRegions, a
 reference dataset, a compound dataset with references), compound data, soft
 links and an external link.  Outputs are checked independently of nwb_dask's
@@ -32,13 +32,16 @@ from conftest import assert_same_nwb, read_with_plain_pynwb, same
 from pynwb import NWBHDF5IO, validate
 
 import nwb_dask
-import nwb_dask.reader
-import nwb_dask.writer
-from nwb_dask import ChunkShapeError, guess_chunk_shape
-from nwb_dask.repack import RepackError, repack
-from nwb_dask.synthetic import write_rich_nwbfile
+import nwb_dask.testing
+import nwb_dask.hdf5.read
+import nwb_dask.nwb.read
+import nwb_dask.hdf5.write
+from nwb_dask import ChunkShapeError
+from nwb_dask.chunking import guess_chunk_shape
+from nwb_dask.tools.repack import RepackError, repack
+from nwb_dask.testing import write_rich_nwbfile
 
-repack_module = importlib.import_module("nwb_dask.repack")  # nwb_dask.repack is also the function
+repack_module = importlib.import_module("nwb_dask.tools.repack")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters
@@ -511,7 +514,7 @@ def test_missing_input_or_output_directory(inputs, tmp_path):
 @pytest.mark.parametrize("exc_type", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_write_leaves_nothing(inputs, monkeypatch, exc_type):
     """The parallel writer fails after storing two blocks: no output, no temporary file."""
-    original = nwb_dask.writer.run_block_tasks
+    original = nwb_dask.hdf5.write.run_block_tasks
     stored = []
 
     def failing(tasks, **kwargs):
@@ -521,7 +524,7 @@ def test_interrupted_write_leaves_nothing(inputs, monkeypatch, exc_type):
             if len(stored) == 2:
                 raise exc_type("injected failure mid-write")
 
-    monkeypatch.setattr(nwb_dask.writer, "run_block_tasks", failing)
+    monkeypatch.setattr(nwb_dask.hdf5.write, "run_block_tasks", failing)
     out = inputs.dir / "out.nwb"
     with pytest.raises(exc_type, match="injected failure mid-write"):
         repack(inputs.rich, out, min_bytes=MIN, progress=False)
@@ -547,7 +550,7 @@ def test_interrupted_verification_leaves_nothing(inputs, monkeypatch):
 _CHILD = textwrap.dedent(
     """
     import sys
-    from nwb_dask.repack import repack
+    from nwb_dask.tools.repack import repack
     repack(sys.argv[1], sys.argv[2], codec=("gzip", {"level": 9}), min_bytes=10_000, progress=False)
     print("finished")
     """
@@ -588,7 +591,7 @@ def test_sigkill_during_repack_leaves_the_input_and_no_output(tmp_path):
 # --------------------------------------------------------------------------- #
 def test_verification_catches_a_dataset_written_wrong(inputs, monkeypatch):
     """The writer's lazy read of one dataset is off by one: RepackError naming it, and no output."""
-    original = nwb_dask.reader.read_dataset
+    original = nwb_dask.nwb.read.read_dataset
     corrupted = []
 
     def off_by_one(path, name, *args, **kwargs):
@@ -598,7 +601,7 @@ def test_verification_catches_a_dataset_written_wrong(inputs, monkeypatch):
             return array + np.int16(1)
         return array
 
-    monkeypatch.setattr(nwb_dask.reader, "read_dataset", off_by_one)
+    monkeypatch.setattr(nwb_dask.nwb.read, "read_dataset", off_by_one)
     out = inputs.dir / "out.nwb"
     with pytest.raises(RepackError, match=r"(?s)verification failed.*" + re.escape(ES) + ": values differ") as info:
         repack(inputs.rich, out, min_bytes=MIN, progress=False)

@@ -16,15 +16,9 @@ pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
 import nwb_dask
-from nwb_dask import reader
-from nwb_dask.remote import (
-    FsspecByteSource,
-    HTTPByteSource,
-    RemoteReadError,
-    _freeze_options,
-    _thaw,
-    byte_source,
-)
+import nwb_dask.testing
+from nwb_dask.hdf5 import read as reader
+from nwb_dask.sources import FsspecByteSource, HTTPByteSource, RemoteReadError, freeze_options, _thaw, byte_source
 
 BUCKET = "nwb-dask-test"
 KEY, SECRET = "testing", "testing"  # moto accepts any credentials until IAM auth is switched on
@@ -64,9 +58,9 @@ def s3(tmp_path_factory):
             f.create_dataset("data", data=x, chunks=(1000, 24), **nwb_dask.codec("gzip").dataset_kwargs())
             f.create_dataset("check", data=x[:500], chunks=(100, 24), fletcher32=True)  # h5py fallback path
         nwb_path = folder / "session.nwb"
-        data = nwb_dask.synthetic_ephys(seconds=1, seed=2)
+        data = nwb_dask.testing.synthetic_ephys(seconds=1, seed=2)
         nwb_dask.write_nwb(
-            nwb_dask.synthetic.ephys_nwbfile(nwb_dask.DaskDataIO(data, codec="gzip")), nwb_path, progress=False
+            nwb_dask.testing.ephys_nwbfile(nwb_dask.DaskDataIO(data, codec="gzip")), nwb_path, progress=False
         )
         client.upload_file(str(folder / "rec.h5"), BUCKET, "rec.h5")
         client.upload_file(str(nwb_path), BUCKET, "session.nwb")
@@ -95,7 +89,7 @@ def test_read_dataset_over_signed_s3(s3):
     arr = nwb_dask.read_dataset(_url("rec.h5"), "data", block_bytes=200_000, remote_options=s3.options)
     assert arr.numblocks[0] > 1
     # the reader's cached source is the fsspec one (nested storage_options made hashable for its cache)
-    assert isinstance(reader._source(_url("rec.h5"), reader._options_key(s3.options)), FsspecByteSource)
+    assert isinstance(reader._source(_url("rec.h5"), reader.options_key(s3.options)), FsspecByteSource)
     with h5py.File(s3.folder / "rec.h5", "r") as f:
         local = f["data"][()]
     got = arr.compute(scheduler="threads")
@@ -143,7 +137,7 @@ def test_read_on_a_process_cluster(s3):
 def test_anon_false_uses_the_default_credentials(s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint)  # botocore's endpoint setting; keys from the env
     arr = nwb_dask.read_dataset(_url("rec.h5"), "data", remote_options={"anon": False})
-    assert isinstance(reader._source(_url("rec.h5"), reader._options_key({"anon": False})), FsspecByteSource)
+    assert isinstance(reader._source(_url("rec.h5"), reader.options_key({"anon": False})), FsspecByteSource)
     np.testing.assert_array_equal(arr[:1_000].compute(), s3.x[:1_000])
 
 
@@ -311,12 +305,12 @@ def _registry() -> dict:
 
 def test_options_key_is_hashable_and_round_trips():
     options = {"storage_options": {"secret": "s", "key": "k", "client_kwargs": {"endpoint_url": "http://h"}, "l": [1, {"a": 2}]}, "max_workers": 4}
-    key = reader._options_key(options)
+    key = reader.options_key(options)
     hash(key)
-    same = reader._options_key({"max_workers": 4, "storage_options": dict(reversed(list(options["storage_options"].items())))})
+    same = reader.options_key({"max_workers": 4, "storage_options": dict(reversed(list(options["storage_options"].items())))})
     assert key == same and hash(key) == hash(same)
     assert {k: _thaw(v) for k, v in key} == options
     assert pickle.loads(pickle.dumps(key)) == key
-    assert _freeze_options(None) == ()
+    assert freeze_options(None) == ()
     src = reader._source("s3://bucket/key", key)  # the reader's cache hands the frozen form to byte_source
     assert isinstance(src, FsspecByteSource) and src.storage_options == options["storage_options"]

@@ -32,8 +32,8 @@ from nwb_dask import (
     join_timeseries,
     write_nwb,
 )
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
-from nwb_dask.virtual import VirtualData
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+from nwb_dask.nwb.virtual import VirtualData
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters

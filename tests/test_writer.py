@@ -28,8 +28,8 @@ from hdmf.backends.hdf5 import H5DataIO
 from hdmf.data_utils import DataChunkIterator, GenericDataChunkIterator
 from pynwb import TimeSeries
 
-import nwb_dask.scheduler
-import nwb_dask.writer
+import nwb_dask.engine
+import nwb_dask.hdf5.write
 from conftest import read_with_plain_pynwb
 from nwb_dask import (
     DaskDataChunkIterator,
@@ -41,9 +41,9 @@ from nwb_dask import (
     write_dask_array,
     write_nwb,
 )
-from nwb_dask.scheduler import active_scheduler
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
-from nwb_dask.writer import plan_write, write_arrays
+from nwb_dask.engine import active_scheduler
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+from nwb_dask.hdf5.write import plan_write, write_arrays
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters
@@ -178,7 +178,7 @@ def test_every_scheduler_writes_exact_data(kind, request, tmp_path):
             # write_dask_array: 3-D, edge chunks on every axis, misaligned dask blocks.
             x = sample((103, 37, 5), "int16", 1)
             d = f.create_dataset("single", x.shape, x.dtype, chunks=(16, 10, 4), **codec("gzip").dataset_kwargs())
-            stats = write_dask_array(da.from_array(x, chunks=(20, 9, 3)), d, max_block_bytes=8192, progress=False)
+            stats = write_dask_array(da.from_array(x, chunks=(20, 9, 3)), d, block_bytes=8192, progress=False)
             assert stats.chunks == n_chunks(x.shape, d.chunks) == d.id.get_num_chunks()
             np.testing.assert_array_equal(d[...], x)
 
@@ -190,7 +190,7 @@ def test_every_scheduler_writes_exact_data(kind, request, tmp_path):
                 c = codec(cname)
                 name = f"{cname}_{dtype}_{len(shape)}d"
                 dset = f.create_dataset(name, shape, x.dtype, chunks=chunks, **c.dataset_kwargs())
-                jobs.append(plan_write(da.from_array(x, chunks=dchunks), dset, c, max_block_bytes=8192))
+                jobs.append(plan_write(da.from_array(x, chunks=dchunks), dset, c, block_bytes=8192))
                 expected[name] = x
             stats = write_arrays(jobs, progress=False)
             assert stats.logical_bytes == sum(x.nbytes for x in expected.values())
@@ -211,7 +211,7 @@ def test_write_dask_array_codecs_and_dtypes(cname, dtype, tmp_path):
     c = codec(cname)
     with dask.config.set(scheduler="threads"), h5py.File(tmp_path / "c.h5", "w") as f:
         d = f.create_dataset("x", shape, x.dtype, chunks=chunks, **c.dataset_kwargs())
-        stats = write_dask_array(da.from_array(x, chunks=dchunks), d, max_block_bytes=1024, progress=False)
+        stats = write_dask_array(da.from_array(x, chunks=dchunks), d, block_bytes=1024, progress=False)
         assert stats.chunks == n_chunks(shape, chunks)
         assert stats.logical_bytes == x.nbytes
     with h5py.File(tmp_path / "c.h5", "r") as f:
@@ -224,7 +224,7 @@ def test_active_scheduler_names_and_client(request):
     with dask.config.set(scheduler="synchronous"):
         assert active_scheduler().kind == "sync"
     with dask.config.set(scheduler="threads", num_workers=3):
-        assert active_scheduler() == nwb_dask.scheduler.SchedulerInfo("threads", 3)
+        assert active_scheduler() == nwb_dask.engine.SchedulerInfo("threads", 3)
     assert active_scheduler("processes").kind == "processes"
     c = request.getfixturevalue("client")
     info = active_scheduler(c)
@@ -271,7 +271,7 @@ def test_filters_hdf5_alone_runs_use_the_raw_fallback(tmp_path):
     arr = da.from_array(x, chunks=(50, 7))
     with dask.config.set(scheduler="threads"), h5py.File(tmp_path / "f.h5", "w") as f:
         fl = f.create_dataset("fletcher", x.shape, x.dtype, chunks=(64, 8), fletcher32=True, compression="gzip", shuffle=True)
-        stats = write_dask_array(arr, fl, max_block_bytes=4096, progress=False)
+        stats = write_dask_array(arr, fl, block_bytes=4096, progress=False)
         assert stats.chunks == 0  # no direct chunk writes: HDF5 ran the pipeline
         assert stats.logical_bytes == x.nbytes
         assert fl.id.get_num_chunks() == n_chunks(x.shape, fl.chunks)
@@ -280,7 +280,7 @@ def test_filters_hdf5_alone_runs_use_the_raw_fallback(tmp_path):
             write_dask_array(arr, fl, "gzip", progress=False)
 
         big = f.create_dataset("bigendian", x.shape, ">i2", chunks=(64, 8), compression="gzip")
-        write_dask_array(arr, big, max_block_bytes=4096, progress=False)
+        write_dask_array(arr, big, block_bytes=4096, progress=False)
     with h5py.File(tmp_path / "f.h5", "r") as f:
         assert f["fletcher"].fletcher32 and f["fletcher"].compression == "gzip"
         np.testing.assert_array_equal(f["fletcher"][...], x)
@@ -299,8 +299,8 @@ class _InflightSpy:
         self.inflight = self.peak_inflight = 0
         self.running = self.peak_running = 0
         self.submitted = self.written = 0
-        real_run = nwb_dask.writer.run_block_tasks
-        real_compute = nwb_dask.scheduler._compute_and_encode
+        real_run = nwb_dask.hdf5.write.run_block_tasks
+        real_compute = nwb_dask.engine._compute_and_encode
 
         def run(tasks, *, on_submit=None, **kwargs):
             def submit(task):
@@ -327,8 +327,8 @@ class _InflightSpy:
                 with self.lock:
                     self.running -= 1
 
-        monkeypatch.setattr(nwb_dask.writer, "run_block_tasks", run)
-        monkeypatch.setattr(nwb_dask.scheduler, "_compute_and_encode", compute)
+        monkeypatch.setattr(nwb_dask.hdf5.write, "run_block_tasks", run)
+        monkeypatch.setattr(nwb_dask.engine, "_compute_and_encode", compute)
 
 
 @pytest.mark.parametrize("budget_blocks", [2, None])
@@ -341,7 +341,7 @@ def test_inflight_bytes_stay_within_the_budget(budget_blocks, monkeypatch, tmp_p
     kwargs = {} if budget_blocks is None else {"max_inflight_bytes": budget_blocks * block}
     with dask.config.set(scheduler="threads", num_workers=4), h5py.File(tmp_path / "b.h5", "w") as f:
         d = f.create_dataset("x", x.shape, x.dtype, chunks=(rows, 8), **codec("zstd").dataset_kwargs())
-        stats = write_dask_array(arr, d, max_block_bytes=block, progress=False, **kwargs)
+        stats = write_dask_array(arr, d, block_bytes=block, progress=False, **kwargs)
         np.testing.assert_array_equal(d[...], x)
     assert spy.submitted == spy.written == n_blocks
     assert stats.logical_bytes == x.nbytes and stats.chunks == n_blocks
@@ -644,7 +644,7 @@ def test_iterators_drain_together_and_read_back_identical(tmp_path):
 
 
 def test_drain_iterators_with_a_tiny_budget(tmp_path):
-    from nwb_dask.queue import drain_iterators
+    from nwb_dask.nwb.queue import drain_iterators
 
     known = sample((2000, 5), "int16", 21)
     grow = sample((1234, 6), "uint8", 22)

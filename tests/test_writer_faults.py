@@ -65,7 +65,7 @@ def test_worker_lost_for_good_is_a_clear_error_and_leaves_no_file(tmp_path):
     try:
         _, arr = _source()
         arr = arr.map_blocks(_die_always, dtype=arr.dtype)
-        from nwb_dask.synthetic import ephys_nwbfile
+        from nwb_dask.testing import ephys_nwbfile
 
         nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec="gzip"))
         with pytest.raises(KilledWorker) as err:

@@ -42,11 +42,16 @@ import nwb_dask
 from nwb_dask import DaskDataIO
 from nwb_dask.codecs import CodecError
 from nwb_dask.codecs import codec as make_codec
-from nwb_dask.repack import RepackError
-from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys, write_rich_nwbfile
-from nwb_dask.zarr import NWBZarrDaskIO, convert, is_zarr_path, numcodecs_pipeline, store_arrays, write_nwb_zarr
+from nwb_dask.tools.repack import RepackError
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys, write_rich_nwbfile
+from nwb_dask.zarr.io import NWBZarrDaskIO, write_nwb_zarr
+from nwb_dask.tools.convert import convert
+from nwb_dask.zarr.read import is_zarr_path
+from nwb_dask.codecs import numcodecs_pipeline
+from nwb_dask.zarr.sink import store_arrays
 
-zarr_module = importlib.import_module("nwb_dask.zarr")
+sink_module = importlib.import_module("nwb_dask.zarr.sink")
+convert_module = importlib.import_module("nwb_dask.tools.convert")
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*compression may not be available:UserWarning",  # hdmf on plugin filters
@@ -590,8 +595,8 @@ def _fail_after(n: int, target):
 
 
 def test_convert_failure_to_zarr_leaves_nothing(inputs, monkeypatch):
-    failing, calls = _fail_after(2, zarr_module._store_block)
-    monkeypatch.setattr(zarr_module, "_store_block", failing)
+    failing, calls = _fail_after(2, sink_module._store_block)
+    monkeypatch.setattr(sink_module, "_store_block", failing)
     out = inputs.dir / "out.nwb.zarr"
     with pytest.raises(RuntimeError, match="injected failure"):
         convert(inputs.rich, out, min_bytes=MIN, scheduler="threads", progress=False)
@@ -607,10 +612,10 @@ def test_convert_failure_to_zarr_leaves_nothing(inputs, monkeypatch):
 
 
 def test_convert_failure_to_hdf5_leaves_nothing(inputs, monkeypatch):
-    import nwb_dask.io
+    import nwb_dask.nwb.io
 
-    failing, _ = _fail_after(0, nwb_dask.io.write_arrays)
-    monkeypatch.setattr(nwb_dask.io, "write_arrays", failing)
+    failing, _ = _fail_after(0, nwb_dask.nwb.io.write_arrays)
+    monkeypatch.setattr(nwb_dask.nwb.io, "write_arrays", failing)
     out = inputs.dir / "out.nwb"
     with pytest.raises(RuntimeError, match="injected failure"):
         convert(inputs.ephys_zarr, out, min_bytes=MIN, scheduler="threads", progress=False)
@@ -619,7 +624,7 @@ def test_convert_failure_to_hdf5_leaves_nothing(inputs, monkeypatch):
 
 @pytest.mark.parametrize("direction", ["to_zarr", "to_hdf5"])
 def test_convert_verification_failure_leaves_nothing(inputs, monkeypatch, direction):
-    monkeypatch.setattr(zarr_module, "_verify", lambda *a, **k: ["/x: values differ"])
+    monkeypatch.setattr(convert_module, "_verify", lambda *a, **k: ["/x: values differ"])
     src, out = ((inputs.rich, inputs.dir / "out.nwb.zarr") if direction == "to_zarr"
                 else (inputs.ephys_zarr, inputs.dir / "out.nwb"))
     with pytest.raises(RepackError, match="(?s)verification failed.*/x: values differ"):
@@ -641,8 +646,8 @@ def test_convert_overwrite_replaces(inputs):
 # 6. write_nwb_zarr: atomic, overwrite                                         #
 # --------------------------------------------------------------------------- #
 def test_write_nwb_zarr_failure_leaves_nothing(tmp_path, monkeypatch):
-    failing, calls = _fail_after(1, zarr_module._store_block)
-    monkeypatch.setattr(zarr_module, "_store_block", failing)
+    failing, calls = _fail_after(1, sink_module._store_block)
+    monkeypatch.setattr(sink_module, "_store_block", failing)
     x = da.from_array(ints((4_000, 4), seed=8), chunks=(500, 4))
     path = tmp_path / "w.nwb.zarr"
     with pytest.raises(RuntimeError, match="injected failure"):
@@ -672,9 +677,9 @@ def test_write_nwb_zarr_overwrite(tmp_path, monkeypatch):
         write_nwb_zarr(ts_nwbfile(DaskDataIO(da.from_array(new), chunks=(500, 4))), path, progress=False)
     assert digest(path) == before
 
-    failing, _ = _fail_after(0, zarr_module._store_block)
+    failing, _ = _fail_after(0, sink_module._store_block)
     with monkeypatch.context() as mp:
-        mp.setattr(zarr_module, "_store_block", failing)
+        mp.setattr(sink_module, "_store_block", failing)
         with pytest.raises(RuntimeError, match="injected failure"):
             write_nwb_zarr(ts_nwbfile(DaskDataIO(da.from_array(new), chunks=(500, 4))), path, overwrite=True,
                            scheduler="threads", progress=False)
@@ -702,7 +707,7 @@ def test_threaded_failure_leaves_no_partial_store(tmp_path, monkeypatch):
     """
     import threading
 
-    original = zarr_module._store_block
+    original = sink_module._store_block
     lock, calls, stored = threading.Lock(), [], threading.Event()
 
     def slow_then_failing(*args, **kwargs):
@@ -719,7 +724,7 @@ def test_threaded_failure_leaves_no_partial_store(tmp_path, monkeypatch):
             time.sleep(0.2)
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(zarr_module, "_store_block", slow_then_failing)
+    monkeypatch.setattr(sink_module, "_store_block", slow_then_failing)
     x = da.from_array(ints((4_000, 4), seed=13), chunks=(1000, 4))
     with pytest.raises(RuntimeError, match="injected failure"):
         write_nwb_zarr(ts_nwbfile(DaskDataIO(x, chunks=(1000, 4))), tmp_path / "w.nwb.zarr",
@@ -791,8 +796,8 @@ def test_write_to_s3_url_with_credentials(tmp_path):
     from hdmf_zarr.nwb import NWBZarrIO
 
     from nwb_dask import DaskDataIO
-    from nwb_dask.synthetic import ephys_nwbfile, synthetic_ephys
-    from nwb_dask.zarr import write_nwb_zarr
+    from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+    from nwb_dask.zarr.io import write_nwb_zarr
 
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

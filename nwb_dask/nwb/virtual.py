@@ -28,65 +28,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .chunking import ChunksArg
-from .codecs import CodecSpec
-from .io import DaskDataIO
+from nwb_dask.chunking import ChunksArg
+from nwb_dask.codecs import CodecSpec
+from nwb_dask.nwb.dataio import DaskDataIO
+from nwb_dask.nwb.dataio import VirtualData
 
 __all__ = ["SegmentError", "VirtualData", "join_segments", "join_timeseries"]
 
 
 class SegmentError(ValueError):
     """Segments that cannot be joined (dtype, trailing shape, timing or units differ)."""
-
-
-class VirtualData(DaskDataIO):
-    """Segments joined along an axis, written by :class:`~nwb_dask.io.NWBDaskIO` as a virtual dataset.
-
-    A :class:`~nwb_dask.io.DaskDataIO` over the lazily concatenated segments
-    (so any writer that does not know virtual datasets writes a copy), plus
-    the sources to lay out.
-
-    Attributes
-    ----------
-    sources : list of (str, str, tuple)
-        Absolute file path, dataset path and shape of each segment, in order.
-    axis : int
-        The axis the segments are joined along.
-    fillvalue : scalar or None
-        Fill value of the virtual dataset (default: the first source's).
-    """
-
-    def __init__(self, array, sources: list[tuple[str, str, tuple]], axis: int, fillvalue=None):
-        super().__init__(array)
-        self.sources = sources
-        self.axis = axis
-        self.fillvalue = fillvalue
-
-    def create(self, parent, name: str):
-        """Create the virtual dataset ``parent[name]``, sources relative to ``parent``'s file.
-
-        Parameters
-        ----------
-        parent : h5py.Group
-        name : str
-
-        Returns
-        -------
-        h5py.Dataset
-        """
-        import h5py
-
-        shape, dtype = self.array.shape, self.array.dtype
-        layout = h5py.VirtualLayout(shape=shape, dtype=dtype)
-        here = os.path.dirname(os.path.abspath(parent.file.filename))
-        start = 0
-        for path, dname, sshape in self.sources:
-            stop = start + sshape[self.axis]
-            index = tuple(slice(start, stop) if a == self.axis else slice(None) for a in range(len(shape)))
-            relative = os.path.relpath(path, here)
-            layout[index] = h5py.VirtualSource(relative, dname, shape=sshape, dtype=dtype)
-            start = stop
-        return parent.create_virtual_dataset(name, layout, fillvalue=self.fillvalue)
 
 
 def _normalise(sources: Sequence[Any], name: str | None) -> list[tuple[str, str]]:
@@ -108,7 +59,7 @@ def _describe_segments(pairs: list[tuple[str, str]], axis: int) -> tuple[list[tu
     """Open each segment, check dtype and shape against the first; (sources, dtype, fillvalue)."""
     import h5py
 
-    from .reader import _check_link
+    from nwb_dask.hdf5.read import check_link_target
 
     described: list[tuple[str, str, tuple]] = []
     dtype = fill = None
@@ -117,7 +68,7 @@ def _describe_segments(pairs: list[tuple[str, str]], axis: int) -> tuple[list[tu
         if not os.path.exists(path):
             raise FileNotFoundError(f"segment file not found: {path}")
         with h5py.File(path, "r") as f:
-            _check_link(f, dname, path)
+            check_link_target(f, dname, path)
             if dname not in f or not isinstance(f[dname], h5py.Dataset):
                 raise KeyError(f"segment {path} has no dataset {dname!r}")
             d = f[dname]
@@ -186,7 +137,7 @@ def join_segments(
     """
     import dask.array as da
 
-    from .reader import read_dataset
+    from nwb_dask.nwb.read import read_dataset
 
     if mode not in ("virtual", "copy"):
         raise ValueError(f"mode must be 'virtual' or 'copy', got {mode!r}")
@@ -277,7 +228,7 @@ def join_timeseries(
     """
     import dask.array as da
 
-    from .reader import read_dataset
+    from nwb_dask.nwb.read import read_dataset
 
     pairs = _normalise(paths, f"{series}/data")
     infos = [_series_timing(p, series) for p, _ in pairs]

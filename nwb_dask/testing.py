@@ -341,7 +341,7 @@ def write_rich_nwbfile(
     from pynwb.misc import AnnotationSeries
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
 
-    from .iterators import DaskDataChunkIterator
+    from nwb_dask.nwb.iterators import DaskDataChunkIterator
 
     if n_channels < 2:
         raise ValueError(f"write_rich_nwbfile needs at least 2 channels, got {n_channels}")

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 
-from .blocks import checked_array
-from .chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
-from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
-from .scheduler import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
+from nwb_dask.blocks import checked_array
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
+from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
+from nwb_dask.engine import bound_heap_growth, progress_bar
 
 __all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "write_arrays", "write_dask_array"]
 
@@ -93,7 +94,7 @@ def plan_write(
     dset,
     codec: CodecSpec = None,
     *,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     name: str | None = None,
 ) -> WriteJob:
     """Check a dask array against an existing dataset and plan its blocks.
@@ -113,7 +114,7 @@ def plan_write(
         Codec to encode with; by default the one matching the dataset's
         filters (:func:`~nwb_dask.codecs.codec_from_dataset`).  It must produce
         bytes the declared filters decode.
-    max_block_bytes : int
+    block_bytes : int
         Upper bound on one block (a task's output before encoding).
     name : str, optional
         Dataset name for messages (default: the HDF5 path).
@@ -128,7 +129,7 @@ def plan_write(
         Shape mismatch, a contiguous dataset, or a codec that does not match
         the dataset's filters; the message names the dataset.
     """
-    from .iterators import as_dask_array
+    from nwb_dask.blocks import as_dask_array
 
     name = name or dset.name
     array = as_dask_array(array, name=name)
@@ -149,50 +150,15 @@ def plan_write(
     if not runs_outside_hdf5(dset.dtype):
         chosen = None  # HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
-    aligned = align_to_chunks(array, chunk_shape, max_block_bytes)
+    aligned = align_to_chunks(array, chunk_shape, block_bytes)
     if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
-        aligned = align_to_chunks(checked_array(array, name), chunk_shape, max_block_bytes)
+        aligned = align_to_chunks(checked_array(array, name), chunk_shape, block_bytes)
     return WriteJob(dset=dset, array=aligned, codec=chosen, chunk_shape=chunk_shape, name=name)
 
 
 def _filters(dset) -> list:
     plist = dset.id.get_create_plist()
     return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-
-
-def _bound_heap_growth() -> None:
-    """Keep glibc from hoarding freed multi-MB buffers (process-wide, once).
-
-    Blocks and encoded chunks of a few MB are allocated in worker threads and
-    freed as fast as they are written.  glibc raises its mmap threshold after
-    the first large frees and from then on serves such sizes from per-thread
-    heaps that fragment, so the writer's RSS crept up with the amount written
-    (benchmarks/write_memory.py, isal, threads: 1 GB 307 MB, 8 GB 541 MB).
-    Fixing the threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``, what the
-    ``MALLOC_MMAP_THRESHOLD_`` environment variable does) returns every large
-    buffer to the OS when freed, and RSS stays flat.  dask.distributed's
-    nanny tunes glibc the same way for its workers (``MALLOC_TRIM_THRESHOLD_``);
-    no library exposes the call.  A threshold set by the user's environment is
-    left alone; elsewhere than glibc this does nothing.
-    """
-    import os
-
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def progress_bar(total: int, enabled: bool, desc: str = "nwb_dask write"):
-    """A tqdm bar in bytes (MB/s), shown for writes over 64 MiB when ``enabled``."""
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc,
-                disable=not enabled or total < 2**26)
 
 
 def _interleave(jobs: Sequence[WriteJob]) -> Iterator[BlockTask]:
@@ -239,7 +205,7 @@ def write_arrays(
     stats = WriteStats(datasets=[j.name for j in jobs])
     bar = progress_bar(sum(int(j.array.size) * j.dset.dtype.itemsize for j in jobs), progress)
     t0 = time.perf_counter()
-    _bound_heap_growth()
+    bound_heap_growth()
     try:
         for done in run_block_tasks(
             _interleave(jobs), max_inflight_bytes=max_inflight_bytes, scheduler=scheduler
@@ -272,7 +238,7 @@ def write_dask_array(
     dset,
     codec: CodecSpec = None,
     *,
-    max_block_bytes: int = DEFAULT_BLOCK_BYTES,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
     max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
     scheduler: Any = None,
     progress: bool = True,
@@ -286,7 +252,7 @@ def write_dask_array(
         Chunked, same shape; its filters define the codec unless ``codec``
         is given (then they must match).
     codec : codec spec, optional
-    max_block_bytes, max_inflight_bytes, scheduler, progress
+    block_bytes, max_inflight_bytes, scheduler, progress
         See :func:`plan_write` and :func:`write_arrays`.
 
     Returns
@@ -302,5 +268,5 @@ def write_dask_array(
             d = f.create_dataset("x", (10**6, 64), "i2", chunks=(16384, 64), **gz.dataset_kwargs())
             nwb_dask.write_dask_array(da.ones((10**6, 64), "i2"), d)
     """
-    job = plan_write(array, dset, codec, max_block_bytes=max_block_bytes)
+    job = plan_write(array, dset, codec, block_bytes=block_bytes)
     return write_arrays([job], max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress)

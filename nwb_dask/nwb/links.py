@@ -31,10 +31,11 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
-from hdmf.backends.hdf5 import H5DataIO
 
-from .chunking import DEFAULT_BLOCK_BYTES, ChunksArg
-from .codecs import CodecSpec
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, ChunksArg
+from nwb_dask.codecs import CodecSpec
+from nwb_dask.hdf5.read import link_candidates
+from nwb_dask.nwb.dataio import ON_MISMATCH, LinkedData, OnMismatch
 
 __all__ = [
     "LinkMismatchError",
@@ -45,41 +46,15 @@ __all__ = [
     "external_data",
 ]
 
-OnMismatch = Literal["raise", "warn", "ignore"]
-_ON_MISMATCH = ("raise", "warn", "ignore")
-
 
 class LinkMismatchError(ValueError):
     """What a container declares for a linked dataset disagrees with the link's target."""
 
 
-class LinkedData(H5DataIO):
-    """A dataset of another HDF5/NWB file, to be written as an external link.
-
-    Usable as ``data=`` in pynwb containers.  Made by
-    :func:`external_data` (``mode="link"``); keeps the source file open
-    (read-only) until it is garbage collected.
-
-    Attributes
-    ----------
-    on_mismatch : {"raise", "warn", "ignore"}
-    shape : tuple or None
-        Expected shape (``None`` entries match any extent).
-    dtype : numpy.dtype or None
-        Expected dtype.
-    """
-
-    def __init__(self, dataset, *, on_mismatch: OnMismatch = "raise", shape=None, dtype=None):
-        super().__init__(data=dataset, link_data=True)
-        self.on_mismatch = on_mismatch
-        self.shape_expected = None if shape is None else tuple(shape)
-        self.dtype_expected = None if dtype is None else np.dtype(dtype)
-
-
 def _open_dataset(path: str | os.PathLike, name: str):
     import h5py
 
-    from .errors import open_hdf5
+    from nwb_dask.errors import open_hdf5
 
     path = os.path.abspath(os.fspath(path))
     f = open_hdf5(path)  # missing, a directory or not HDF5: an error naming the path
@@ -151,8 +126,8 @@ def external_data(
     """
     if mode not in ("link", "copy"):
         raise ValueError(f"mode must be 'link' or 'copy', got {mode!r}")
-    if on_mismatch not in _ON_MISMATCH:
-        raise ValueError(f"on_mismatch must be one of {_ON_MISMATCH}, got {on_mismatch!r}")
+    if on_mismatch not in ON_MISMATCH:
+        raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}")
     dset = _open_dataset(path, name)
     where = f"{dset.file.filename}:{dset.name}"
     problems = _expectation_problems(dset, shape, dtype)
@@ -165,9 +140,9 @@ def external_data(
             raise ValueError("codec and chunks apply to copies; a link keeps the target's storage (use mode='copy')")
         return LinkedData(dset, on_mismatch=on_mismatch, shape=shape, dtype=dtype)
 
-    from .codecs import codec_from_dataset, runs_outside_hdf5
-    from .io import DaskDataIO
-    from .reader import dataset_array
+    from nwb_dask.codecs import codec_from_dataset, runs_outside_hdf5
+    from nwb_dask.nwb.dataio import DaskDataIO
+    from nwb_dask.hdf5.read import dataset_array
 
     if codec is None:
         codec = "gzip"
@@ -336,30 +311,18 @@ class LinkRecord:
     reason: str = ""
 
 
-def _candidates(stored: str, parent_dir: str, env: str) -> list[str]:
-    """Where HDF5 looks for a link's target file, in order (H5Lcreate_external, H5Pset_virtual)."""
-    out = []
-    if os.path.isabs(stored):
-        out.append(stored)
-        stored = os.path.basename(stored)  # then the bare name, through the prefixes below
-    for prefix in filter(None, os.environ.get(env, "").split(os.pathsep)):
-        out.append(os.path.join(prefix, stored))
-    out += [os.path.join(parent_dir, stored), os.path.abspath(stored)]
-    return out
-
-
 def _record(kind: str, path: str, stored: str, obj: str, parent_file: str) -> LinkRecord:
     parent_dir = os.path.dirname(os.path.abspath(parent_file))
     if stored == ".":  # a virtual source in the same file
         found: str | None = os.path.abspath(parent_file)
     else:
         env = "HDF5_EXT_PREFIX" if kind == "external" else "HDF5_VDS_PREFIX"
-        found = next((os.path.normpath(c) for c in _candidates(stored, parent_dir, env) if os.path.isfile(c)), None)
+        found = next((os.path.normpath(c) for c in link_candidates(stored, parent_dir, env) if os.path.isfile(c)), None)
     reason = ""
     if found is None:
         reason = f"target file {stored!r} not found (looked in {parent_dir} and the working directory)"
     else:
-        from .errors import NotHDF5Error, open_hdf5
+        from nwb_dask.errors import NotHDF5Error, open_hdf5
 
         try:
             with open_hdf5(found) as t:
@@ -394,7 +357,7 @@ def audit_links(path: str | os.PathLike) -> list[LinkRecord]:
     """
     import h5py
 
-    from .errors import open_hdf5
+    from nwb_dask.errors import open_hdf5
 
     path = os.path.abspath(os.fspath(path))
     records: list[LinkRecord] = []

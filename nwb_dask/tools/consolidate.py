@@ -28,9 +28,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .chunking import guess_chunk_shape
-from .codecs import CodecSpec, codec as make_codec
-from .writer import WriteStats
+from nwb_dask.chunking import guess_chunk_shape
+from nwb_dask.codecs import CodecSpec, codec as make_codec
+from nwb_dask.hdf5.write import WriteStats
 
 __all__ = ["ConsolidateResult", "consolidate"]
 
@@ -80,7 +80,7 @@ def _bulk(dset) -> bool:
     return dset.ndim > 0 and dset.size > 0 and dset.dtype.kind in "biuf"
 
 
-def _same_values(pairs: list, scheduler: Any = None) -> list[bool]:
+def same_values(pairs: list, scheduler: Any = None) -> list[bool]:
     """Element-by-element equality of pairs of dask arrays (NaN equals NaN), all computed in one parallel pass."""
     import dask
     import dask.array as da
@@ -107,7 +107,7 @@ def _same_dataset(copy_path, source_path, name: str, scheduler: Any = None) -> b
     import h5py
     import numpy as np
 
-    from .reader import read_dataset
+    from nwb_dask.nwb.read import read_dataset
 
     with h5py.File(copy_path, "r") as fc, h5py.File(source_path, "r") as fs:
         c, s = fc[name], fs[name]
@@ -118,7 +118,7 @@ def _same_dataset(copy_path, source_path, name: str, scheduler: Any = None) -> b
                 return True
             a, b = c[()], s[()]
             return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" if hasattr(a, "dtype") else False))
-    return _same_values([(read_dataset(copy_path, name), read_dataset(source_path, name))], scheduler)[0]
+    return same_values([(read_dataset(copy_path, name), read_dataset(source_path, name))], scheduler)[0]
 
 
 def consolidate(
@@ -173,13 +173,14 @@ def consolidate(
     """
     import h5py
 
-    from .codecs import codec_from_dataset, runs_outside_hdf5
-    from .atomic import AtomicOutput
-    from .errors import VerificationError, check_input_file
-    from .io import check_rewrite_paths
-    from .links import audit_links
-    from .reader import read_dataset, release_handles
-    from .writer import plan_write, write_arrays
+    from nwb_dask.codecs import codec_from_dataset, runs_outside_hdf5
+    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.errors import VerificationError, check_input_file
+    from nwb_dask.nwb.io import check_rewrite_paths
+    from nwb_dask.nwb.links import audit_links
+    from nwb_dask.hdf5.read import release_handles
+    from nwb_dask.nwb.read import read_dataset
+    from nwb_dask.hdf5.write import plan_write, write_arrays
 
     src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
     check_input_file(src)  # not HDF5: say so, naming the file

@@ -113,7 +113,7 @@ def codec_label(dset) -> str:
     Pipelines nwb_dask cannot run (lzf, fletcher32, scale-offset, ...) are
     named by HDF5's filter names.
     """
-    from .codecs import codec_from_dataset
+    from nwb_dask.codecs import codec_from_dataset
 
     try:
         c = codec_from_dataset(dset)
@@ -178,15 +178,15 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     """
     import h5py
 
-    from .errors import open_hdf5
-    from .reader import _is_url, _options_key
-    from .remote import byte_source
+    from nwb_dask.errors import open_hdf5
+    from nwb_dask.hdf5.read import is_url, options_key
+    from nwb_dask.sources import byte_source
 
-    remote = _is_url(path)
+    remote = is_url(path)
     if remote:
-        # a fresh handle, not reader._open_remote's: that cache is keyed by the URL alone and
+        # a fresh handle, not reader.open_remote's: that cache is keyed by the URL alone and
         # would describe a file replaced at the same URL as it was when first opened
-        fobj = byte_source(str(path), **dict(_options_key(remote_options))).open()
+        fobj = byte_source(str(path), **dict(options_key(remote_options))).open()
         try:
             f = open_hdf5(fobj, name=str(path))
         except BaseException:
@@ -202,7 +202,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     try:
         records = {}
         if not remote:
-            from .links import audit_links
+            from nwb_dask.nwb.links import audit_links
 
             records = {(r.kind, r.path, r.file, r.object): r for r in audit_links(where)}
         datasets: list[DatasetInfo] = []

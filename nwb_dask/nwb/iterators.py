@@ -8,9 +8,9 @@ chunks, and hands hdmf one computed block at a time, computing the next block
 on the active dask scheduler while hdmf writes the current one.
 
 Memory is bounded whatever the array's size: at most two blocks of
-``buffer_bytes`` are in flight (the one hdmf is writing and the one being
+``block_bytes`` are in flight (the one hdmf is writing and the one being
 computed), and a block being assembled from smaller dask chunks needs its
-pieces too, so peak memory stays below ``4 * buffer_bytes`` (measured by
+pieces too, so peak memory stays below ``4 * block_bytes`` (measured by
 ``tests/test_iterators.py::test_memory_is_bounded_by_the_buffer``).
 """
 
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 from hdmf.data_utils import AbstractDataChunkIterator, DataChunk
 
-from .blocks import block_label, checked_array, checked_block
-from .chunking import (
+from nwb_dask.blocks import as_dask_array, block_label, checked_array, checked_block
+from nwb_dask.chunking import (
     DEFAULT_BLOCK_BYTES,
     DEFAULT_CHUNK_BYTES,
     ChunksArg,
@@ -36,52 +35,7 @@ from .chunking import (
     resolve_chunk_shape,
 )
 
-__all__ = ["DaskDataChunkIterator", "as_dask_array"]
-
-
-def as_dask_array(array: Any, *, compute_chunk_sizes: bool = True, name: str | None = None):
-    """Validate a dask array for writing; compute unknown chunk sizes.
-
-    Parameters
-    ----------
-    array : dask.array.Array
-        The data.
-    compute_chunk_sizes : bool
-        If the array has unknown (NaN) chunk sizes, as after boolean indexing,
-        compute them (this runs the graph once).  With ``False``, raise.
-    name : str, optional
-        Dataset name for error messages.
-
-    Returns
-    -------
-    dask.array.Array
-
-    Raises
-    ------
-    TypeError
-        Not a dask array, or an object/structured dtype that cannot be stored
-        chunk by chunk.
-    ValueError
-        A 0-d array, or unknown chunk sizes with ``compute_chunk_sizes=False``.
-    """
-    import dask.array as da
-
-    label = f"dataset {name!r}" if name else "dask array"
-    if not isinstance(array, da.Array):
-        raise TypeError(f"{label}: expected a dask.array.Array, got {type(array).__name__}")
-    if array.ndim == 0:
-        raise ValueError(f"{label}: a 0-d (scalar) array cannot be written chunk by chunk; pass a numpy scalar")
-    if array.dtype.kind not in "biufc" and array.dtype.kind != "?":
-        raise TypeError(f"{label}: dtype {array.dtype} is not supported for chunked writes (numeric and bool only)")
-    if any(math.isnan(s) for s in array.shape):
-        if not compute_chunk_sizes:
-            raise ValueError(
-                f"{label} has unknown chunk sizes (shape {array.shape}); call array.compute_chunk_sizes() "
-                "or pass compute_chunk_sizes=True"
-            )
-        # compute_chunk_sizes() works in place: do it on a twin, not the caller's array.
-        array = da.Array(array.dask, array.name, array.chunks, meta=array._meta).compute_chunk_sizes()
-    return array
+__all__ = ["DaskDataChunkIterator"]
 
 
 class DaskDataChunkIterator(AbstractDataChunkIterator):
@@ -94,10 +48,10 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
     chunk_shape : "auto" or tuple of int
         HDF5 chunk shape to recommend to hdmf.  ``"auto"`` chooses one with
         :func:`nwb_dask.chunking.guess_chunk_shape` (time x channels rule).
-    buffer_bytes : int
+    block_bytes : int
         Upper bound on one block's uncompressed size.  Blocks are whole
         multiples of the chunk shape (never smaller than one chunk).  Peak
-        memory of the iterator stays below ``4 * buffer_bytes`` (two blocks in
+        memory of the iterator stays below ``4 * block_bytes`` (two blocks in
         flight, each with its source pieces while it is assembled).
     chunk_bytes : int
         Target chunk size for ``chunk_shape="auto"``.
@@ -123,7 +77,7 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         self,
         array,
         chunk_shape: ChunksArg = "auto",
-        buffer_bytes: int = DEFAULT_BLOCK_BYTES,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         prefetch: bool = True,
@@ -132,8 +86,8 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
         name: str | None = None,
     ):
         array = as_dask_array(array, compute_chunk_sizes=compute_chunk_sizes, name=name)
-        if buffer_bytes <= 0:
-            raise ValueError(f"buffer_bytes must be positive, got {buffer_bytes}")
+        if block_bytes <= 0:
+            raise ValueError(f"block_bytes must be positive, got {block_bytes}")
         self.name = name
         #: Codec the parallel writer encodes with (None: the dataset's filters decide).
         self.codec = None
@@ -142,12 +96,12 @@ class DaskDataChunkIterator(AbstractDataChunkIterator):
             self.chunk_shape = fit_to_blocks(self.chunk_shape, array.chunks)
         # The invariant (every extent >= 1 and within the data), whoever chose the shape.
         self.chunk_shape = check_chunk_shape(self.chunk_shape, array.shape, name=name)
-        self.buffer_bytes = int(buffer_bytes)
+        self.block_bytes = int(block_bytes)
         self.source = array
         #: The array rechunked so that every block is whole HDF5 chunks.
-        self.array = align_to_chunks(array, self.chunk_shape, self.buffer_bytes)
+        self.array = align_to_chunks(array, self.chunk_shape, self.block_bytes)
         if self.array.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
-            self.array = align_to_chunks(checked_array(array, name), self.chunk_shape, self.buffer_bytes)
+            self.array = align_to_chunks(checked_array(array, name), self.chunk_shape, self.block_bytes)
         self.prefetch = prefetch
         self._blocks = block_selections(self.array.chunks)
         self._executor: ThreadPoolExecutor | None = None

@@ -212,7 +212,7 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-def _freeze_options(options: dict | None) -> tuple:
+def freeze_options(options: dict | None) -> tuple:
     """Byte-source options as a hashable, sorted tuple of items (nested dicts frozen).
 
     The reader caches sources on this key; :func:`byte_source` thaws it.

@@ -37,14 +37,20 @@ from hdmf.backends.errors import UnsupportedOperation
 from hdmf.backends.hdf5 import H5DataIO
 from pynwb import NWBHDF5IO
 
-from .atomic import AppendJournal, AtomicOutput, disk_full_error, guard_sigterm, partial_path, release_sigterm
-from .chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
-from .codecs import Codec, CodecSpec, codec as make_codec
-from .errors import directory_message, reworded
-from .iterators import DaskDataChunkIterator
-from .queue import ParallelDataChunkIteratorQueue, drain_iterators
-from .scheduler import DEFAULT_INFLIGHT_BYTES
-from .writer import WriteStats, plan_write, write_arrays
+from nwb_dask.atomic import (
+    AppendJournal,
+    AtomicOutput,
+    disk_full_error,
+    guard_sigterm,
+    partial_path,
+    release_sigterm,
+)
+from nwb_dask.errors import directory_message, reworded
+from nwb_dask.nwb.iterators import DaskDataChunkIterator
+from nwb_dask.nwb.queue import ParallelDataChunkIteratorQueue, drain_iterators
+from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
+from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
+from nwb_dask.nwb.dataio import DaskDataIO
 
 __all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
 
@@ -131,60 +137,6 @@ def check_rewrite_paths(source, output, overwrite: bool, tool: str,
     return src, out
 
 
-class DaskDataIO(H5DataIO):
-    """A dask array with codec and chunk options, usable as ``data=`` in pynwb.
-
-    Parameters
-    ----------
-    array : dask.array.Array
-        The data.
-    codec : codec spec
-        Compression (default ``"gzip"``: level 4 + shuffle, readable by any
-        HDF5 reader); see :func:`nwb_dask.codec`.
-    chunks : "auto" or tuple of int
-        HDF5 chunk shape (see :mod:`nwb_dask.chunking`).
-    buffer_bytes : int
-        Largest block computed at once (one dask task's output).
-    chunk_bytes : int
-        Target chunk size when ``chunks="auto"``.
-    name : str, optional
-        Dataset name for error messages (e.g. a chunk shape that does not fit
-        the data: :class:`~nwb_dask.chunking.ChunkShapeError`).
-    **h5dataio_kwargs
-        Other ``H5DataIO`` options (e.g. ``fillvalue``).
-
-    Notes
-    -----
-    A ``DaskDataIO`` is an ``H5DataIO`` wrapping a
-    :class:`~nwb_dask.iterators.DaskDataChunkIterator`, so plain
-    ``NWBHDF5IO`` writes it too (serially); :class:`NWBDaskIO` writes it in
-    parallel.
-    """
-
-    def __init__(
-        self,
-        array,
-        codec: CodecSpec = "gzip",
-        chunks: ChunksArg = "auto",
-        *,
-        buffer_bytes: int = DEFAULT_BLOCK_BYTES,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        name: str | None = None,
-        **h5dataio_kwargs: Any,
-    ):
-        self.codec: Codec = make_codec(codec)
-        iterator = DaskDataChunkIterator(array, chunks, buffer_bytes, chunk_bytes=chunk_bytes, name=name)
-        kwargs = self.codec.h5dataio_kwargs()
-        kwargs.update(h5dataio_kwargs)
-        iterator.codec = self.codec  # encode with this codec (e.g. its deflate engine)
-        super().__init__(data=iterator, chunks=iterator.chunk_shape, **kwargs)
-
-    @property
-    def array(self):
-        """The dask array (as given)."""
-        return self.data.source
-
-
 class NWBDaskIO(NWBHDF5IO):
     """``pynwb.NWBHDF5IO`` whose ``write`` stores large datasets in parallel.
 
@@ -258,7 +210,7 @@ class NWBDaskIO(NWBHDF5IO):
         kwargs.update(mode=mode, load_namespaces=load_namespaces, manager=manager, file=file, comm=comm,
                       driver=driver, aws_region=aws_region, herd_path=herd_path)
         if mode != "r":
-            from .reader import release_handles
+            from nwb_dask.hdf5.read import release_handles
 
             # dask arrays read from this file keep cached read-only handles; HDF5 refuses to open it for
             # writing while any is open (they reopen on their next compute)
@@ -377,9 +329,9 @@ class NWBDaskIO(NWBHDF5IO):
         read by :func:`nwb_dask.read_nwb`.  Close with ``nwbfile.read_io.close()``.
         """
         if path is not None and str(path).startswith(_URL_PREFIXES):
-            from .reader import DEFAULT_MIN_BYTES, read_nwb
+            from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, read_nwb_hdf5
 
-            return read_nwb(str(path), min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+            return read_nwb_hdf5(str(path), min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
         io = cls(path=path, file=file, mode="r", load_namespaces=True)
         return io.read(min_bytes=min_bytes)
 
@@ -403,7 +355,7 @@ class NWBDaskIO(NWBHDF5IO):
             for dset, data in queue:
                 if isinstance(data, DaskDataChunkIterator):
                     # the source, aligned (and its blocks checked) by plan_write under the dataset's name
-                    jobs.append(plan_write(data.source, dset, data.codec, max_block_bytes=data.buffer_bytes,
+                    jobs.append(plan_write(data.source, dset, data.codec, block_bytes=data.block_bytes,
                                            name=dset.name))
                 else:
                     others.append((dset, data))
@@ -460,8 +412,8 @@ class NWBDaskIO(NWBHDF5IO):
         """
         import h5py
 
-        from .links import LinkedData, check_link
-        from .virtual import VirtualData
+        from nwb_dask.nwb.dataio import LinkedData, VirtualData
+        from nwb_dask.nwb.links import check_link
 
         named = dict(zip(("parent", "builder"), args), **kwargs)  # hdmf passes (parent, builder, ...)
         builder, parent = named["builder"], named["parent"]
@@ -500,7 +452,7 @@ class NWBDaskIO(NWBHDF5IO):
         **kwargs
             As for ``NWBHDF5IO.read``.
         """
-        from .reader import DEFAULT_MIN_BYTES, daskify
+        from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, daskify
 
         nwbfile = super().read(**kwargs)
         daskify(nwbfile, min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
@@ -531,7 +483,7 @@ class NWBDaskIO(NWBHDF5IO):
         temporary.
         """
         output, self._output = getattr(self, "_output", None), None
-        from .reader import release_handles
+        from nwb_dask.hdf5.read import release_handles
 
         release_handles()  # like NWBHDF5IO, a closed IO leaves the file free (lazy arrays reopen it if computed)
         try:

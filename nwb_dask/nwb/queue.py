@@ -25,10 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
-from .blocks import block_label, checked_block
-from .codecs import Codec, codec_from_dataset, pad_chunk, runs_outside_hdf5
-from .scheduler import DEFAULT_INFLIGHT_BYTES
-from .writer import WriteStats, _bound_heap_growth
+from nwb_dask.blocks import block_label, checked_block
+from nwb_dask.codecs import Codec, codec_from_dataset, pad_chunk, runs_outside_hdf5
+from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
+from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.engine import bound_heap_growth
 
 __all__ = ["ParallelDataChunkIteratorQueue", "drain_iterators"]
 
@@ -164,7 +165,7 @@ def drain_iterators(
     if not pairs:
         return stats
     n = workers or os.cpu_count() or 1
-    _bound_heap_growth()
+    bound_heap_growth()
     codecs: list[Codec | None] = []
     assemblers = []
     declared = [_declared_dtype(it, dset) for dset, it in pairs]

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
-from .codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
+from nwb_dask.codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
 
 __all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb", "release_handles"]
 
@@ -45,32 +45,32 @@ def _open(path: str, mtime: float):
     return h5py.File(path, "r")
 
 
-def _is_url(path: Any) -> bool:
+def is_url(path: Any) -> bool:
     return isinstance(path, str) and "://" in path
 
 
-def _options_key(remote_options: dict | None) -> tuple:
+def options_key(remote_options: dict | None) -> tuple:
     """``remote_options`` as a hashable key (nested dicts such as ``storage_options`` frozen).
 
     :func:`nwb_dask.remote.byte_source` turns the frozen values back into dicts.
     """
-    from .remote import _freeze_options
+    from nwb_dask.sources import freeze_options
 
-    return _freeze_options(remote_options)
+    return freeze_options(remote_options)
 
 
 @functools.lru_cache(maxsize=64)
 def _source(url: str, options: tuple = ()):
     """This process's byte source for ``url`` (connection pool reused across tasks)."""
-    from .remote import byte_source
+    from nwb_dask.sources import byte_source
 
     return byte_source(url, **dict(options))
 
 
 @functools.lru_cache(maxsize=16)
-def _open_remote(url: str, options: tuple = ()):
+def open_remote(url: str, options: tuple = ()):
     """This process's h5py handle on a remote file (metadata through the cached byte source)."""
-    from .errors import open_hdf5
+    from nwb_dask.errors import open_hdf5
 
     return open_hdf5(_source(url, options).open(), name=url)
 
@@ -98,7 +98,7 @@ def _close_handles() -> None:
     """
     import gc
 
-    _open_remote.cache_clear()
+    open_remote.cache_clear()
     _source.cache_clear()
     _open.cache_clear()
     gc.collect()
@@ -253,7 +253,7 @@ class _RemoteChunks(_Chunks):
     """
 
     def _read(self, region):
-        dset = _open_remote(*self.where)[self.name]
+        dset = open_remote(*self.where)[self.name]
         if self.codec is None:
             return self._read_through_h5py(dset, region)
         out = np.empty(tuple(s.stop - s.start for s in region), self.dtype)
@@ -291,21 +291,20 @@ def _chunked_array(chunks: _Chunks, blocks: tuple, token: str):
     )
 
 
-
 def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: tuple):
     """A dataset of a remote file as a dask array (see the module docstring)."""
     import h5py
 
-    f = _open_remote(url, options)
+    f = open_remote(url, options)
     if name not in f:
         raise KeyError(f"{url} has no dataset {name!r}")
     dset = f[name]
     if not isinstance(dset, h5py.Dataset):
         raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
-    return _remote_dataset_array(dset, url, options, block_bytes, direct)
+    return remote_dataset_array(dset, url, options, block_bytes, direct)
 
 
-def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):
+def remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):
     """An open dataset of a remote file as a dask array whose tasks fetch their own chunks."""
     from dask.base import tokenize
 
@@ -319,27 +318,6 @@ def _remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, dire
     blocks = block_shape(chunk_shape, shape, dtype, block_bytes)
     reader = _RemoteChunks((url, options), name, shape, dtype, chunk_shape, codec, fill)
     return _chunked_array(reader, blocks, tokenize(url, options, name, blocks, codec, direct))
-
-
-def _zarr_array(path: str, name: str, block_bytes: int):
-    """A dataset of a Zarr store as a dask array (zarr arrays pickle and read themselves)."""
-    import zarr
-
-    try:
-        node = zarr.open(path, mode="r", path=name.strip("/"))
-    except (KeyError, FileNotFoundError, ValueError) as exc:
-        raise KeyError(f"{path} has no dataset {name!r} ({exc})") from None
-    if not isinstance(node, zarr.Array):
-        raise TypeError(f"{path}:{name} is a {type(node).__name__}, not a dataset")
-    return _zarr_dask(node, block_bytes)
-
-
-def _zarr_dask(node, block_bytes: int):
-    """A zarr array as a dask array of whole Zarr chunks (zarr arrays pickle and reopen themselves)."""
-    import dask.array as da
-
-    blocks = block_shape(node.chunks, node.shape, node.dtype, block_bytes)
-    return da.from_zarr(node, chunks=blocks)
 
 
 def _describe(dset) -> tuple:
@@ -405,7 +383,7 @@ def _virtual_tiles(dset, block_bytes: int, direct: bool):
     import dask.array as da
     import h5py
 
-    from .links import _candidates
+    from nwb_dask.hdf5.read import link_candidates
 
     shape, here = dset.shape, os.path.dirname(os.path.abspath(dset.file.filename))
     tiles = []  # (start, stop, dask array)
@@ -422,7 +400,7 @@ def _virtual_tiles(dset, block_bytes: int, direct: bool):
         if m.file_name == ".":
             path = os.path.abspath(dset.file.filename)
         else:
-            path = next((c for c in _candidates(m.file_name, here, "HDF5_VDS_PREFIX") if os.path.isfile(c)), None)
+            path = next((c for c in link_candidates(m.file_name, here, "HDF5_VDS_PREFIX") if os.path.isfile(c)), None)
             if path is None:
                 return None
         try:
@@ -449,7 +427,7 @@ def _virtual_tiles(dset, block_bytes: int, direct: bool):
     return None
 
 
-def _check_link(f, name: str, path: str) -> None:
+def check_link_target(f, name: str, path: str) -> None:
     """A clear error for a broken external link, before any task runs."""
     import h5py
 
@@ -481,9 +459,9 @@ def read_dataset(
     Parameters
     ----------
     path : str or PathLike
-        HDF5/NWB file, a Zarr store (directory, e.g. NWB-Zarr), or a
-        ``http(s)://`` / ``s3://`` (or other fsspec, e.g. ``gs://``) URL of an
-        HDF5 file (see :mod:`nwb_dask.remote`).
+        HDF5/NWB file, or a ``http(s)://`` / ``s3://`` (or other fsspec, e.g.
+        ``gs://``) URL of an HDF5 file (see :mod:`nwb_dask.sources`).
+        :func:`nwb_dask.read_dataset` also takes Zarr stores.
     name : str
         Dataset path inside the file, e.g. ``"acquisition/ElectricalSeries/data"``.
         External links are followed (relative targets resolved as HDF5 does);
@@ -522,16 +500,14 @@ def read_dataset(
     """
     import h5py
 
-    from .errors import open_hdf5
+    from nwb_dask.errors import open_hdf5
 
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
-    if _is_url(path):
-        return _remote_array(path, name, block_bytes, direct, _options_key(remote_options))
-    if os.path.isdir(path):  # a Zarr store (NWB-Zarr, hdmf-zarr layout)
-        return _zarr_array(os.fspath(path), name, block_bytes)
+    if is_url(path):
+        return _remote_array(path, name, block_bytes, direct, options_key(remote_options))
     path = os.path.abspath(os.fspath(path))
     with open_hdf5(path) as f:  # a missing, non-HDF5 path or a directory: an error naming it
-        _check_link(f, name, path)
+        check_link_target(f, name, path)
         if name not in f:
             raise KeyError(f"{path} has no dataset {name!r}")
         dset = f[name]
@@ -540,135 +516,13 @@ def read_dataset(
         return dataset_array(dset, block_bytes=block_bytes, direct=direct)
 
 
-#: Datasets at least this large (uncompressed) become dask arrays in :func:`read_nwb`.
-DEFAULT_MIN_BYTES = 16 * 2**20
-
-
-def daskify(
-    nwbfile,
-    *,
-    min_bytes: int = DEFAULT_MIN_BYTES,
-    block_bytes: int = DEFAULT_BLOCK_BYTES,
-    direct: bool = True,
-    url: str | None = None,
-    remote_options: dict | None = None,
-):
-    """Replace the large numeric h5py datasets of a read NWBFile with dask arrays, in place.
-
-    Parameters
-    ----------
-    nwbfile : pynwb.NWBFile or hdmf container
-        As returned by ``NWBHDF5IO.read()`` (its file must stay open); the
-        root of a file of hdmf types (e.g. a ``DynamicTable``) is fine too.
-    min_bytes : int
-        Datasets smaller than this stay h5py datasets (pynwb's behaviour).
-    block_bytes, direct, remote_options
-        As for :func:`read_dataset`.
-    url : str, optional
-        The URL the file was opened from (its h5py file has no path then).
-
-    Returns
-    -------
-    list of str
-        ``"container/field"`` names that became dask arrays.
-    """
-    import h5py
-    import zarr
-
-    options = _options_key(remote_options)
-
-    changed = []
-    objects = nwbfile.objects if hasattr(nwbfile, "objects") else nwbfile.all_objects  # NWBFile or other root
-    for obj in objects.values():
-        fields = obj.fields  # hdmf's field store; pynwb's properties read from it
-        for key, val in list(fields.items()):
-            if (
-                isinstance(val, h5py.Dataset)
-                and val.ndim >= 1
-                and val.dtype.kind in "biufc?"
-                and val.size * val.dtype.itemsize >= min_bytes
-            ):
-                if url is not None:
-                    fields[key] = _remote_dataset_array(val, url, options, block_bytes, direct)
-                else:
-                    fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
-                changed.append(f"{obj.name}/{key}")
-            elif (
-                isinstance(val, zarr.Array)  # NWB-Zarr, read by hdmf-zarr
-                and val.ndim >= 1
-                and val.dtype.kind in "biufc?"
-                and val.size * val.dtype.itemsize >= min_bytes
-            ):
-                fields[key] = _zarr_dask(val, block_bytes)
-                changed.append(f"{obj.name}/{key}")
-    return changed
-
-
-def read_nwb(
-    path: str | os.PathLike,
-    *,
-    min_bytes: int = DEFAULT_MIN_BYTES,
-    block_bytes: int | None = None,
-    direct: bool = True,
-    remote_options: dict | None = None,
-):
-    """Open an NWB file with its large datasets as dask arrays.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
-        hdmf-zarr), or a ``http(s)://`` / ``s3://`` (or other fsspec) URL of
-        an NWB HDF5 file; local datasets behind external links and virtual
-        datasets are read from their sources.
-    min_bytes : int
-        Numeric datasets at least this large become dask arrays; smaller
-        ones, strings, references and attributes stay as pynwb gives them.
-    block_bytes, direct
-        As for :func:`read_dataset`.
-    remote_options : dict, optional
-        As for :func:`read_dataset`, e.g. ``{"storage_options": {"key": ...,
-        "secret": ...}}`` for a private S3 bucket.
-
-    Returns
-    -------
-    pynwb.NWBFile
-        Keep it (or its ``read_io``) open while using small datasets; close
-        with ``nwbfile.read_io.close()``.  The dask arrays reopen the file on
-        their own and stay usable after that.
-
-    Examples
-    --------
-    ::
-
-        nwbfile = nwb_dask.read_nwb("session.nwb")
-        data = nwbfile.acquisition["ElectricalSeries"].data    # dask.array.Array
-        data.mean(axis=0).compute()
-    """
-    from pynwb import NWBHDF5IO
-
-    block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
-    url = None
-    if _is_url(path):
-        options = _options_key(remote_options)
-        io = NWBHDF5IO(file=_open_remote(path, options), mode="r")
-        url = path
-    elif os.path.isdir(path):  # NWB-Zarr (hdmf-zarr layout)
-        from hdmf_zarr.nwb import NWBZarrIO
-
-        io = NWBZarrIO(os.fspath(path), "r")
-    else:
-        from .errors import check_input_file
-
-        path = os.path.abspath(os.fspath(path))
-        check_input_file(path)  # missing or not HDF5: an error naming the path
-        io = NWBHDF5IO(path, "r")
-    try:
-        nwbfile = io.read()
-        daskify(
-            nwbfile, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url, remote_options=remote_options
-        )
-    except BaseException:
-        io.close()
-        raise
-    return nwbfile
+def link_candidates(stored: str, parent_dir: str, env: str) -> list[str]:
+    """Where HDF5 looks for a link's target file, in order (H5Lcreate_external, H5Pset_virtual)."""
+    out = []
+    if os.path.isabs(stored):
+        out.append(stored)
+        stored = os.path.basename(stored)  # then the bare name, through the prefixes below
+    for prefix in filter(None, os.environ.get(env, "").split(os.pathsep)):
+        out.append(os.path.join(prefix, stored))
+    out += [os.path.join(parent_dir, stored), os.path.abspath(stored)]
+    return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -37,6 +37,10 @@ __all__ = [
     "pad_chunk",
     "runs_outside_hdf5",
     "DEFLATE_ENGINES",
+    "ZARR_CODECS",
+    "numcodecs_pipeline",
+    "other_encodings",
+    "zarr_codec",
 ]
 
 #: A codec spec: a name, ``(name, params)``, or a :class:`Codec`.
@@ -832,3 +836,72 @@ def pad_chunk(block: np.ndarray, chunk_shape: Sequence[int], fill_value: Any = 0
     out = np.full(shape, fill_value, dtype=block.dtype)
     out[tuple(slice(0, b) for b in block.shape)] = block
     return out
+
+
+def other_encodings(c: Codec, raw: np.ndarray) -> Iterator[bytes]:
+    """Encodings of ``raw`` that HDF5's filters decode the same as ``c.encode``'s, but of other sizes.
+
+    Other compression levels first, then the same level with other overheads.
+    The live writer uses one whose size differs from a chunk's stored copy, so
+    HDF5 writes the new copy elsewhere instead of over the durable one.
+    """
+    import zlib
+
+    levels = {"gzip": range(1, 10), "zstd": range(1, 20), "blosc": range(1, 10)}.get(c.name, ())
+    for level in levels:
+        if level != c.options.get("level"):
+            yield codec(c, level=level).encode(raw)[1]
+
+    buf: Any = memoryview(raw).cast("B")
+    for stage in c._stages[:-1]:  # shuffle
+        buf = stage.encode(buf, raw.dtype.itemsize)
+    o = c.options
+    if c.name == "gzip":  # an empty stored block before the end: +5 bytes
+        z = zlib.compressobj(o["level"])
+        yield z.compress(buf) + z.flush(zlib.Z_SYNC_FLUSH) + z.flush()
+    elif c.name == "zstd":  # a content checksum: +4 bytes
+        from numcodecs import Zstd
+
+        yield bytes(Zstd(level=o["level"], checksum=True).encode(buf))
+    elif c.name == "blosc":  # other block sizes: other per-block overhead
+        from numcodecs import Blosc
+
+        arr = np.frombuffer(buf, dtype=f"V{raw.dtype.itemsize}" if raw.dtype.itemsize > 1 else np.uint8)
+        for blocksize in (64, 128, 256, 1024, 4096):
+            yield bytes(Blosc(cname=o["cname"], clevel=o["level"], shuffle=_BLOSC_SHUFFLE[o["shuffle"]],
+                              blocksize=blocksize).encode(arr))
+
+
+ZARR_CODECS = ("none", "gzip", "zstd", "blosc")
+
+
+def numcodecs_pipeline(c: Codec, itemsize: int) -> tuple[list, Any]:
+    """The numcodecs ``(filters, compressor)`` that decode what ``c.encode`` produces.
+
+    Raises
+    ------
+    CodecError
+        For codecs whose HDF5 byte format has no numcodecs equivalent
+        (``lz4``, ``bitshuffle``).
+    """
+    import numcodecs
+
+    o = c.options
+    if c.name not in ZARR_CODECS:
+        raise CodecError(f"codec {c.name!r} has no NWB-Zarr equivalent; use one of {list(ZARR_CODECS)}")
+    filters = [numcodecs.Shuffle(elementsize=itemsize)] if o.get("shuffle") is True and itemsize > 1 else []
+    if c.name == "none":
+        return [], None
+    if c.name == "gzip":
+        return filters, numcodecs.Zlib(level=o["level"])
+    if c.name == "zstd":
+        return filters, numcodecs.Zstd(level=o["level"])
+    shuffle = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
+    return filters, numcodecs.Blosc(cname=o["cname"], clevel=o["level"], shuffle=shuffle[o["shuffle"]])
+
+
+def zarr_codec(c: Codec, itemsize: int) -> Codec:
+    """The codec as stored: HDF5's shuffle of 1-byte items is a no-op numcodecs cannot declare."""
+    if itemsize == 1 and c.options.get("shuffle") is True:
+        return codec(c, shuffle=False)
+    return c

@@ -31,10 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
-from .codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
-from .errors import VerificationError
-from .writer import WriteStats
+from nwb_dask.chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
+from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.errors import VerificationError
+from nwb_dask.hdf5.write import WriteStats
 
 __all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack", "compare_files"]
 
@@ -145,7 +145,7 @@ def _stored(dset) -> int:
 # --------------------------------------------------------------------------- #
 # choosing the datasets                                                        #
 # --------------------------------------------------------------------------- #
-def _chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
+def chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
     """The output chunk shape of one dataset.
 
     One shape for every dataset is a time-series shape: its leading axes apply
@@ -202,7 +202,7 @@ def large_fields(
     from hdmf.container import Data
 
     if not callable(stored):
-        stored = _in_file(Path(stored).resolve())
+        stored = in_file(Path(stored).resolve())
     seen: set[str] = set()
     found = []
     for container in nwbfile.objects.values():
@@ -249,7 +249,7 @@ def swap_field(container, key: str | None, new: Any) -> None:
     container.set_modified()
 
 
-def _in_file(source: Path) -> Callable[[Any], str | None]:
+def in_file(source: Path) -> Callable[[Any], str | None]:
     """``stored`` for :func:`large_fields`: non-virtual datasets of the HDF5 file ``source`` (links stay links)."""
     import h5py
 
@@ -300,7 +300,7 @@ def _norm_struct(value: np.ndarray, f) -> Any:
     return [_norm(v, f) for v in value.reshape(-1).tolist()]
 
 
-def _equal(a: Any, b: Any) -> bool:
+def equal_values(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape:
@@ -309,9 +309,9 @@ def _equal(a: Any, b: Any) -> bool:
             return bool(np.array_equal(a, b, equal_nan=True))
         return bool(np.array_equal(a, b))
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
     if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
     if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
         return True
     try:
@@ -377,9 +377,9 @@ def compare_files(
     """
     import h5py
 
-    from .consolidate import _same_values
-    from .migrations import Difference, match
-    from .reader import read_dataset
+    from nwb_dask.tools.consolidate import same_values
+    from nwb_dask.tools.migrations import Difference, match
+    from nwb_dask.nwb.read import read_dataset
 
     diffs: list[str] = []
     found: list = []
@@ -418,7 +418,7 @@ def compare_files(
                 diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
             for key in sorted(ka & kb):
                 va, vb = _norm(oa.attrs[key], fa), _norm(ob.attrs[key], fb)
-                if not _equal(va, vb) and not accepted(path, key, va, vb, oa, ob):
+                if not equal_values(va, vb) and not accepted(path, key, va, vb, oa, ob):
                     diffs.append(f"{path}: attribute {key!r} is {va!r} in {a} but {vb!r} in {b}")
             if la.get(path, ("group",))[0] != "dataset":
                 continue
@@ -428,11 +428,11 @@ def compare_files(
             if path in bulk:
                 continue  # compared below, in parallel
             va, vb = _norm(oa[()], fa), _norm(ob[()], fb)
-            if not _equal(va, vb):
+            if not equal_values(va, vb):
                 diffs.append(f"{path}: values differ")
     checks = [p for p in sorted(bulk) if not any(d.startswith(p + ":") for d in diffs)]
     if checks:
-        results = _same_values([(read_dataset(a, p), read_dataset(b, p)) for p in checks], scheduler)
+        results = same_values([(read_dataset(a, p), read_dataset(b, p)) for p in checks], scheduler)
         diffs += [f"{p}: values differ" for p, ok in zip(checks, results) if not ok]
     if migrations is not None:
         migrations.extend(found)
@@ -505,12 +505,13 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
-    from .atomic import AtomicOutput
-    from .errors import check_input_file
-    from .info import codec_label
-    from .io import DaskDataIO, NWBDaskIO, check_rewrite_paths
-    from .migrations import keep_user_metadata, rebuild_incomplete
-    from .reader import read_dataset, release_handles
+    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.errors import check_input_file
+    from nwb_dask.tools.info import codec_label
+    from nwb_dask.nwb.io import DaskDataIO, NWBDaskIO, check_rewrite_paths
+    from nwb_dask.tools.migrations import keep_user_metadata, rebuild_incomplete
+    from nwb_dask.hdf5.read import release_handles
+    from nwb_dask.nwb.read import read_dataset
 
     t0 = time.perf_counter()
     src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
@@ -524,9 +525,9 @@ def repack(
         temp = atomic.temp
         with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
             nwbfile = src_io.read()
-            for container, key, dset in large_fields(nwbfile, min_bytes, _in_file(src)):
+            for container, key, dset in large_fields(nwbfile, min_bytes, in_file(src)):
                 c = fixed if fixed is not None else own_codec(dset)
-                shape = _chunks_for(chunks, dset, dset.name)
+                shape = chunks_for(chunks, dset, dset.name)
                 datasets.append(RepackedDataset(
                     dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),
                     tuple(dset.chunks) if dset.chunks else None, codec_label(dset), _stored(dset),

@@ -54,10 +54,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .blocks import checked_array, checked_block
-from .chunking import MIN_TIME_SAMPLES, ChunkShapeError, check_chunk_shape, guess_chunk_shape
-from .codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5
-from .scheduler import encode_block
+from nwb_dask.blocks import checked_array, checked_block
+from nwb_dask.chunking import MIN_TIME_SAMPLES, ChunkShapeError, check_chunk_shape, guess_chunk_shape
+from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, other_encodings, runs_outside_hdf5
+from nwb_dask.engine import encode_block
 
 __all__ = [
     "FlushInfo",
@@ -430,7 +430,7 @@ class StreamWriter:
             rate = getattr(container, "rate", None)
             for spec in fields.values():
                 spec._set_chunks(_live_chunks(spec, rate if "timestamps" not in fields else None, self.flush_every))
-        from .atomic import AtomicOutput
+        from nwb_dask.atomic import AtomicOutput
 
         def lock(tmp: Path) -> None:
             self._lock_fd = os.open(tmp, os.O_RDWR)  # follows the file through the rename
@@ -820,47 +820,13 @@ def _resize_encoding(col: _Column, offset: tuple, data: bytes) -> bytes:
     the copy the last flush made durable.  Another compression level decodes
     the same and almost always changes the size, so the new copy goes elsewhere.
     """
-    levels = {"gzip": range(1, 10), "zstd": range(1, 20), "blosc": range(1, 10)}.get(col.codec.name, ())
     raw = col.codec.decode(data, col.dtype, col.chunk_shape)
-    for level in levels:
-        if level == col.codec.options.get("level"):
-            continue
-        _, other = make_codec(col.codec, level=level).encode(raw)
-        if len(other) != len(data):
-            return other
-    for other in _other_encodings(col.codec, np.ascontiguousarray(raw)):
+    for other in other_encodings(col.codec, np.ascontiguousarray(raw)):
         if len(other) != len(data):
             return other
     print(f"nwb_dask.live: chunk {offset} of {col.path} is rewritten in place (same stored size); "
           "a crash during this write could damage it", file=sys.stderr)
     return data
-
-
-def _other_encodings(c: Codec, raw: np.ndarray) -> Iterator[bytes]:
-    """Encodings of ``raw`` that HDF5's filters decode the same, with other overheads than ``c.encode``'s."""
-    import zlib
-
-    buf: Any = memoryview(raw).cast("B")
-    for stage in c._stages[:-1]:  # shuffle
-        buf = stage.encode(buf, raw.dtype.itemsize)
-    o = c.options
-    if c.name == "gzip":  # an empty stored block before the end: +5 bytes
-        z = zlib.compressobj(o["level"])
-        yield z.compress(buf) + z.flush(zlib.Z_SYNC_FLUSH) + z.flush()
-    elif c.name == "zstd":  # a content checksum: +4 bytes
-        from numcodecs import Zstd
-
-        yield bytes(Zstd(level=o["level"], checksum=True).encode(buf))
-    elif c.name == "blosc":  # other block sizes: other per-block overhead
-        from numcodecs import Blosc
-
-        arr = np.frombuffer(buf, dtype=f"V{raw.dtype.itemsize}" if raw.dtype.itemsize > 1 else np.uint8)
-        for blocksize in (64, 128, 256, 1024, 4096):
-            yield bytes(Blosc(cname=o["cname"], clevel=o["level"], shuffle=_BLOSC_SHUFFLE_IDS[o["shuffle"]],
-                              blocksize=blocksize).encode(arr))
-
-
-_BLOSC_SHUFFLE_IDS = {"none": 0, "byte": 1, "bit": 2}
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,90 @@
+"""The entry points that choose HDF5 or Zarr by the path, the same way when reading and when writing.
+
+One rule (:func:`nwb_dask.zarr.read.is_zarr_path`): a name ending in
+``.zarr`` or an existing directory is an NWB-Zarr store (hdmf-zarr's layout);
+anything else, a URL included, is an HDF5 file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES
+from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.nwb.io import write_nwb as write_nwb_hdf5
+from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, daskify, is_zarr, read_dataset, read_nwb_hdf5
+from nwb_dask.zarr.io import write_nwb_zarr
+
+__all__ = ["is_zarr", "read_dataset", "read_nwb", "write_nwb"]
+
+
+def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
+    """Write an NWBFile to ``path``: an NWB-Zarr store if the path names one, else an NWB (HDF5) file.
+
+    The same rule as :func:`read_nwb`: a name ending in ``.zarr`` (or an
+    existing directory) is written with :func:`nwb_dask.write_nwb_zarr`
+    (``overwrite``, ``scheduler``, ``progress``, ``storage_options``);
+    anything else with :func:`nwb_dask.nwb.io.write_nwb` (``mode``,
+    ``scheduler``, ``progress``, ``max_inflight_bytes``, NWBDaskIO's
+    keywords).  Returns the write statistics.
+    """
+    if is_zarr(path):
+        return write_nwb_zarr(nwbfile, path, **kwargs)
+    return write_nwb_hdf5(nwbfile, path, **kwargs)
+
+
+def read_nwb(
+    path: str | os.PathLike,
+    *,
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    block_bytes: int | None = None,
+    direct: bool = True,
+    remote_options: dict | None = None,
+):
+    """Open an NWB file with its large datasets as dask arrays.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
+        hdmf-zarr), or a ``http(s)://`` / ``s3://`` (or other fsspec) URL of
+        an NWB HDF5 file; local datasets behind external links and virtual
+        datasets are read from their sources.
+    min_bytes : int
+        Numeric datasets at least this large become dask arrays; smaller
+        ones, strings, references and attributes stay as pynwb gives them.
+    block_bytes, direct
+        As for :func:`read_dataset`.
+    remote_options : dict, optional
+        As for :func:`read_dataset`, e.g. ``{"storage_options": {"key": ...,
+        "secret": ...}}`` for a private S3 bucket.
+
+    Returns
+    -------
+    pynwb.NWBFile
+        Keep it (or its ``read_io``) open while using small datasets; close
+        with ``nwbfile.read_io.close()``.  The dask arrays reopen the file on
+        their own and stay usable after that.
+
+    Examples
+    --------
+    ::
+
+        nwbfile = nwb_dask.read_nwb("session.nwb")
+        data = nwbfile.acquisition["ElectricalSeries"].data    # dask.array.Array
+        data.mean(axis=0).compute()
+    """
+    if is_zarr(path):  # NWB-Zarr (hdmf-zarr layout)
+        from hdmf_zarr.nwb import NWBZarrIO
+
+        io = NWBZarrIO(os.fspath(path), "r")
+        try:
+            nwbfile = io.read()
+            daskify(nwbfile, min_bytes=min_bytes, block_bytes=block_bytes or DEFAULT_BLOCK_BYTES)
+        except BaseException:
+            io.close()
+            raise
+        return nwbfile
+    return read_nwb_hdf5(path, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct,
+                         remote_options=remote_options)

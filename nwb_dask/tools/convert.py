@@ -1,0 +1,360 @@
+"""HDF5 NWB <-> NWB-Zarr conversion: in parallel, verified object by object, atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nwb_dask.atomic import AtomicOutput
+from nwb_dask.codecs import Codec, codec as make_codec
+from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.nwb.dataio import DaskDataIO
+from nwb_dask.tools.repack import DEFAULT_MIN_BYTES
+from nwb_dask.zarr.io import pickle_allowed, pickled_arrays, zarr_io_base, zarr_io_class
+from nwb_dask.zarr.read import is_zarr_path
+from nwb_dask.codecs import ZARR_CODECS
+
+__all__ = ["ConvertResult", "convert"]
+
+
+# --------------------------------------------------------------------------- #
+# convert                                                                      #
+# --------------------------------------------------------------------------- #
+@dataclasses.dataclass
+class ConvertResult:
+    """What :func:`convert` did."""
+
+    input: Path
+    output: Path
+    direction: str  # "hdf5->zarr" or "zarr->hdf5"
+    datasets: list[str]
+    seconds: float
+    verify_seconds: float
+    verified: bool
+    stats: WriteStats
+    #: The schema migrations pynwb's export applied to an older file (nwb_dask.migrations.Migration).
+    migrations: list = dataclasses.field(default_factory=list)
+
+    def report(self) -> str:
+        from nwb_dask.tools.repack import migration_lines
+
+        return "\n".join([f"{self.input} -> {self.output} ({self.direction}): {len(self.datasets)} large dataset(s), "
+                          f"{self.stats.logical_bytes / 1e6:.0f} MB written in parallel, {self.seconds:.1f} s"
+                          + (f" ({self.verify_seconds:.1f} s verifying)" if self.verified else " (not verified)")]
+                         + migration_lines(self.migrations))
+
+
+def _zarr_array_path(value: Any) -> str | None:
+    """``stored`` for :func:`nwb_dask.repack.large_fields`: arrays of a Zarr store."""
+    import zarr
+
+    return "/" + value.path if isinstance(value, zarr.Array) else None
+
+
+def _source_codec(codec: Any, source_codec: Codec | None) -> Codec:
+    if codec == "source":
+        c = source_codec or make_codec("gzip")
+        return c if c.name in ZARR_CODECS else make_codec("gzip")
+    return make_codec(codec)
+
+
+def _zarr_source_codec(arr) -> Codec | None:
+    """nwb_dask's codec equivalent of a zarr array's numcodecs pipeline, if there is one."""
+    comp, filters = arr.compressor, list(arr.filters or [])
+    shuffle = any(type(f).__name__ == "Shuffle" for f in filters)
+    if comp is None:
+        return make_codec("none") if not filters else None
+    name = type(comp).__name__
+    if name == "Zlib":
+        return make_codec("gzip", level=comp.level, shuffle=shuffle)
+    if name == "Zstd":
+        return make_codec("zstd", level=comp.level, shuffle=shuffle)
+    if name == "Blosc":
+        return make_codec("blosc", cname=comp.cname, level=comp.clevel,
+                          shuffle={0: "none", 1: "byte", 2: "bit"}.get(comp.shuffle, "byte"))
+    return None
+
+
+def convert(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    codec: Any = "source",
+    chunks: Any = "source",
+    min_bytes: int = DEFAULT_MIN_BYTES,
+    verify: bool = True,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    progress: bool = True,
+    allow_pickle: bool = False,
+) -> ConvertResult:
+    """Convert an HDF5 NWB file to an NWB-Zarr store, or back, in parallel and verified.
+
+    The direction follows the paths: a Zarr store (a directory, or a name
+    ending in ``.zarr``) on one side, an HDF5 file on the other.  pynwb (or
+    hdmf-zarr) reads the input, never for writing; every numeric dataset of
+    at least ``min_bytes`` is read lazily by nwb_dask and written in parallel
+    (to Zarr: each dask task stores its own chunks; to HDF5: nwb_dask's
+    parallel writer); HDMF's export writes everything else, keeping object
+    IDs, references and links.  The output is built under a temporary name,
+    its large datasets compared with the input element by element (and its
+    object IDs with the input's), and only then renamed into place.
+
+    Parameters
+    ----------
+    source, output : str or PathLike
+    codec : codec spec or "source"
+        Compression of the large datasets; ``"source"`` (default) keeps each
+        one's codec where the other format has it, else gzip.
+    chunks : "source", "auto", tuple or mapping
+        As for :func:`nwb_dask.repack` (default: keep the input's chunks).
+    min_bytes : int
+        Smaller datasets are exported as they are.
+    verify : bool
+        Compare before renaming (default True).
+    overwrite : bool
+        Replace an existing ``output``.
+    scheduler : optional
+        Dask scheduler or Client.
+    progress : bool
+        Progress bar.
+    allow_pickle : bool
+        Read a Zarr input whose object datasets use numcodecs' Pickle codec
+        (hdmf-zarr's default for references; unpickling can run code, so
+        numcodecs refuses it unless told).  nwb_dask writes references as
+        JSON, and Pickle only for compound datasets holding references.
+
+    Returns
+    -------
+    ConvertResult
+    """
+    from pynwb import NWBHDF5IO
+
+    from nwb_dask.nwb.io import NWBDaskIO
+    from nwb_dask.hdf5.read import release_handles
+    from nwb_dask.nwb.read import read_dataset
+    from nwb_dask.errors import check_input_file, looks_like_zarr
+    from nwb_dask.tools.migrations import keep_user_metadata
+    from nwb_dask.tools.repack import (
+        RepackVerificationError,
+        chunks_for,
+        in_file,
+        large_fields,
+        own_codec,
+        swap_field,
+    )
+
+    t0 = time.perf_counter()
+    src, out = Path(source).absolute(), Path(output).absolute()
+    if not src.exists():
+        raise FileNotFoundError(f"no such file or store: {src}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    if out.resolve() == src.resolve():
+        raise ValueError(f"output {out} is the input; convert writes a new file")
+    to_zarr = is_zarr_path(out)
+    from_zarr = src.is_dir()
+    if from_zarr and not looks_like_zarr(src):
+        raise IsADirectoryError(f"{src} is a directory without Zarr metadata (.zgroup or zarr.json); convert reads "
+                                "an NWB (HDF5) file or an NWB-Zarr store")
+    if to_zarr == from_zarr:
+        kind = "Zarr stores" if to_zarr else "HDF5 files"
+        raise ValueError(f"both {src} and {out} are {kind}; convert goes from HDF5 to Zarr or back "
+                         "(nwb-dask repack rewrites an HDF5 file)")
+    if not from_zarr:
+        check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    names: list[str] = []
+    migrations: list = []
+    verify_seconds = 0.0
+    with AtomicOutput(out) as atomic:  # a file is fsynced, a store's files are not (see docs/zarr.md)
+        temp = atomic.temp
+        if from_zarr:
+            pickled = pickled_arrays(src)
+            if pickled and not allow_pickle:
+                raise ValueError(
+                    f"{src} stores {len(pickled)} dataset(s) with numcodecs' Pickle codec ({', '.join(pickled[:3])}"
+                    f"{', ...' if len(pickled) > 3 else ''}), which can run code when read; if you trust the store, "
+                    "pass allow_pickle=True (nwb-dask convert --allow-pickle)")
+            with pickle_allowed(bool(pickled)), zarr_io_base()(str(src), "r") as src_io:
+                nwbfile = src_io.read()
+                for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
+                    name = "/" + arr.path
+                    c = _source_codec(codec, _zarr_source_codec(arr))
+                    shape = chunks_for(chunks, arr, name)
+                    swap_field(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
+                    names.append(name)
+                keep_user_metadata(nwbfile, src_io)
+                with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
+                    io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
+                    stats = io.stats or WriteStats()
+                ids_in = _object_ids(nwbfile)
+        else:
+            with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
+                nwbfile = src_io.read()
+                for container, key, dset in large_fields(nwbfile, min_bytes, in_file(src)):
+                    c = _source_codec(codec, own_codec(dset))
+                    shape = chunks_for(chunks, dset, dset.name)
+                    swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
+                    names.append(dset.name)
+                keep_user_metadata(nwbfile, src_io)
+                with zarr_io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
+                    io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
+                    stats = io.stats or WriteStats()
+                ids_in = _object_ids(nwbfile)
+            nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
+        if verify:
+            tv = time.perf_counter()
+            try:
+                diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler, migrations)
+            finally:
+                release_handles()  # the output (and input) free to open for writing once returned
+            verify_seconds = time.perf_counter() - tv
+            if diffs:
+                raise RepackVerificationError(f"verification failed: the converted copy of {src} differs:\n  "
+                                              + "\n  ".join(diffs))
+    return ConvertResult(src, out, "hdf5->zarr" if to_zarr else "zarr->hdf5", names,
+                         time.perf_counter() - t0, verify_seconds, verify, stats, migrations)
+
+
+def _object_ids(nwbfile) -> dict[str, str]:
+    return {c.object_id: type(c).__name__ for c in nwbfile.objects.values()}
+
+
+#: Attributes of hdmf-zarr's layout (dtype, dimension names, links, schema location), not of the NWB file.
+_LAYOUT_ATTRS = {"zarr_dtype", "_ARRAY_DIMENSIONS", "zarr_link", ".specloc", "nwb_version"}
+
+
+def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
+    """``{object path: (kind, attributes, size, numeric)}`` of an HDF5 file or Zarr store, as the formats have in common.
+
+    Groups and datasets (HDF5 soft/external links, hdmf-zarr's ``zarr_link``
+    and the ``/specifications`` cache are left out); attribute values as
+    plain Python (:func:`nwb_dask.migrations.plain`), object references as
+    ``("ref", target path)`` whichever way the format stores them; ``numeric``:
+    a dataset of numbers or booleans (compared by value).
+    """
+    from nwb_dask.tools.migrations import plain
+
+    nodes: dict[str, tuple] = {}
+
+    def attrs_of(attrs, ref) -> dict:
+        out = {}
+        for key in attrs:
+            if key in _LAYOUT_ATTRS:
+                continue
+            value = attrs[key]
+            out[key] = ref(value) if ref(value) is not None else plain(value)
+        return out
+
+    if zarr_store:
+        import zarr
+
+        def zref(value):
+            if isinstance(value, dict) and value.get("zarr_dtype") == "object" and isinstance(value.get("value"), dict):
+                return ["ref", value["value"].get("path")]
+            return None
+
+        with pickle_allowed():
+            root = zarr.open_group(str(path), mode="r")
+            nodes["/"] = ("group", attrs_of(root.attrs, zref), None, False)
+
+            def zvisit(name, obj):
+                if name == "specifications" or name.startswith("specifications/"):
+                    return
+                kind = "group" if isinstance(obj, zarr.hierarchy.Group) else "dataset"
+                size = None if kind == "group" else int(obj.size)
+                nodes["/" + name] = (kind, attrs_of(obj.attrs, zref), size, kind == "dataset" and obj.dtype.kind in "biuf")
+
+            root.visititems(zvisit)
+        return nodes
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        def href(value):
+            if isinstance(value, h5py.Reference):
+                return ["ref", f[value].name if value else None]
+            return None
+
+        def hvisit(group, prefix):
+            for name in group:
+                link = group.get(name, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    continue
+                full = f"{prefix}/{name}" if prefix != "/" else f"/{name}"
+                if full == "/specifications":
+                    continue
+                obj = group[name]
+                kind = "group" if isinstance(obj, h5py.Group) else "dataset"
+                size = None if kind == "group" else int(obj.size)
+                nodes[full] = (kind, attrs_of(obj.attrs, href), size, kind == "dataset" and obj.dtype.kind in "biuf")
+                if kind == "group":
+                    hvisit(obj, full)
+
+        nodes["/"] = ("group", attrs_of(f.attrs, href), None, False)
+        hvisit(f, "/")
+    return nodes
+
+
+def _small_values_differ(src: Path, out: Path, to_zarr: bool, paths: list[str]) -> list[str]:
+    """The numeric datasets ``paths`` of ``src`` and ``out`` (one HDF5, one Zarr) read whole and compared."""
+    import h5py
+    import zarr
+
+    from nwb_dask.tools.repack import equal_values
+
+    if not paths:
+        return []
+    h5_path, zarr_path = (src, out) if to_zarr else (out, src)
+    diffs = []
+    with h5py.File(h5_path, "r") as f, pickle_allowed():
+        z = zarr.open_group(str(zarr_path), mode="r")
+        for path in paths:
+            zb = z[path.lstrip("/")]
+            a, b = np.asarray(f[path][()]), np.asarray(zb[()])
+            if zb.attrs.get("zarr_dtype") == "scalar" and b.size == 1:  # hdmf-zarr's scalars are 1-element arrays
+                b = b.reshape(())
+            if a.shape != b.shape or (a.dtype.kind == "b") != (b.dtype.kind == "b") or not equal_values(a, b):
+                diffs.append(f"{path}: values differ")
+    return diffs
+
+
+def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool, scheduler: Any,
+            migrations: list) -> list[str]:
+    """Object IDs and types as in the input, every object and attribute (bar pynwb's schema migrations,
+    appended to ``migrations``), and every numeric dataset equal element by element (the large ones in
+    parallel)."""
+    from pynwb import NWBHDF5IO
+
+    from nwb_dask.tools.consolidate import same_values
+    from nwb_dask.tools.migrations import compare_nodes
+    from nwb_dask.nwb.read import read_dataset
+
+    nodes_in, nodes_out = _nodes(src, not to_zarr), _nodes(out, to_zarr)
+    diffs = compare_nodes(nodes_in, nodes_out, str(src), str(out), migrations)
+    # The other numeric datasets (smaller than min_bytes, exported by HDMF) compared by value too, read whole.
+    small = [p for p, n in nodes_in.items() if n[3] and p not in names and p in nodes_out and nodes_out[p][3]]
+    diffs += _small_values_differ(src, out, to_zarr, small)
+    reader = zarr_io_base() if to_zarr else NWBHDF5IO
+    with pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
+        ids_out = _object_ids(io.read())
+    if ids_out != ids_in:
+        missing = sorted(set(ids_in) - set(ids_out))[:5]
+        extra = sorted(set(ids_out) - set(ids_in))[:5]
+        diffs.append(f"objects differ: missing {missing}, unexpected {extra}")
+    pairs = {}
+    for name in names:
+        a, b = read_dataset(src, name), read_dataset(out, name)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            diffs.append(f"{name}: {a.shape} {a.dtype} became {b.shape} {b.dtype}")
+        else:
+            pairs[name] = (a, b)
+    same = same_values(list(pairs.values()), scheduler) if pairs else []
+    diffs += [f"{name}: values differ" for name, ok in zip(pairs, same) if not ok]
+    return diffs
