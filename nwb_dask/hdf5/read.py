@@ -26,7 +26,7 @@ import numpy as np
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from nwb_dask.codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
 
-__all__ = ["dataset_array", "daskify", "read_dataset", "read_nwb", "release_handles"]
+__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "read_dataset", "release_handles", "remote_dataset_array"]
 
 
 @functools.lru_cache(maxsize=64)
