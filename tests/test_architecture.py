@@ -398,6 +398,45 @@ def test_known_cases_name_real_modules():
         assert set(known) <= set(MODULES)
 
 
+ARCHITECTURE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+
+
+def _doc_path(key: str) -> str:
+    """How docs/architecture.md names a LAYERS entry: ``tools/repack.py``, ``codecs/``, ``__init__.py``."""
+    if key.endswith(".*"):
+        return key[len(PACKAGE) + 1:-2].replace(".", "/") + "/"
+    if key in MODULES:
+        return MODULES[key].relative_to(PACKAGE_DIR).as_posix()
+    return key[len(PACKAGE) + 1:].replace(".", "/") + ".py"
+
+
+def documented_layers(text: str) -> dict[str, int]:
+    """The layer diagram of docs/architecture.md: ``{path: layer}``, from the text block after '## The layers'."""
+    block = text.split("## The layers", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    layers, layer = {}, None
+    for line in block.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0][0] == "L" and words[0][1:].isdigit():
+            layer = int(words[0][1:])
+            words = words[1:]
+        layers[words[0]] = layer
+    return layers
+
+
+def test_architecture_page_shows_the_layer_table():
+    """docs/architecture.md's diagram has one line per LAYERS entry, in the same layer."""
+    documented = documented_layers(ARCHITECTURE_PAGE.read_text())
+    assert documented == {_doc_path(k): v for k, v in LAYERS.items()}
+
+
+def test_documented_layers_parser_sees_a_wrong_diagram():
+    text = "## The layers\n```text\nL2  engine.py   x\n    codecs/     y\nL0  errors.py   z\n```\n"
+    assert documented_layers(text) == {"engine.py": 2, "codecs/": 2, "errors.py": 0}
+    assert documented_layers(text) != {_doc_path(k): v for k, v in LAYERS.items()}
+
+
 # --------------------------------------------------------------------------- #
 # The checkers can fail: synthetic packages                                    #
 # --------------------------------------------------------------------------- #
