@@ -171,6 +171,15 @@ def _package_of(module: str, path: Path) -> str:
     return module if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
+def _from_target(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The module a ``from ... import`` names, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    base = _package_of(module, path).split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(module: str, path: Path, modules: dict[str, Path], package: str = PACKAGE) -> list[Import]:
     """All imports of the package's modules in one file: module level and function level."""
     found = []
@@ -298,15 +307,6 @@ def _dotted(node: ast.AST) -> str | None:
         head = _dotted(node.value)
         return None if head is None else f"{head}.{node.attr}"
     return None
-
-
-def _from_target(module: str, path: Path, node: ast.ImportFrom) -> str:
-    """The module a ``from ... import`` names, relative imports resolved."""
-    if not node.level:
-        return node.module or ""
-    base = _package_of(module, path).split(".")
-    base = base[: len(base) - (node.level - 1)]
-    return ".".join(base + ([node.module] if node.module else []))
 
 
 def private_uses(module: str, modules: dict[str, Path], package: str = PACKAGE) -> list[str]:
@@ -616,6 +616,7 @@ def test_public_api_names_documented_in_module_docstring():
 
 
 HEAVY = ("distributed", "zarr", "mpi4py", "hdmf_zarr")
+NOT_IMPORTED = {"distributed", "mpi4py", "hdmf_zarr"}  # by ``import nwb_dask``, today
 _SYS_MODULES = "import sys, json; {imports}; print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))"
 
 
@@ -634,7 +635,7 @@ def test_import_nwb_dask_stays_light():
     """
     ours = _imported_after("import nwb_dask")
     baseline = _imported_after("import numpy, h5py, hdf5plugin, dask.array, hdmf, pynwb")
-    assert not {"distributed", "mpi4py", "hdmf_zarr"} & set(ours), ours
+    assert not NOT_IMPORTED & set(ours), ours
     assert set(ours) <= set(baseline), f"import nwb_dask adds {sorted(set(ours) - set(baseline))}"
     # the check can fail: a light module that does import them is seen
     assert _imported_after("import distributed, mpi4py") == ["distributed", "mpi4py"]
@@ -694,18 +695,25 @@ def _tree(path: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.filterwarnings("ignore:The file path provided:UserWarning")  # pynwb: no .nwb suffix
-@pytest.mark.parametrize("name", ["plain", "notes.zarr"])
-def test_write_nwb_never_destroys_an_existing_directory(tmp_path, name):
-    """An ordinary directory (HDF5 path) and an existing .zarr directory (overwrite=False) are refused."""
+@pytest.mark.parametrize("name, zarr_metadata, refusal", [
+    ("plain", False, IsADirectoryError),          # not a store: the HDF5 path refuses a directory
+    ("notes.zarr", False, FileExistsError),       # a .zarr name: write_nwb_zarr's overwrite=False
+    ("store", True, FileExistsError),             # Zarr metadata inside: the same
+])
+def test_write_nwb_never_destroys_an_existing_directory(tmp_path, name, zarr_metadata, refusal):
+    """An existing directory is refused, whichever way is_zarr sends it, and left as it was."""
     folder = tmp_path / name
     (folder / "deep").mkdir(parents=True)
     (folder / "keep.txt").write_text("precious")
     (folder / "deep" / "data.bin").write_bytes(b"\x00\x01")
+    if zarr_metadata:
+        (folder / ".zgroup").write_text('{"zarr_format": 2}')
+    assert nwb_dask.api.is_zarr(folder) is (refusal is FileExistsError)
     before = _tree(folder)
     _, nwbfile = _series()
-    with pytest.raises(OSError) as info:
+    with pytest.raises(refusal) as info:
         nwb_dask.write_nwb(nwbfile, folder, progress=False, scheduler="sync")
-    assert str(folder) in str(info.value) or folder.name in str(info.value), info.value
+    assert str(folder) in str(info.value), info.value
     assert _tree(folder) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left beside it
 
