@@ -258,26 +258,11 @@ def _versions() -> str:
 
 
 def _deflate_engines() -> str:
-    """Which deflate engine ``engine="auto"`` runs at level 4, and which are installed.
-
-    Public names only (no reach into nwb_dask.codecs' private tables): an engine is
-    installed when ``codec("gzip", engine=...)`` builds, and auto's engine is the one
-    whose bytes for a sample chunk equal auto's (the engines' outputs differ).
-    """
     try:
-        from nwb_dask.codecs import DEFLATE_ENGINES, CodecError, codec
-        from nwb_dask.testing import ephys_block
+        from nwb_dask.codecs import _ENGINES, DEFLATE_ENGINES, _auto_engine
 
-        chunk = ephys_block(0, 4096, 64)
-        installed = {}
-        for name in DEFLATE_ENGINES:
-            try:
-                installed[name] = codec("gzip", level=4, engine=name).encode(chunk)[1]
-            except CodecError:
-                continue
-        auto = codec("gzip", level=4).encode(chunk)[1]
-        chosen = [name for name, stored in installed.items() if stored == auto]
-        return f"{'/'.join(chosen) or '?'} at level 4 (installed: {', '.join(installed)})"
+        found = [e for e in DEFLATE_ENGINES if e in _ENGINES]
+        return f"{_auto_engine(4)} at level 4 (installed: {', '.join(found)})"
     except Exception:  # pragma: no cover - informative only
         return "?"
 
