@@ -134,8 +134,8 @@ PUBLIC_API = [
 # (strict: a case that starts passing fails the suite until its mark is dropped).
 KNOWN_LONG = {
     "nwb_dask.codecs": "codecs/__init__.py is being split into one module per filter family (issue 16, codecs)",
-    "nwb_dask.sources": "sources/__init__.py is being split into base/ranges/http/fsspec/local (issue 16, sources)",
-    "nwb_dask.live": "live/__init__.py is being split into growing/columns/writer/readers/recover (issue 16, live)",
+    "nwb_dask.sources": "sources/__init__.py is being split into one module per byte source (issue 16, sources)",
+    "nwb_dask.live": "live/__init__.py is being split into one module per job (issue 16, live)",
 }
 KNOWN_PRIVATE: dict[str, str] = {}
 KNOWN_LAYERING = {
