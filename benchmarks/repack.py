@@ -6,7 +6,7 @@ gives ~1.6 GB) and recompresses it with each tool below, every one in a fresh
 process (so its peak RSS is its own: ``ru_maxrss`` of the command, started by a small
 fresh interpreter, since Linux carries a parent's high-water mark across fork + exec):
 
-``nwb_dask``            ``nwb_dask.repack.repack(src, out, codec=...)``: pynwb reads, the large
+``nwb_dask``            ``nwb_dask.tools.repack.repack(src, out, codec=...)``: pynwb reads, the large
                         datasets become lazy parallel reads wrapped in ``DaskDataIO``,
                         ``NWBDaskIO`` exports (compression on dask threads + direct chunk
                         writes), the output is compared object by object, fsynced and renamed.

@@ -30,7 +30,7 @@ __all__ = ["main"]
 
 #: Exit statuses (docs/cli.md).
 OK, CHECK_FAILED, BAD_INPUT, INTERNAL_ERROR, INTERRUPTED = 0, 1, 2, 3, 130
-#: The schedulers of every command that computes (nwb_dask.scheduler.use_scheduler).
+#: The schedulers of every command that computes (nwb_dask.engine.use_scheduler).
 SCHEDULERS = ("local", "threads", "processes", "sync")
 
 
@@ -476,7 +476,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     Missing, wrong or corrupt files (``OSError``: FileNotFoundError,
     FileExistsError, IsADirectoryError, :class:`nwb_dask.errors.NotHDF5Error`,
-    :class:`nwb_dask.remote.RemoteReadError`, h5py's errors), invalid values
+    :class:`nwb_dask.sources.RemoteReadError`, h5py's errors), invalid values
     and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
     NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
     and a live writer's failure (:class:`nwb_dask.live.StreamError`).

@@ -3,7 +3,7 @@
 The recording is a lazy dask array (384-channel int16, ephys-like; about
 23 MB per second of recording, 1.5 GB by default) that never exists in memory
 as a whole.  It is written to an NWB file as an ElectricalSeries by the
-parallel writer (:func:`~nwb_dask.io.write_nwb`: chunks computed and compressed
+parallel writer (:func:`~nwb_dask.nwb.io.write_nwb`: chunks computed and compressed
 on the dask workers, stored with direct chunk writes); then the file is
 reopened with plain pynwb and every block is compared with the regenerated
 source.  For comparison, a slice of the same data is written the serial way

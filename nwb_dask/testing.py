@@ -359,7 +359,7 @@ def write_rich_nwbfile(
         return H5DataIO(data, **kwargs)
 
     nwbfile = NWBFile(
-        session_description="synthetic rich NWB file (nwb_dask.synthetic.write_rich_nwbfile)",
+        session_description="synthetic rich NWB file (nwb_dask.testing.write_rich_nwbfile)",
         identifier=f"nwb_dask-rich-{seed}",
         session_start_time=start,
         file_create_date=start,
