@@ -859,7 +859,7 @@ def test_writer_failure_is_reported_and_the_file_keeps_the_last_flush(tmp_path, 
     def broken_encoder(*args, **kwargs):
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(nwb_dask.live, "encode_block", broken_encoder)
+    monkeypatch.setattr(nwb_dask.live.columns, "encode_block", broken_encoder)  # where encode_rows looks it up
     w.append("analog", a[300:400])
     with pytest.raises(StreamError, match=r"failed\.nwb: the live writer failed: RuntimeError: encoder exploded"):
         w.flush()
