@@ -80,10 +80,8 @@ class StreamStats:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else float("nan")
 
 
-
 def _is_dask(x: Any) -> bool:
     return type(x).__module__.startswith("dask.") and hasattr(x, "compute")
-
 
 
 class StreamWriter:
