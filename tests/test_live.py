@@ -859,7 +859,7 @@ def test_writer_failure_is_reported_and_the_file_keeps_the_last_flush(tmp_path, 
     def broken_encoder(*args, **kwargs):
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(nwb_dask.live, "encode_block", broken_encoder)
+    monkeypatch.setattr(nwb_dask.live.columns, "encode_block", broken_encoder)  # where encode_rows looks it up
     w.append("analog", a[300:400])
     with pytest.raises(StreamError, match=r"failed\.nwb: the live writer failed: RuntimeError: encoder exploded"):
         w.flush()
@@ -1006,3 +1006,28 @@ def test_random_appends_and_flushes_reproduce_the_concatenation(ops, seed, codec
             np.testing.assert_array_equal(f["acquisition/ev/timestamps"][()], ev_ts[:n_ev])
             assert f["acquisition/grid/data"].chunks == (8, 3)
             assert f["acquisition/ev/timestamps"].chunks == (4,)
+
+
+def test_the_package_re_exports_each_public_name_from_the_module_that_does_its_job():
+    """``nwb_dask.live`` is a package of one-job modules (docs/live.md, "Inside the live writer");
+    every public name of the former single module stays importable from the package, and no
+    submodule shadows a function of the same name (``nwb_dask.live.recover`` is the function)."""
+    import importlib
+
+    homes = {
+        "datasets": ["GrowingData", "growing"],
+        "readers": ["follow", "open_live"],
+        "recovery": ["recover"],
+        "writer": ["StreamWriter", "StreamError", "StreamOverrunError", "FlushInfo", "StreamStats",
+                   "DEFAULT_FLUSH_SECONDS", "DEFAULT_FLUSH_BYTES", "DEFAULT_MAX_PENDING_BYTES", "LIBVER"],
+    }
+    for module, names in homes.items():
+        mod = importlib.import_module(f"nwb_dask.live.{module}")
+        for name in names:
+            assert getattr(nwb_dask.live, name) is getattr(mod, name), (module, name)
+    assert set(nwb_dask.live.__all__) == {n for names in homes.values() for n in names}
+    assert callable(nwb_dask.live.recover) and callable(nwb_dask.live.growing)
+    assert issubclass(StreamOverrunError, StreamError)
+    assert (nwb_dask.live.DEFAULT_FLUSH_SECONDS, nwb_dask.live.DEFAULT_FLUSH_BYTES,
+            nwb_dask.live.DEFAULT_MAX_PENDING_BYTES, nwb_dask.live.LIBVER) == (1.0, 64 * 2**20, 256 * 2**20,
+                                                                                ("v110", "v110"))
