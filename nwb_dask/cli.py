@@ -476,7 +476,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     Missing, wrong or corrupt files (``OSError``: FileNotFoundError,
     FileExistsError, IsADirectoryError, :class:`nwb_dask.errors.NotHDF5Error`,
-    :class:`nwb_dask.remote.RemoteReadError`, h5py's errors), invalid values
+    :class:`nwb_dask.sources.RemoteReadError`, h5py's errors), invalid values
     and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
     NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
     and a live writer's failure (:class:`nwb_dask.live.StreamError`).

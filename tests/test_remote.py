@@ -1,4 +1,4 @@
-"""Tests for nwb_dask.remote: HTTP byte ranges, coalescing, retries, h5py over HTTP."""
+"""Tests for nwb_dask.sources: HTTP byte ranges, coalescing, retries, h5py over HTTP."""
 
 from __future__ import annotations
 
