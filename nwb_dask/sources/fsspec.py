@@ -29,7 +29,7 @@ _T = TypeVar("_T")
 
 
 class FsspecByteSource(ByteSource):
-    """Byte ranges of one file on an fsspec filesystem, with the interface of :class:`HTTPByteSource`.
+    """Byte ranges of one file on an fsspec filesystem, with the interface of :class:`~nwb_dask.sources.http.HTTPByteSource`.
 
     For signed (credentialed) S3 reads through s3fs, S3-compatible stores
     (MinIO, Ceph, ...) through ``client_kwargs={"endpoint_url": ...}``, and
@@ -164,7 +164,7 @@ class FsspecByteSource(ByteSource):
     def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
         """Fetch ranges and call ``fn(index, bytes)`` on each in the thread that fetched it.
 
-        As :meth:`HTTPByteSource.map_ranges`: ranges are coalesced into
+        As :meth:`~nwb_dask.sources.http.HTTPByteSource.map_ranges`: ranges are coalesced into
         requests (with ``spread``, into up to ``max_workers`` requests of at
         least :data:`~nwb_dask.sources.ranges.MIN_SPREAD_REQUEST` bytes), the requests are dealt to up
         to ``max_workers`` threads, and each thread fetches its requests with
