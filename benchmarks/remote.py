@@ -287,12 +287,11 @@ class ProcessProxy:
 # the three clients
 # --------------------------------------------------------------------------- #
 def read_nwb_dask(url: str, n: int) -> np.ndarray:
-    from nwb_dask import reader
+    from nwb_dask.hdf5 import read as reader
 
-    for cached in ("_source", "open_remote"):  # a fresh client: no handle reused from a previous run
-        fn = getattr(reader, cached, None)
-        if hasattr(fn, "cache_clear"):
-            fn.cache_clear()
+    # a fresh client: no handle or byte source reused from a previous run
+    reader.open_remote.cache_clear()
+    reader._source.cache_clear()
     return nwb_dask.read_dataset(url, NAME)[0:n].compute(scheduler="threads")
 
 

@@ -1,7 +1,8 @@
-"""Tests for nwb_dask.remote: HTTP byte ranges, coalescing, retries, h5py over HTTP."""
+"""Tests for nwb_dask.sources: HTTP byte ranges, coalescing, retries, h5py over HTTP."""
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import random
 import re
@@ -319,6 +320,33 @@ def test_byte_source_schemes(tmp_path):
     assert isinstance(local, LocalByteSource)
     assert local.size == 10 and local.read_ranges([(2, 3), (0, 0)]) == [b"234", b""]
     assert byte_source((tmp_path / "x.bin").as_uri()).read(5, 5) == b"56789"
+
+
+def test_every_source_implements_the_byte_source_protocol(server, blob, tmp_path):
+    """HTTP, fsspec and local sources are ByteSources: the same calls give the same bytes."""
+    from nwb_dask.sources import ByteSource, FsspecByteSource
+
+    (tmp_path / "blob.bin").write_bytes(blob)
+    sources = [HTTPByteSource(server.url("blob.bin")), byte_source(tmp_path / "blob.bin")]
+    if importlib.util.find_spec("fsspec") is not None:
+        sources.append(FsspecByteSource((tmp_path / "blob.bin").as_uri()))
+    ranges = [(5, 100), (0, 0), (len(blob) - 7, 7), (50, 20)]
+    for src in sources:
+        assert isinstance(src, ByteSource), src
+        assert src.size == len(blob)
+        assert src.read_ranges(ranges) == [blob[o : o + n] for o, n in ranges], src
+        assert src.map_ranges(ranges, lambda i, d: (i, len(d)), spread=True) == [(i, n) for i, (_, n) in enumerate(ranges)]
+        with src.open(block_size=4096, cache_blocks=2) as f:
+            f.seek(len(blob) - 10)
+            assert f.read() == blob[-10:], src
+        src.close()
+        assert src.read(1, 3) == blob[1:4], src  # usable again after close
+
+    class Incomplete(ByteSource):
+        size = 3
+
+    with pytest.raises(TypeError, match="map_ranges"):
+        Incomplete()
 
 
 # --------------------------------------------------------------------------- #

@@ -18,7 +18,8 @@ moto_server = pytest.importorskip("moto.server")
 import nwb_dask
 import nwb_dask.testing
 from nwb_dask.hdf5 import read as reader
-from nwb_dask.sources import FsspecByteSource, HTTPByteSource, RemoteReadError, freeze_options, _thaw, byte_source
+from nwb_dask.sources import FsspecByteSource, HTTPByteSource, RemoteReadError, byte_source, freeze_options
+from nwb_dask.sources.base import thaw
 
 BUCKET = "nwb-dask-test"
 KEY, SECRET = "testing", "testing"  # moto accepts any credentials until IAM auth is switched on
@@ -309,7 +310,7 @@ def test_options_key_is_hashable_and_round_trips():
     hash(key)
     same = reader.options_key({"max_workers": 4, "storage_options": dict(reversed(list(options["storage_options"].items())))})
     assert key == same and hash(key) == hash(same)
-    assert {k: _thaw(v) for k, v in key} == options
+    assert {k: thaw(v) for k, v in key} == options
     assert pickle.loads(pickle.dumps(key)) == key
     assert freeze_options(None) == ()
     src = reader._source("s3://bucket/key", key)  # the reader's cache hands the frozen form to byte_source

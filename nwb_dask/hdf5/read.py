@@ -9,7 +9,7 @@ chunks with ``read_direct_chunk`` and decode them on the worker, outside
 HDF5's serial filter pipeline; otherwise they fall back to normal h5py reads.
 
 Remote files (``http(s)://``, ``s3://``) are opened through
-:mod:`nwb_dask.remote`: metadata and the chunk index are read once through a
+:mod:`nwb_dask.sources`: metadata and the chunk index are read once through a
 cached range-reading file object; each task then fetches its chunks' bytes
 with coalesced, parallel range requests and decodes them on the worker.
 """
@@ -52,7 +52,7 @@ def is_url(path: Any) -> bool:
 def options_key(remote_options: dict | None) -> tuple:
     """``remote_options`` as a hashable key (nested dicts such as ``storage_options`` frozen).
 
-    :func:`nwb_dask.remote.byte_source` turns the frozen values back into dicts.
+    :func:`nwb_dask.sources.byte_source` turns the frozen values back into dicts.
     """
     from nwb_dask.sources import freeze_options
 
@@ -383,8 +383,6 @@ def _virtual_tiles(dset, block_bytes: int, direct: bool):
     import dask.array as da
     import h5py
 
-    from nwb_dask.hdf5.read import link_candidates
-
     shape, here = dset.shape, os.path.dirname(os.path.abspath(dset.file.filename))
     tiles = []  # (start, stop, dask array)
     for m in dset.virtual_sources():
@@ -476,10 +474,10 @@ def read_dataset(
         can (default); ``False`` always reads through h5py.
     remote_options : dict, optional
         Settings of the remote byte source for URLs (see
-        :func:`nwb_dask.remote.byte_source`): ``retries``, ``backoff``,
-        ``max_gap``, ... of :class:`nwb_dask.remote.HTTPByteSource`; or
+        :func:`nwb_dask.sources.byte_source`): ``retries``, ``backoff``,
+        ``max_gap``, ... of :class:`nwb_dask.sources.HTTPByteSource`; or
         ``storage_options`` (a dict) to read through fsspec
-        (:class:`nwb_dask.remote.FsspecByteSource`), e.g. signed S3 requests
+        (:class:`nwb_dask.sources.FsspecByteSource`), e.g. signed S3 requests
         with ``{"storage_options": {"key": ..., "secret": ..., "client_kwargs":
         {"endpoint_url": ...}}}`` (needs s3fs), or ``{"anon": False}`` for
         s3fs's default credentials.  Without either, ``s3://`` URLs are read

@@ -163,7 +163,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     ----------
     path : str or PathLike
         A local file, or an ``http(s)://`` / ``s3://`` URL (metadata only is
-        read, through :mod:`nwb_dask.remote`).
+        read, through :mod:`nwb_dask.sources`).
     remote_options : dict, optional
         As for :func:`nwb_dask.read_dataset`.
 

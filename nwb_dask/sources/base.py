@@ -1,0 +1,267 @@
+"""The byte-source protocol: what the reader asks of a file, wherever its bytes live.
+
+Modelled on zarr-python 3's ``zarr.abc.store.Store`` (a small ABC, one
+implementation per module): a :class:`ByteSource` has a :attr:`~ByteSource.size`,
+reads ``(offset, length)`` ranges (:meth:`~ByteSource.read_ranges`, or
+:meth:`~ByteSource.map_ranges` to process each range in the thread that
+fetched it), offers a seekable file-like for h5py's metadata reads
+(:meth:`~ByteSource.open`) and can drop its connections (:meth:`~ByteSource.close`).
+
+Also here, because every source and the reader's caches need them:
+:class:`RemoteReadError` and the option freezing (:func:`freeze_options`,
+:func:`freeze`, :func:`thaw`) that makes settings hashable cache keys.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import io
+from typing import Any, Callable, Sequence, TypeVar
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_CACHE_BLOCKS",
+    "BlockCacheFile",
+    "ByteSource",
+    "RemoteReadError",
+    "freeze",
+    "freeze_options",
+    "thaw",
+    "url_scheme",
+]
+
+#: Default block size and block count of the cache behind :meth:`ByteSource.open`.
+DEFAULT_BLOCK_SIZE = 1 << 20
+DEFAULT_CACHE_BLOCKS = 64
+
+T = TypeVar("T")
+
+
+class RemoteReadError(OSError):
+    """A remote byte range could not be read (after retries, or a permanent failure).
+
+    Attributes
+    ----------
+    url : str
+        The URL that was read.
+    byte_range : tuple of int or None
+        ``(offset, length)`` of the failed request (None for the size request).
+    attempts : int
+        Number of attempts made.
+    last_error : str
+        Description of the last failure.
+    """
+
+    def __init__(self, url: str, byte_range: tuple[int, int] | None, attempts: int, last_error: str):
+        self.url = url
+        self.byte_range = byte_range
+        self.attempts = attempts
+        self.last_error = last_error
+        if byte_range is None:
+            what = "size"
+        else:
+            off, length = byte_range
+            what = f"bytes {off}-{off + length - 1} (offset {off}, length {length})"
+        super().__init__(f"cannot read {what} of {url} after {attempts} attempt(s): {last_error}")
+
+
+def url_scheme(url_or_path: str) -> str:
+    """The URL scheme of ``url_or_path`` (``""`` for plain paths, including ``C:\\...``)."""
+    if "://" not in url_or_path:
+        return ""
+    scheme = url_or_path.split("://", 1)[0].lower()
+    return "" if len(scheme) == 1 else scheme
+
+
+# --------------------------------------------------------------------------- #
+# Option freezing (hashable cache keys)                                        #
+# --------------------------------------------------------------------------- #
+class _FrozenDict(tuple):
+    """A dict as a hashable tuple of ``(key, value)`` pairs (see :func:`freeze`)."""
+
+    __slots__ = ()
+
+
+class _FrozenList(tuple):
+    """A list as a hashable tuple (see :func:`freeze`)."""
+
+    __slots__ = ()
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with dicts and lists (at any depth) made hashable; :func:`thaw` undoes it.
+
+    Dict items are sorted by key, so equal dicts freeze equal.
+    """
+    if isinstance(value, dict):
+        return _FrozenDict(sorted(((k, freeze(v)) for k, v in value.items()), key=lambda kv: repr(kv[0])))
+    if isinstance(value, list):
+        return _FrozenList(freeze(v) for v in value)
+    if type(value) is tuple:
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Undo :func:`freeze`."""
+    if isinstance(value, _FrozenDict):
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, _FrozenList):
+        return [thaw(v) for v in value]
+    if type(value) is tuple:
+        return tuple(thaw(v) for v in value)
+    return value
+
+
+def freeze_options(options: dict | None) -> tuple:
+    """Byte-source options as a hashable, sorted tuple of items (nested dicts frozen).
+
+    The reader caches sources on this key; :func:`nwb_dask.sources.byte_source` thaws it.
+    """
+    return tuple(sorted(((k, freeze(v)) for k, v in (options or {}).items()), key=lambda kv: kv[0]))
+
+
+# --------------------------------------------------------------------------- #
+# The protocol                                                                 #
+# --------------------------------------------------------------------------- #
+class ByteSource(abc.ABC):
+    """Byte ranges of one file.
+
+    A subclass implements :attr:`size` and :meth:`map_ranges`; :meth:`read`,
+    :meth:`read_ranges` and :meth:`open` (a block-cached file over
+    :meth:`read_ranges`) follow from them, :meth:`close` does nothing unless
+    overridden.  Sources travel to dask workers inside tasks, so they must
+    pickle cheaply: hold the location and settings, and open connections
+    lazily, once per process.
+    """
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """File size in bytes."""
+
+    @abc.abstractmethod
+    def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], T], *, spread: bool = False) -> list[T]:
+        """Fetch ``(offset, length)`` ranges and return ``[fn(i, bytes_i) ...]`` in input order.
+
+        ``fn`` may be called from pool threads (it must be thread-safe), each
+        range in the thread that fetched it; ``spread`` asks to spread the
+        bytes over parallel requests (a hint; sources without parallelism
+        ignore it).  Ranges may overlap, touch, repeat or be empty.
+        """
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Read ``length`` bytes at ``offset``."""
+        return self.read_ranges([(offset, length)])[0]
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many ``(offset, length)`` ranges, coalesced and fetched in parallel.
+
+        Parameters
+        ----------
+        ranges : sequence of (int, int)
+            Byte ranges; may overlap, touch, repeat or be empty.
+
+        Returns
+        -------
+        list of bytes
+            The bytes of each range, in input order.
+
+        Raises
+        ------
+        RemoteReadError
+            When a request still fails after the retries, or a range lies past
+            the end of the file (``FileNotFoundError`` for a missing object).
+        """
+        return self.map_ranges(ranges, lambda i, data: data)
+
+    def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
+        """A read-only, seekable file object over the file.
+
+        Reads go through an LRU cache of ``cache_blocks`` blocks of
+        ``block_size`` bytes, fetched by :meth:`read_ranges` (so failures
+        raise the same errors as chunk reads).  Enough for h5py:
+        ``h5py.File(src.open(), "r")``.
+        """
+        return io.BufferedReader(BlockCacheFile(self, block_size, cache_blocks))
+
+    def close(self) -> None:
+        """Drop this process's connections (new ones open on next use)."""
+
+
+class BlockCacheFile(io.RawIOBase):
+    """Raw read-only file over a byte source, with an LRU block cache.
+
+    ``first``, when given, is the file's first block, already fetched (an
+    HTTP source gets it together with the size in one request).
+    """
+
+    def __init__(self, source: ByteSource, block_size: int, cache_blocks: int, first: bytes | None = None):
+        if block_size < 1 or cache_blocks < 1:
+            raise ValueError("block_size and cache_blocks must be >= 1")
+        super().__init__()
+        self.source = source
+        self.name = getattr(source, "url", None) or getattr(source, "path", "")
+        self._size = source.size
+        self._bs = int(block_size)
+        self._max_blocks = int(cache_blocks)
+        self._cache: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._pos = 0
+        if first is not None and len(first) == min(self._bs, self._size):
+            self._cache[0] = first
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence {whence!r}")
+        pos = base + int(offset)
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, b) -> int:
+        self._checkClosed()
+        out = memoryview(b).cast("B")
+        n = max(0, min(len(out), self._size - self._pos))
+        if n == 0:
+            return 0
+        bs, pos = self._bs, self._pos
+        blocks = self._blocks(range(pos // bs, (pos + n - 1) // bs + 1))
+        done = 0
+        for index, block in blocks:
+            lo = max(pos + done - index * bs, 0)
+            take = min(len(block) - lo, n - done)
+            out[done : done + take] = block[lo : lo + take]
+            done += take
+        self._pos += done
+        return done
+
+    def _blocks(self, indices: range) -> list[tuple[int, bytes]]:
+        """The blocks ``indices``, from the cache or fetched together."""
+        missing = [i for i in indices if i not in self._cache]
+        fetched = {}
+        if missing:
+            data = self.source.read_ranges([(i * self._bs, min(self._bs, self._size - i * self._bs)) for i in missing])
+            fetched = dict(zip(missing, data))
+        result = []
+        for i in indices:
+            block = fetched[i] if i in fetched else self._cache[i]
+            self._cache[i] = block
+            self._cache.move_to_end(i)
+            result.append((i, block))
+        while len(self._cache) > self._max_blocks:
+            self._cache.popitem(last=False)
+        return result
