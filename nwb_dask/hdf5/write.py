@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from nwb_dask.blocks import checked_array
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
-from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.codecs import Codec, CodecSpec, chunk_codec, codec as make_codec, codec_from_dataset
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
 from nwb_dask.engine import bound_heap_growth, progress_bar
 
@@ -147,8 +147,7 @@ def plan_write(
             )
     else:
         chosen = declared
-    if not runs_outside_hdf5(dset.dtype):
-        chosen = None  # HDF5 converts and filters these itself
+    chosen = chunk_codec(dset, chosen)  # None: HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
     aligned = align_to_chunks(array, chunk_shape, block_bytes)
     if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
