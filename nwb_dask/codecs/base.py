@@ -130,6 +130,10 @@ class CodecFamily:
         copy of another size (empty: none).
     zarr : bool
         Whether :meth:`to_numcodecs` gives a numcodecs equivalent (NWB-Zarr).
+    decode_options : tuple of str
+        Options the file's decoder must have as they were encoded; a codec
+        differing only in others writes bytes the declared filter decodes
+        (any deflate level inflates the same way).
 
     Methods to write: :meth:`stages` (encode/decode), :meth:`dataset_kwargs`
     and :meth:`from_cd_values` (the two directions of the file's
@@ -145,6 +149,7 @@ class CodecFamily:
     shuffle_filter: ClassVar[bool] = False
     levels: ClassVar[range] = range(0)
     zarr: ClassVar[bool] = False
+    decode_options: ClassVar[tuple[str, ...]] = ()
 
     # -- options -------------------------------------------------------------
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:

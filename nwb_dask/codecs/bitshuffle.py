@@ -138,6 +138,8 @@ class Bitshuffle(CodecFamily):
         "block": Option(0, range(0, 2**31)),
     }
 
+    decode_options = ("cname", "block")
+
     def stages(self, o):
         if o["block"] % 8:
             raise CodecError(f"codec 'bitshuffle': block={o['block']} must be a multiple of 8 elements")
@@ -157,8 +159,7 @@ class Bitshuffle(CodecFamily):
         if len(cd) < 3:
             return None
         comp = int(cd[4]) if len(cd) > 4 else 0
-        return {
-            "cname": {v: k for k, v in BitshuffleStage.COMP.items()}[comp],
-            "level": signed(cd[5]) if len(cd) > 5 else 3,
-            "block": int(cd[3]) if len(cd) > 3 else 0,
-        }
+        o = {"cname": {v: k for k, v in BitshuffleStage.COMP.items()}[comp], "block": int(cd[3]) if len(cd) > 3 else 0}
+        if len(cd) > 5:  # zstd's level
+            o["level"] = signed(cd[5])
+        return o

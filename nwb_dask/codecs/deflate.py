@@ -132,7 +132,7 @@ class Gzip(CodecFamily):
         return (o["level"],)
 
     def from_cd_values(self, cd: Sequence[int]) -> dict[str, Any]:
-        return {"level": int(cd[0]) if cd else 4}
+        return {"level": int(cd[0])} if cd else {}
 
     def overhead_encodings(self, o: Mapping[str, Any], buf: Any, itemsize: int) -> Iterator[bytes]:
         # an empty stored block before the end: +5 bytes

@@ -27,6 +27,7 @@ __all__ = [
     "codec_from_numcodecs",
     "numcodecs_pipeline",
     "runs_outside_hdf5",
+    "same_pipeline",
     "source_codec",
     "zarr_codec",
     "zarr_codecs",
@@ -71,6 +72,14 @@ def codec_from_dataset(dset) -> Codec | None:
         return codec(family.name, **opts)
     except (CodecError, KeyError, IndexError):
         return None
+
+
+def same_pipeline(declared: Codec | None, given: Codec) -> bool:
+    """Whether bytes ``given`` encodes decode with the pipeline ``declared`` (a dataset's, from :func:`codec_from_dataset`)."""
+    if declared is None or declared.filter_ids != given.filter_ids:
+        return False
+    d, g = declared.options, given.options
+    return all(d.get(k) == g.get(k) for k in given.family.decode_options)
 
 
 def runs_outside_hdf5(dtype: np.dtype) -> bool:

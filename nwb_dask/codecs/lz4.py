@@ -88,4 +88,4 @@ class LZ4(CodecFamily):
         return dict(hdf5plugin.LZ4(nbytes=o["block_bytes"]))
 
     def from_cd_values(self, cd: Sequence[int]) -> dict[str, Any]:
-        return {"block_bytes": int(cd[0]) if cd else 0}
+        return {"block_bytes": int(cd[0])} if cd else {}

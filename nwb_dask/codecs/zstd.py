@@ -49,7 +49,7 @@ class Zstd(CodecFamily):
         return dict(hdf5plugin.Zstd(clevel=o["level"]))
 
     def from_cd_values(self, cd: Sequence[int]) -> dict[str, Any]:
-        return {"level": signed(cd[0]) if cd else 3}
+        return {"level": signed(cd[0])} if cd else {}
 
     def overhead_encodings(self, o: Mapping[str, Any], buf: Any, itemsize: int) -> Iterator[bytes]:
         from numcodecs import Zstd as _Zstd
