@@ -288,3 +288,59 @@ def test_options_cd_values_round_trip(name, data):
         np.testing.assert_array_equal(d[...], chunk)  # HDF5's decoder reads our bytes
         mask, raw = d.id.read_direct_chunk((0, 0))
         np.testing.assert_array_equal(back.decode(raw, d.dtype, d.chunks, mask), chunk)
+
+
+# --------------------------------------------------------------------------- #
+# The gate and "the source's codec, else gzip"                                   #
+# --------------------------------------------------------------------------- #
+def test_gate_and_source_codec(tmp_path):
+    from nwb_dask.codecs import chunk_codec, source_codec
+
+    data = values((1_000, 4), seed=3)
+    path = tmp_path / "sources.h5"
+    with h5py.File(path, "w") as f:
+        zs = f.create_dataset("zs", data=data, chunks=(250, 4), **codec("zstd", level=7).dataset_kwargs())
+        bz = f.create_dataset("bz", data=data, chunks=(250, 4), **codec("bzip2", level=4).dataset_kwargs())
+        lzf = f.create_dataset("lzf", data=data, chunks=(250, 4), compression="lzf")
+        fl32 = f.create_dataset("fl32", data=data, chunks=(250, 4), compression="gzip", fletcher32=True)
+        big = f.create_dataset("big", data=data.astype(">i2"), chunks=(250, 4), compression="gzip", compression_opts=6)
+        text = f.create_dataset("text", data=np.array([b"a", b"b"] * 10), chunks=(5,), compression="gzip")
+        flat = f.create_dataset("flat", data=data)
+        layout = h5py.VirtualLayout(shape=data.shape, dtype=data.dtype)
+        layout[...] = h5py.VirtualSource(path, "zs", shape=data.shape)
+        vds = f.create_virtual_dataset("vds", layout)
+
+        assert chunk_codec(zs) == codec("zstd", level=7) and chunk_codec(bz) == codec("bzip2", level=4)
+        assert chunk_codec(zs, "zstd") == codec("zstd")  # the caller's codec, once the dataset passes the gate
+        for refused in (lzf, fl32, big, text, flat, vds):  # pipelines no family runs; HDF5-only dtypes and layouts
+            assert chunk_codec(refused) is None, refused.name
+        for refused in (big, text, flat, vds):  # whatever codec the caller asks for
+            assert chunk_codec(refused, "gzip") is None, refused.name
+
+        assert source_codec(zs) == codec("zstd", level=7) and source_codec(bz) == codec("bzip2", level=4)
+        for fallback in (lzf, fl32, big, text, vds):  # filters nwb_dask cannot run, HDF5-only dtypes, virtual
+            assert source_codec(fallback) == codec("gzip"), fallback.name
+        assert source_codec(flat) == codec("gzip") and source_codec(flat, contiguous="none") == codec("none")
+        assert source_codec(bz, allowed=("none", "gzip", "zstd", "blosc")) == codec("gzip")  # no NWB-Zarr equivalent
+        assert source_codec(zs, allowed=("none", "gzip", "zstd", "blosc")) == codec("zstd", level=7)
+
+
+def test_source_codec_of_zarr_arrays():
+    import numcodecs
+    import zarr
+
+    from nwb_dask.codecs import codec_from_numcodecs, numcodecs_pipeline, source_codec
+
+    root = zarr.group(zarr.MemoryStore())
+    shuffled = root.create_dataset("z", shape=(100,), dtype="i2", compressor=numcodecs.Zlib(level=3),
+                                   filters=[numcodecs.Shuffle(elementsize=2)])
+    assert source_codec(shuffled) == codec("gzip", level=3, shuffle=True)
+    plain = root.create_dataset("p", shape=(100,), dtype="i2", compressor=None)
+    assert source_codec(plain) == codec("none")
+    odd = root.create_dataset("o", shape=(100,), dtype="i2", compressor=numcodecs.LZMA())
+    assert codec_from_numcodecs(odd.compressor) is None and source_codec(odd) == codec("gzip")
+    for c in (codec("gzip", level=2), codec("zstd", level=9, shuffle=True), codec("blosc", cname="zstd"), codec("none")):
+        filters, compressor = numcodecs_pipeline(c, 2)
+        assert codec_from_numcodecs(compressor, filters) == c
+    with pytest.raises(CodecError, match=r"codec 'bzip2' has no NWB-Zarr equivalent; use one of \['none', 'gzip', 'zstd', 'blosc'\]"):
+        numcodecs_pipeline(codec("bzip2"), 2)
