@@ -133,7 +133,7 @@ def source_codec(source: Any, *, contiguous: CodecSpec = "gzip", allowed: Iterab
         The source's codec when nwb_dask runs it (:func:`chunk_codec`, or the
         numcodecs equivalent of a Zarr array's), else ``codec("gzip")``.
     """
-    if hasattr(source, "compressor") and not hasattr(source, "id"):  # a zarr array
+    if hasattr(source, "compressor") and not hasattr(source, "id"):  # a zarr array (duck-typed: zarr is optional)
         found = codec_from_numcodecs(source.compressor, source.filters)
     elif source.chunks is None and not source.is_virtual:
         found = codec(contiguous)
