@@ -259,10 +259,10 @@ def _versions() -> str:
 
 def _deflate_engines() -> str:
     try:
-        from nwb_dask.codecs import _ENGINES, DEFLATE_ENGINES, _auto_engine
+        from nwb_dask.codecs.deflate import DEFLATE_ENGINES, ENGINES, auto_engine
 
-        found = [e for e in DEFLATE_ENGINES if e in _ENGINES]
-        return f"{_auto_engine(4)} at level 4 (installed: {', '.join(found)})"
+        found = [e for e in DEFLATE_ENGINES if e in ENGINES]
+        return f"{auto_engine(4)} at level 4 (installed: {', '.join(found)})"
     except Exception:  # pragma: no cover - informative only
         return "?"
 

@@ -447,9 +447,9 @@ def main() -> int:
           f"{guess_chunk_shape(arr.shape, arr.dtype)} fitted to the dask blocks); "
           "gzip level 4 + shuffle (zarr: Shuffle(2) + Zlib(4))")
     try:
-        from nwb_dask.codecs import _auto_engine
+        from nwb_dask.codecs.deflate import auto_engine
 
-        engine = _auto_engine(4)
+        engine = auto_engine(4)
     except Exception:  # noqa: BLE001  # pragma: no cover - informative only
         engine = "?"
     print(f"# nwb_dask's gzip engine 'auto' at level 4 = {engine}; 'thr zlib' row and hdmf-zarr rows: zlib")

@@ -8,7 +8,7 @@ Read and write (HDF5 or Zarr, chosen by the path the same way both ways)
 Drop-in for ``NWBHDF5IO`` and the ``data=`` wrappers
     NWBDaskIO, DaskDataIO, DaskDataChunkIterator, write_dask_array, WriteStats
 Codecs (HDF5-exact, registered: :mod:`nwb_dask.codecs`)
-    codec, Codec, available_codecs
+    codec, Codec, available_codecs, register_codec
 Links, segments, live acquisition
     external_data, audit_links, join_segments, join_timeseries, StreamWriter, growing
 Tools (verified, atomic)
@@ -25,7 +25,7 @@ writers in :mod:`nwb_dask.atomic` (``find_partials``), MPI in
 from nwb_dask.api import read_dataset, read_nwb, write_nwb
 from nwb_dask.blocks import BlockDtypeError
 from nwb_dask.chunking import ChunkShapeError
-from nwb_dask.codecs import Codec, CodecError, available_codecs, codec
+from nwb_dask.codecs import Codec, CodecError, available_codecs, codec, register_codec
 from nwb_dask.hdf5.write import WriteError, WriteStats, write_dask_array
 from nwb_dask.live import StreamWriter, growing
 from nwb_dask.nwb.dataio import DaskDataIO
@@ -64,6 +64,7 @@ __all__ = [
     "join_timeseries",
     "read_dataset",
     "read_nwb",
+    "register_codec",
     "repack",
     "write_dask_array",
     "write_nwb",

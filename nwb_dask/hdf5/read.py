@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
-from nwb_dask.codecs import Codec, CodecError, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.codecs import Codec, CodecError, chunk_codec
 
 __all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "read_dataset", "release_handles", "remote_dataset_array"]
 
@@ -325,9 +325,7 @@ def _describe(dset) -> tuple:
     import h5py  # noqa: F401
 
     shape, dtype, chunks = dset.shape, dset.dtype, dset.chunks
-    codec: Codec | None = codec_from_dataset(dset) if chunks else None
-    if not runs_outside_hdf5(dtype) or dset.is_virtual:
-        codec = None  # HDF5 converts types and resolves virtual sources itself
+    codec: Codec | None = chunk_codec(dset)  # None: HDF5 converts types and resolves virtual sources itself
     return shape, dtype, chunks, codec, dset.fillvalue
 
 

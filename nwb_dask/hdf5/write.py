@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 from nwb_dask.blocks import checked_array
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
-from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.codecs import Codec, CodecSpec, chunk_codec, codec as make_codec, codec_from_dataset, same_pipeline
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
 from nwb_dask.engine import bound_heap_growth, progress_bar
 
@@ -80,15 +80,6 @@ class WriteStats:
         return self.logical_bytes / self.stored_bytes if self.stored_bytes else float("nan")
 
 
-def _same_pipeline(declared: Codec | None, given: Codec) -> bool:
-    """Whether bytes from ``given`` decode with the pipeline the dataset declares."""
-    if declared is None or declared.filter_ids != given.filter_ids:
-        return False
-    d, g = declared.options, given.options
-    keys = {"blosc": (), "bitshuffle": ("cname", "block"), "lz4": ()}.get(given.name, ())
-    return all(d.get(k) == g.get(k) for k in keys)
-
-
 def plan_write(
     array,
     dset,
@@ -140,15 +131,14 @@ def plan_write(
     declared = codec_from_dataset(dset)
     if codec is not None:
         chosen = make_codec(codec)
-        if not _same_pipeline(declared, chosen):
+        if not same_pipeline(declared, chosen):
             raise WriteError(
                 f"dataset {name!r}: codec {chosen!r} does not match the dataset's filters "
                 f"{_filters(dset)}; create the dataset with **codec.dataset_kwargs()"
             )
     else:
         chosen = declared
-    if not runs_outside_hdf5(dset.dtype):
-        chosen = None  # HDF5 converts and filters these itself
+    chosen = chunk_codec(dset, chosen)  # None: HDF5 converts and filters these itself
     chunk_shape = tuple(dset.chunks)
     aligned = align_to_chunks(array, chunk_shape, block_bytes)
     if aligned.chunks != array.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first

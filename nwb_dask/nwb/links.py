@@ -140,17 +140,12 @@ def external_data(
             raise ValueError("codec and chunks apply to copies; a link keeps the target's storage (use mode='copy')")
         return LinkedData(dset, on_mismatch=on_mismatch, shape=shape, dtype=dtype)
 
-    from nwb_dask.codecs import codec_from_dataset, runs_outside_hdf5
+    from nwb_dask.codecs import source_codec
     from nwb_dask.nwb.dataio import DaskDataIO
     from nwb_dask.hdf5.read import dataset_array
 
     if codec is None:
-        codec = "gzip"
-        if dset.chunks and runs_outside_hdf5(dset.dtype):
-            try:
-                codec = codec_from_dataset(dset)
-            except Exception:  # a filter nwb_dask cannot run: recompress with gzip
-                codec = "gzip"
+        codec = source_codec(dset)  # a filter nwb_dask cannot run, or contiguous: gzip
     if chunks is None:
         chunks = dset.chunks or "auto"
     array = dataset_array(dset, block_bytes=block_bytes)

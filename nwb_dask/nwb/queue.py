@@ -26,7 +26,7 @@ import numpy as np
 from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
 from nwb_dask.blocks import block_label, checked_block
-from nwb_dask.codecs import Codec, codec_from_dataset, pad_chunk, runs_outside_hdf5
+from nwb_dask.codecs import Codec, chunk_codec, pad_chunk
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.engine import bound_heap_growth
@@ -170,9 +170,7 @@ def drain_iterators(
     assemblers = []
     declared = [_declared_dtype(it, dset) for dset, it in pairs]
     for dset, it in pairs:
-        c = getattr(it, "codec", None) or codec_from_dataset(dset)
-        if not runs_outside_hdf5(dset.dtype):
-            c = None
+        c = chunk_codec(dset, getattr(it, "codec", None))
         codecs.append(c)
         assemblers.append(_Assembler(dset, tuple(dset.chunks), dset.fillvalue if c else 0) if c else None)
     total = 0

@@ -173,7 +173,7 @@ def consolidate(
     """
     import h5py
 
-    from nwb_dask.codecs import codec_from_dataset, runs_outside_hdf5
+    from nwb_dask.codecs import source_codec
     from nwb_dask.atomic import AtomicOutput
     from nwb_dask.errors import VerificationError, check_input_file
     from nwb_dask.nwb.io import check_rewrite_paths
@@ -215,15 +215,7 @@ def consolidate(
                     _copy_attrs(obj, fout.create_dataset(name, data=obj[()], dtype=obj.dtype))
                     done_datasets.append(name)
                     continue
-                spec = codec
-                if spec is None:
-                    spec = "gzip"
-                    if obj.chunks and not obj.is_virtual and runs_outside_hdf5(obj.dtype):
-                        try:
-                            spec = codec_from_dataset(obj)
-                        except Exception:  # a filter nwb_dask cannot run: recompress
-                            spec = "gzip"
-                c = make_codec(spec)
+                c = make_codec(codec) if codec is not None else source_codec(obj)  # virtual, contiguous, ...: gzip
                 shape = chunks or (obj.chunks if obj.chunks and not obj.is_virtual else None)
                 shape = shape or guess_chunk_shape(obj.shape, obj.dtype)
                 del fout[name]

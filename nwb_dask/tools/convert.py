@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 
 from nwb_dask.atomic import AtomicOutput
-from nwb_dask.codecs import Codec, codec as make_codec
+from nwb_dask.codecs import ZARR_CODECS, codec as make_codec, source_codec
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.dataio import DaskDataIO
 from nwb_dask.tools.repack import DEFAULT_MIN_BYTES
 from nwb_dask.zarr.io import pickle_allowed, pickled_arrays, zarr_io_base, zarr_io_class
 from nwb_dask.zarr.read import is_zarr_path
-from nwb_dask.codecs import ZARR_CODECS
 
 __all__ = ["ConvertResult", "convert"]
 
@@ -54,30 +53,6 @@ def _zarr_array_path(value: Any) -> str | None:
     import zarr
 
     return "/" + value.path if isinstance(value, zarr.Array) else None
-
-
-def _source_codec(codec: Any, source_codec: Codec | None) -> Codec:
-    if codec == "source":
-        c = source_codec or make_codec("gzip")
-        return c if c.name in ZARR_CODECS else make_codec("gzip")
-    return make_codec(codec)
-
-
-def _zarr_source_codec(arr) -> Codec | None:
-    """nwb_dask's codec equivalent of a zarr array's numcodecs pipeline, if there is one."""
-    comp, filters = arr.compressor, list(arr.filters or [])
-    shuffle = any(type(f).__name__ == "Shuffle" for f in filters)
-    if comp is None:
-        return make_codec("none") if not filters else None
-    name = type(comp).__name__
-    if name == "Zlib":
-        return make_codec("gzip", level=comp.level, shuffle=shuffle)
-    if name == "Zstd":
-        return make_codec("zstd", level=comp.level, shuffle=shuffle)
-    if name == "Blosc":
-        return make_codec("blosc", cname=comp.cname, level=comp.clevel,
-                          shuffle={0: "none", 1: "byte", 2: "bit"}.get(comp.shuffle, "byte"))
-    return None
 
 
 def convert(
@@ -145,7 +120,6 @@ def convert(
         chunks_for,
         in_file,
         large_fields,
-        own_codec,
         swap_field,
     )
 
@@ -186,7 +160,7 @@ def convert(
                 nwbfile = src_io.read()
                 for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
                     name = "/" + arr.path
-                    c = _source_codec(codec, _zarr_source_codec(arr))
+                    c = source_codec(arr, allowed=ZARR_CODECS) if codec == "source" else make_codec(codec)
                     shape = chunks_for(chunks, arr, name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, name), codec=c, chunks=shape))
                     names.append(name)
@@ -199,7 +173,7 @@ def convert(
             with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
                 nwbfile = src_io.read()
                 for container, key, dset in large_fields(nwbfile, min_bytes, in_file(src)):
-                    c = _source_codec(codec, own_codec(dset))
+                    c = source_codec(dset, contiguous="none", allowed=ZARR_CODECS) if codec == "source" else make_codec(codec)
                     shape = chunks_for(chunks, dset, dset.name)
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)

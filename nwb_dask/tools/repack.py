@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nwb_dask.chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
-from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
+from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5, source_codec
 from nwb_dask.errors import VerificationError
 from nwb_dask.hdf5.write import WriteStats
 
@@ -228,12 +228,7 @@ def own_codec(dset) -> Codec:
     Contiguous data stay uncompressed; filters nwb_dask cannot run (lzf, ...)
     become gzip.
     """
-    if dset.chunks is None:
-        return make_codec("none")
-    try:
-        return codec_from_dataset(dset) or make_codec("gzip")
-    except Exception:  # a filter nwb_dask cannot run: recompress with gzip
-        return make_codec("gzip")
+    return source_codec(dset, contiguous="none")
 
 
 def swap_field(container, key: str | None, new: Any) -> None:
