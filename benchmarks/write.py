@@ -210,6 +210,7 @@ def run_child(args) -> dict:
     import pynwb  # noqa: F401
 
     import nwb_dask
+    import nwb_dask.testing  # not imported by the package any more (issue 16)
 
     arr = nwb_dask.testing.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
     _warm_generator()
