@@ -21,7 +21,7 @@ from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_select
 from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, bound_heap_growth, interleave, run_block_tasks
 
-__all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "write_arrays", "write_dask_array"]
+__all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "store_block", "write_arrays", "write_dask_array"]
 
 
 class WriteError(ValueError):
@@ -130,6 +130,35 @@ def _filters(dset) -> list:
     return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
 
 
+def store_block(dset, selection: tuple, chunks: Sequence = (), raw=None) -> int:
+    """The HDF5 sink (the writer's and the MPI funnel's): store one block's encoded chunks, or its raw values.
+
+    Parameters
+    ----------
+    dset : h5py.Dataset
+    selection : tuple of slice
+        The block's place (for ``raw``).
+    chunks : sequence of (offset, filter_mask, bytes)
+        Encoded chunks, stored with ``write_direct_chunk``.
+    raw : numpy.ndarray, optional
+        The block, for filters only HDF5 runs: written through h5py.
+
+    Returns
+    -------
+    int
+        Bytes stored (the raw block's size for ``raw``, as HDF5's filters' output is not known here).
+    """
+    if raw is not None:
+        dset[selection] = raw
+        return int(raw.nbytes)
+    write = dset.id.write_direct_chunk
+    stored = 0
+    for offset, mask, data in chunks:
+        write(offset, data, mask)
+        stored += len(data)
+    return stored
+
+
 def write_arrays(
     jobs: Sequence[WriteJob],
     *,
@@ -171,16 +200,9 @@ def write_arrays(
             interleave([job.tasks(i) for i, job in enumerate(jobs)]), max_inflight_bytes=max_inflight_bytes,
             scheduler=scheduler, progress=progress, total=total,
         ):
-            job = jobs[done.key]
-            if done.raw is not None:
-                job.dset[done.selection] = done.raw
-            else:
-                write = job.dset.id.write_direct_chunk
-                for offset, mask, data in done.chunks:
-                    write(offset, data, mask)
-                stats.chunks += len(done.chunks)
+            stats.stored_bytes += store_block(jobs[done.key].dset, done.selection, done.chunks, done.raw)
+            stats.chunks += 0 if done.raw is not None else len(done.chunks)
             stats.logical_bytes += done.nbytes
-            stats.stored_bytes += done.stored_bytes
             del done
     except BaseException as exc:
         names = ", ".join(repr(j.name) for j in jobs)
