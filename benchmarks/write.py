@@ -210,6 +210,7 @@ def run_child(args) -> dict:
     import pynwb  # noqa: F401
 
     import nwb_dask
+    import nwb_dask.testing  # not imported by the package any more (issue 16)
 
     arr = nwb_dask.testing.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
     _warm_generator()
@@ -316,6 +317,7 @@ def main() -> int:
         ap.error(f"unknown case(s) {unknown}; choose from {list(CASES)}")
 
     import nwb_dask
+    import nwb_dask.testing  # not imported by the package any more (issue 16)
 
     arr = nwb_dask.testing.synthetic_ephys(args.seconds, N_CHANNELS, RATE)
     chunk_shape = nwb_dask.DaskDataChunkIterator(arr).recommended_chunk_shape()

@@ -113,6 +113,7 @@ def _warm_generator() -> None:
 
 def _source(seconds: float):
     import nwb_dask
+    import nwb_dask.testing  # not imported by the package any more (issue 16)
 
     return nwb_dask.testing.synthetic_ephys(seconds, N_CHANNELS, RATE)
 

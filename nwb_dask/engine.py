@@ -1,4 +1,14 @@
-"""Scheduler awareness in one place: run "compute + encode" tasks, yield finished chunks.
+"""The one bounded write engine: run "compute + encode" tasks on any scheduler, hand the results to a sink.
+
+Every writer ends here, as every dask writer ends in ``dask.array.store``:
+HDF5 (:func:`nwb_dask.hdf5.write.write_arrays`: the caller stores the
+encoded chunks with direct chunk writes), Zarr
+(:func:`nwb_dask.zarr.sink.store_arrays`: a worker-side sink, each task stores
+its own chunks), the DataChunkIterator queue
+(:func:`nwb_dask.nwb.queue.drain_iterators`: ``next()`` calls and chunk
+encodes as :class:`CallTask` in the engine's threads), and through
+``write_arrays`` repack and consolidate.  MPI ranks and live writers reuse the
+encode step (:func:`encode_block`, :func:`encode_chunks`).
 
 Given the active dask scheduler, :func:`run_block_tasks` computes chunk-aligned
 blocks of dask arrays and encodes their HDF5 chunks *where they are computed*,
@@ -22,7 +32,12 @@ Every computed block is checked where it is computed, before it is encoded:
 its shape, and values of another dtype than the array declares
 (:func:`nwb_dask.blocks.checked_block`, the rule of every write path).
 
-The writer, repack, consolidate and Zarr conversion all drive this layer.
+One window bounds every scheduler's work: raw bytes of tasks submitted and not
+yet handed to the caller stay under ``max_inflight_bytes`` (one task always
+fits) and at most ``BLOCKS_PER_WORKER`` tasks per worker are in flight.  One
+progress bar counts bytes.  A failing task (or Ctrl-C, or a ``cancel`` event)
+cancels what has not started and waits for what has: no task still writes
+after the error reaches the caller.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -47,8 +63,17 @@ __all__ = [
     "SchedulerInfo",
     "active_scheduler",
     "use_scheduler",
+    "CallTask",
+    "WriteStats",
     "encode_block",
+    "encode_chunks",
+    "encode_task",
+    "checked_task_block",
+    "interleave",
     "run_block_tasks",
+    "progress_bar",
+    "bound_heap_growth",
+    "abandon",
     "DEFAULT_INFLIGHT_BYTES",
 ]
 
@@ -142,6 +167,34 @@ def active_scheduler(scheduler: Any = None) -> SchedulerInfo:
 
 
 @dataclass
+class WriteStats:
+    """What a write did."""
+
+    logical_bytes: int = 0
+    stored_bytes: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    datasets: list = field(default_factory=list)
+
+    def add(self, other: "WriteStats") -> "WriteStats":
+        """Fold in the counts of a write that ran at the same time (seconds: the longer)."""
+        self.logical_bytes += other.logical_bytes
+        self.stored_bytes += other.stored_bytes
+        self.chunks += other.chunks
+        self.seconds = max(self.seconds, other.seconds)
+        self.datasets += other.datasets
+        return self
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.logical_bytes / 1e6 / self.seconds if self.seconds else float("nan")
+
+    @property
+    def ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else float("nan")
+
+
+@dataclass
 class BlockTask:
     """One chunk-aligned block to compute and encode.
 
@@ -168,6 +221,14 @@ class BlockTask:
     dtype : numpy dtype, optional
         The dataset's dtype when it differs from the array's: the checked
         block is cast to it.
+    step : callable, optional
+        A worker-side sink: ``step(block, declared_dtype, task) -> EncodedBlock``
+        runs where the block was computed, in place of :func:`encode_task`
+        (it checks and encodes with the engine's step and stores the chunks
+        itself, e.g. :func:`nwb_dask.zarr.sink._store_block`).  Picklable
+        for the processes and distributed schedulers.
+    target : any
+        Where ``step`` stores (travels with the task; ``None`` otherwise).
     """
 
     key: Any
@@ -179,6 +240,8 @@ class BlockTask:
     name: str = ""
     index: tuple = ()
     dtype: Any = None
+    step: Callable | None = None
+    target: Any = None
 
     @property
     def nbytes(self) -> int:
@@ -187,18 +250,76 @@ class BlockTask:
 
 
 @dataclass
+class CallTask:
+    """A plain call for the engine's window: ``fn(*args)`` in a worker thread (threads and sync only).
+
+    The DataChunkIterator queue's ``next()`` calls and chunk encodes.  Its
+    result is yielded as ``fn`` returns it; a result with an ``nbytes``
+    attribute advances the progress bar by that much.
+
+    Attributes
+    ----------
+    nbytes : int
+        Raw bytes the call brings into memory (an estimate), for the window.
+    fn : callable
+    args : tuple
+    """
+
+    nbytes: int
+    fn: Callable
+    args: tuple = ()
+
+
+@dataclass
 class EncodedBlock:
-    """A finished block: its chunks' stored bytes, or the raw block when ``codec`` is None."""
+    """A finished block: its chunks' stored bytes, or the raw block when ``codec`` is None.
+
+    A worker-side sink returns it without chunks, with ``stored`` the bytes it
+    stored.
+    """
 
     key: Any
     selection: tuple
     nbytes: int
     chunks: list = field(default_factory=list)  # [(offset, filter_mask, bytes)]
     raw: np.ndarray | None = None
+    stored: int | None = None
+    n_chunks: int = 0
 
     @property
     def stored_bytes(self) -> int:
+        if self.stored is not None:
+            return self.stored
         return sum(len(c[2]) for c in self.chunks) if self.raw is None else self.nbytes
+
+
+def encode_chunks(block: np.ndarray, selection: Sequence[slice], chunk_shape: Sequence[int], codec: Codec | None,
+                  fill_value: Any = 0) -> list[tuple[tuple[int, ...], int, bytes]]:
+    """The one encode step: split a checked block into chunks, pad edge chunks, encode each.
+
+    Parameters
+    ----------
+    block : numpy.ndarray
+        Already checked (:func:`encode_block` checks, then calls this).
+    selection : sequence of slice
+        The block's place in the dataset; starts on chunk boundaries.
+    chunk_shape : sequence of int
+    codec : Codec or None
+        ``None``: each padded chunk's raw bytes, filter mask 0 (a Zarr array
+        without compression).
+    fill_value : scalar
+        Padding of edge chunks.
+
+    Returns
+    -------
+    list of (offset, filter_mask, bytes)
+    """
+    if codec is None:
+        block = np.ascontiguousarray(block)
+        return [(offset, 0, pad_chunk(block[local], chunk_shape, fill_value).tobytes())
+                for offset, local in chunk_offsets(selection, chunk_shape)]
+    return [(offset, *codec.encode(pad_chunk(block[local], chunk_shape, fill_value)))
+            for offset, local in chunk_offsets(selection, chunk_shape)]
 
 
 def encode_block(
@@ -210,7 +331,7 @@ def encode_block(
     dtype: Any = None,
     label: str | None = None,
 ) -> list[tuple[tuple[int, ...], int, bytes]]:
-    """Split a computed block into HDF5 chunks and encode each one.
+    """Check a computed block, split it into HDF5 chunks and encode each one (what MPI ranks and live call).
 
     Parameters
     ----------
@@ -236,12 +357,7 @@ def encode_block(
     label = label or block_label(None, selection)
     block = checked_block(block, np.asarray(block).dtype if dtype is None else dtype, shape=expected,
                           label=label, selection=selection)
-    return _encode_chunks(block, selection, chunk_shape, codec, fill_value)
-
-
-def _encode_chunks(block: np.ndarray, selection, chunk_shape, codec: Codec, fill_value) -> list:
-    return [(offset, *codec.encode(pad_chunk(block[local], chunk_shape, fill_value)))
-            for offset, local in chunk_offsets(selection, chunk_shape)]
+    return encode_chunks(block, selection, chunk_shape, codec, fill_value)
 
 
 def _compute_block(array) -> np.ndarray:
@@ -251,26 +367,35 @@ def _compute_block(array) -> np.ndarray:
     return array.compute(scheduler="sync")
 
 
-def _compute_and_encode(task: BlockTask) -> EncodedBlock:
-    """Worker side: compute one block synchronously, then check and encode it (or keep it raw)."""
-    return _encode(_compute_block(task.array), task.array.dtype, replace(task, array=None))
+def _compute_and_encode(task):
+    """Worker side: compute one block synchronously, then check and encode it (or run a plain call)."""
+    if isinstance(task, CallTask):
+        return task.fn(*task.args)
+    return (task.step or encode_task)(_compute_block(task.array), task.array.dtype, replace(task, array=None))
 
 
-def _encode(block, declared, task: BlockTask) -> EncodedBlock:
-    """Check a computed block against its declared dtype and shape (the one rule), then encode it.
-
-    ``task`` is the block's task without its array (the distributed path
-    sends the computed block alongside).
-    """
+def checked_task_block(block, declared, task: BlockTask) -> np.ndarray:
+    """A computed block checked against its declared dtype and its task's shape (the one rule of every write path)."""
     selection = task.selection
     expected = tuple(s.stop - s.start for s in selection)
-    block = checked_block(block, declared, shape=expected, stored=task.dtype, selection=selection,
-                          label=block_label(task.name, selection, task.index))
-    result = EncodedBlock(task.key, selection, int(block.nbytes))
+    return checked_block(block, declared, shape=expected, stored=task.dtype, selection=selection,
+                         label=block_label(task.name, selection, task.index))
+
+
+def encode_task(block, declared, task: BlockTask) -> EncodedBlock:
+    """The default worker step: check a computed block (:func:`checked_task_block`), then encode it.
+
+    ``task`` is the block's task without its array (the distributed path
+    sends the computed block alongside).  ``task.codec`` None keeps the raw
+    block, for filters that must run inside HDF5.
+    """
+    block = checked_task_block(block, declared, task)
+    result = EncodedBlock(task.key, task.selection, int(block.nbytes))
     if task.codec is None:
         result.raw = block
     else:
-        result.chunks = _encode_chunks(block, selection, task.chunk_shape, task.codec, task.fill_value)
+        result.chunks = encode_chunks(block, task.selection, task.chunk_shape, task.codec, task.fill_value)
+        result.n_chunks = len(result.chunks)
     return result
 
 
@@ -297,46 +422,97 @@ class _Peekable:
         self._back.appendleft(item)
 
 
+def interleave(iterables: Sequence[Iterable]) -> Iterator:
+    """Round-robin over several task streams (e.g. datasets' blocks) so they progress together."""
+    iters = [iter(i) for i in iterables]
+    while iters:
+        alive = []
+        for it in iters:
+            for item in it:
+                yield item
+                alive.append(it)
+                break
+        iters = alive
+
+
 def run_block_tasks(
-    tasks: Iterable[BlockTask],
+    tasks: Iterable[BlockTask | CallTask | None],
     *,
     max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
     scheduler: Any = None,
-    on_submit: Callable[[BlockTask], None] | None = None,
-) -> Iterator[EncodedBlock]:
+    workers: int | None = None,
+    on_submit: Callable[[Any], None] | None = None,
+    progress: bool = False,
+    total: int | None = None,
+    desc: str = "nwb_dask write",
+    cancel: Any = None,
+) -> Iterator[Any]:
     """Compute and encode blocks on the active scheduler; yield them as they finish.
 
     Parameters
     ----------
-    tasks : iterable of BlockTask
+    tasks : iterable of BlockTask or CallTask
         Consumed lazily, in order; interleave datasets to make them progress
-        together.
+        together (:func:`interleave`).  A source whose next task depends on
+        results not yet yielded yields ``None`` ("nothing to submit until a
+        result is back"); it is asked again after the next result.
     max_inflight_bytes : int
-        Raw bytes of blocks submitted but not yet yielded and released by the
-        caller.  At least one block is always in flight, and at most
+        Raw bytes of tasks submitted but not yet yielded and released by the
+        caller.  At least one task is always in flight, and at most
         ``BLOCKS_PER_WORKER`` per worker: when storage is slower than the
         workers, finished blocks wait in memory only up to that bound.
     scheduler : str, Client or None
         See :func:`active_scheduler`.
+    workers : int, optional
+        Threads or processes of a local pool (default: dask's ``num_workers``
+        or all cores).
     on_submit : callable, optional
-        Called with each task when it is submitted (for progress bars).
+        Called with each task when it is submitted.
+    progress : bool
+        One tqdm bar in bytes (:func:`progress_bar`), advanced by each
+        result's ``nbytes``.
+    total : int, optional
+        The bar's total in bytes (``None``: unknown).
+    desc : str
+        The bar's label.
+    cancel : threading.Event, optional
+        Set by another thread to stop early: nothing more is submitted,
+        pending tasks are cancelled, running ones are waited for, and the
+        generator ends.
 
     Yields
     ------
-    EncodedBlock
+    EncodedBlock (or a CallTask's result)
         In completion order.  If a task fails, outstanding tasks are
-        cancelled and the task's exception is raised unchanged.
+        cancelled, those already running are waited for (a worker-side sink
+        stores nothing after the error reaches the caller), and the task's
+        exception is raised unchanged.
     """
     info = active_scheduler(scheduler)
+    if workers and info.kind in ("threads", "processes"):
+        info = replace(info, workers=int(workers))
+    bar = progress_bar(total, progress, desc)
+    try:
+        for result in _run(info, tasks, max_inflight_bytes, on_submit, cancel):
+            bar.update(getattr(result, "nbytes", 0) or 0)
+            yield result
+    finally:
+        bar.close()
+
+
+def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]:
     if info.kind == "sync":
         for task in tasks:
+            if cancel is not None and cancel.is_set():
+                return
+            if task is None:
+                raise RuntimeError("nwb_dask engine: the task source waits for a result with no task in flight")
             if on_submit:
                 on_submit(task)
             yield _compute_and_encode(task)
         return
     if info.kind == "distributed":
-        max_blocks = BLOCKS_PER_WORKER * info.workers
-        yield from _run_distributed(info.client, tasks, max_inflight_bytes, max_blocks, on_submit)
+        yield from _run_distributed(info.client, tasks, budget, BLOCKS_PER_WORKER * info.workers, on_submit, cancel)
         return
     if info.kind == "threads":
         pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")
@@ -350,10 +526,15 @@ def run_block_tasks(
 
         ctx = multiprocessing.get_context(dask.config.get("multiprocessing.context", "spawn"))
         pool = ProcessPoolExecutor(info.workers, mp_context=ctx)
-        submit = lambda t: pool.submit(_process_entry, cloudpickle.dumps(t))  # noqa: E731
+
+        def submit(t):
+            if isinstance(t, CallTask):
+                raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not processes")
+            return pool.submit(_process_entry, cloudpickle.dumps(t))
     try:
-        yield from _run_futures(tasks, submit, max_inflight_bytes, BLOCKS_PER_WORKER * info.workers, on_submit)
+        yield from _run_futures(tasks, submit, budget, BLOCKS_PER_WORKER * info.workers, on_submit, cancel)
     finally:
+        # waits for running tasks: none still stores after the caller sees the error
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -362,35 +543,49 @@ def _window_full(in_flight: int, inflight_bytes: int, nbytes: int, budget: int, 
     return in_flight > 0 and (inflight_bytes + nbytes > budget or in_flight >= max_blocks)
 
 
-def _run_futures(tasks, submit, budget, max_blocks, on_submit) -> Iterator[EncodedBlock]:
+def _fill(it: _Peekable, n_pending: int, inflight: int, budget: int, max_blocks: int):
+    """The next task that fits the window, else None (the source waits, or the window is full)."""
+    for task in it:
+        if task is None:
+            if not n_pending:
+                raise RuntimeError("nwb_dask engine: the task source waits for a result with no task in flight")
+            return None
+        if _window_full(n_pending, inflight, task.nbytes, budget, max_blocks):
+            it.push_back(task)
+            return None
+        return task
+    return None
+
+
+def _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel) -> Iterator[Any]:
     """Bounded window over concurrent.futures."""
     it = _Peekable(tasks)
     pending: dict[Future, int] = {}
     inflight = 0
-    while True:
-        for task in it:
-            if _window_full(len(pending), inflight, task.nbytes, budget, max_blocks):
-                it.push_back(task)
-                break
-            if on_submit:
-                on_submit(task)
-            pending[submit(task)] = task.nbytes
-            inflight += task.nbytes
-        if not pending:
-            return
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for fut in done:
-            inflight -= pending.pop(fut)
-            try:
+    try:
+        while True:
+            while cancel is None or not cancel.is_set():
+                task = _fill(it, len(pending), inflight, budget, max_blocks)
+                if task is None:
+                    break
+                if on_submit:
+                    on_submit(task)
+                pending[submit(task)] = task.nbytes
+                inflight += task.nbytes
+            if not pending or (cancel is not None and cancel.is_set()):
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                inflight -= pending.pop(fut)
                 result = fut.result()
-            except BaseException:
-                for other in pending:
-                    other.cancel()
-                raise
-            yield result
+                yield result
+                del result
+    finally:
+        for other in pending:
+            other.cancel()
 
 
-def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[EncodedBlock]:
+def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> Iterator[Any]:
     """Bounded window over ``client.compute`` futures with ``distributed.as_completed``."""
     import dask
     from distributed import as_completed
@@ -402,15 +597,18 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[E
 
     def fill():
         nonlocal inflight
-        for task in it:
-            if _window_full(len(sizes), inflight, task.nbytes, budget, max_blocks):
-                it.push_back(task)
+        while cancel is None or not cancel.is_set():
+            task = _fill(it, len(sizes), inflight, budget, max_blocks)
+            if task is None:
                 return
+            if isinstance(task, CallTask):
+                raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
             if on_submit:
                 on_submit(task)
-            # The block is computed and encoded in one task on a worker;
-            # only the encoded chunks travel back.
-            work = dask.delayed(_encode, pure=False)(task.array, task.array.dtype, replace(task, array=None))
+            # The block is computed and encoded (and, with a worker-side sink,
+            # stored) in one task on a worker; only the result travels back.
+            step = task.step or encode_task
+            work = dask.delayed(step, pure=False)(task.array, task.array.dtype, replace(task, array=None))
             fut = client.compute(work)
             sizes[fut.key] = task.nbytes
             inflight += task.nbytes
@@ -419,18 +617,40 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit) -> Iterator[E
     fill()
     try:
         for fut in ac:
-            try:
-                result = fut.result()
-            except BaseException:
-                client.cancel(list(ac.futures))
-                raise
+            result = fut.result()
             inflight -= sizes.pop(fut.key)
             fut.release()
             yield result
+            del result
             fill()
+            if cancel is not None and cancel.is_set():
+                return
     finally:
         if sizes:
-            client.cancel(list(ac.futures))
+            abandon(client, list(ac.futures))
+
+
+def abandon(client, futures: list, timeout: float = 60.0) -> None:
+    """Cancel a stopped write's tasks and wait for those already running on a worker to end.
+
+    A task with a worker-side sink writes its chunks into the store itself:
+    one still running when the caller deletes the partial output would
+    re-create it with its chunks.
+    """
+    keys = {f.key for f in futures}
+    client.cancel(futures)
+
+    def running(dask_worker, keys=keys) -> int:
+        return sum(1 for ts in dask_worker.state.executing if ts.key in keys)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(client.run(running).values()):
+                return
+        except Exception:  # the cluster is gone: nothing runs any more
+            return
+        time.sleep(0.05)
 
 
 def bound_heap_growth() -> None:
@@ -460,9 +680,9 @@ def bound_heap_growth() -> None:
         pass
 
 
-def progress_bar(total: int, enabled: bool, desc: str = "nwb_dask write"):
-    """A tqdm bar in bytes (MB/s), shown for writes over 64 MiB when ``enabled``."""
+def progress_bar(total: int | None, enabled: bool, desc: str = "nwb_dask write"):
+    """The one progress bar: tqdm in bytes (MB/s), shown when ``enabled`` for writes over 64 MiB or of unknown size."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc=desc,
-                disable=not enabled or total < 2**26)
+                disable=not enabled or (total is not None and total < 2**26))

@@ -60,7 +60,8 @@ from nwb_dask.chunking import (
     resolve_chunk_shape,
 )
 from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec
-from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.engine import encode_chunks, progress_bar
+from nwb_dask.hdf5.write import WriteStats, store_block
 
 __all__ = ["MPIWriteError", "available_modes", "write"]
 
@@ -211,14 +212,12 @@ def _compute(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple) -> n
 
 
 def _encode(plan: _Plan, arrays: dict[str, Any], j: int, selection: tuple):
-    """The block's encoded chunks ``[(offset, mask, bytes)]``, or the raw block for HDF5-side filters."""
-    from nwb_dask.engine import encode_block
-
-    block = _compute(plan, arrays, j, selection)
+    """The block's encoded chunks ``[(offset, mask, bytes)]`` (the engine's encode step), or the raw block for HDF5-side filters."""
+    block = _compute(plan, arrays, j, selection)  # checked there
     codec = plan.codecs[j]
     if codec is None:
         return block
-    return encode_block(block, selection, plan.chunk_shapes[j], codec, plan.fills[j])
+    return encode_chunks(block, selection, plan.chunk_shapes[j], codec, plan.fills[j])
 
 
 def _block_nbytes(plan: _Plan, j: int, selection: tuple) -> int:
@@ -353,8 +352,6 @@ def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, prog
     import h5py
     from mpi4py import MPI
 
-    from nwb_dask.engine import progress_bar
-
     stats = WriteStats(datasets=list(plan.names))
     total = sum(_block_nbytes(plan, j, sel) for j, sel in plan.blocks)
     t0 = time.perf_counter()
@@ -373,13 +370,11 @@ def _funnel_root(comm, plan: _Plan, arrays: dict[str, Any], timeout: float, prog
         def _store(k: int, payload) -> None:
             j, sel = plan.blocks[k]
             nbytes = _block_nbytes(plan, j, sel)
-            if isinstance(payload, np.ndarray):
-                dsets[j][sel] = payload
+            if isinstance(payload, np.ndarray):  # the writer's HDF5 sink
+                store_block(dsets[j], sel, raw=payload)
                 stats.stored_bytes += nbytes
             else:
-                for offset, mask, data in payload:
-                    dsets[j].id.write_direct_chunk(offset, data, mask)
-                    stats.stored_bytes += len(data)
+                stats.stored_bytes += store_block(dsets[j], sel, payload)
                 stats.chunks += len(payload)
             stats.logical_bytes += nbytes
             bar.update(nbytes)

@@ -1,7 +1,7 @@
 """The parallel writer: dask arrays into HDF5 datasets with direct chunk writes.
 
 Chunks are computed *and compressed* on the dask workers (see
-:mod:`nwb_dask.scheduler`); this process only stores finished bytes with
+:mod:`nwb_dask.engine`, the one write engine); this process is the sink: it only stores finished bytes with
 ``dset.id.write_direct_chunk``.  Several datasets are written together: their
 blocks are interleaved, so all large datasets of a file progress at once.
 
@@ -12,19 +12,16 @@ parallel, and are written through h5py's normal path.
 
 from __future__ import annotations
 
-import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
-
 
 from nwb_dask.blocks import checked_array
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, align_to_chunks, block_selections
 from nwb_dask.codecs import Codec, CodecSpec, chunk_codec, codec as make_codec, codec_from_dataset, same_pipeline
-from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, run_block_tasks
-from nwb_dask.engine import bound_heap_growth, progress_bar
+from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, bound_heap_growth, interleave, run_block_tasks
 
-__all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "write_arrays", "write_dask_array"]
+__all__ = ["WriteJob", "WriteStats", "WriteError", "plan_write", "store_block", "write_arrays", "write_dask_array"]
 
 
 class WriteError(ValueError):
@@ -52,32 +49,6 @@ class WriteJob:
                             name=self.name, index=idx, dtype=stored)
 
 
-@dataclass
-class WriteStats:
-    """What a write did."""
-
-    logical_bytes: int = 0
-    stored_bytes: int = 0
-    chunks: int = 0
-    seconds: float = 0.0
-    datasets: list = field(default_factory=list)
-
-    def add(self, other: "WriteStats") -> "WriteStats":
-        """Fold in the counts of a write that ran at the same time (seconds: the longer)."""
-        self.logical_bytes += other.logical_bytes
-        self.stored_bytes += other.stored_bytes
-        self.chunks += other.chunks
-        self.seconds = max(self.seconds, other.seconds)
-        self.datasets += other.datasets
-        return self
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.logical_bytes / 1e6 / self.seconds if self.seconds else float("nan")
-
-    @property
-    def ratio(self) -> float:
-        return self.logical_bytes / self.stored_bytes if self.stored_bytes else float("nan")
 
 
 def plan_write(
@@ -151,13 +122,33 @@ def _filters(dset) -> list:
     return [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
 
 
-def _interleave(jobs: Sequence[WriteJob]) -> Iterator[BlockTask]:
-    """Round-robin over the datasets' blocks so they progress together."""
-    iters = [job.tasks(i) for i, job in enumerate(jobs)]
-    for group in itertools.zip_longest(*iters):
-        for task in group:
-            if task is not None:
-                yield task
+def store_block(dset, selection: tuple, chunks: Sequence = (), raw=None) -> int:
+    """The HDF5 sink (the writer's and the MPI funnel's): store one block's encoded chunks, or its raw values.
+
+    Parameters
+    ----------
+    dset : h5py.Dataset
+    selection : tuple of slice
+        The block's place (for ``raw``).
+    chunks : sequence of (offset, filter_mask, bytes)
+        Encoded chunks, stored with ``write_direct_chunk``.
+    raw : numpy.ndarray, optional
+        The block, for filters only HDF5 runs: written through h5py.
+
+    Returns
+    -------
+    int
+        Bytes stored (the raw block's size for ``raw``, as HDF5's filters' output is not known here).
+    """
+    if raw is not None:
+        dset[selection] = raw
+        return int(raw.nbytes)
+    write = dset.id.write_direct_chunk
+    stored = 0
+    for offset, mask, data in chunks:
+        write(offset, data, mask)
+        stored += len(data)
+    return stored
 
 
 def write_arrays(
@@ -176,7 +167,7 @@ def write_arrays(
         Budget of raw bytes computed/encoded but not yet stored; the writing
         process's memory stays flat as data grows.
     scheduler : str, Client or None
-        See :func:`nwb_dask.scheduler.active_scheduler`.
+        See :func:`nwb_dask.engine.active_scheduler`.
     progress : bool
         A tqdm bar in bytes (MB/s) for writes over 64 MiB.
 
@@ -193,32 +184,23 @@ def write_arrays(
         file in that case.
     """
     stats = WriteStats(datasets=[j.name for j in jobs])
-    bar = progress_bar(sum(int(j.array.size) * j.dset.dtype.itemsize for j in jobs), progress)
+    total = sum(int(j.array.size) * j.dset.dtype.itemsize for j in jobs)
     t0 = time.perf_counter()
     bound_heap_growth()
     try:
         for done in run_block_tasks(
-            _interleave(jobs), max_inflight_bytes=max_inflight_bytes, scheduler=scheduler
+            interleave([job.tasks(i) for i, job in enumerate(jobs)]), max_inflight_bytes=max_inflight_bytes,
+            scheduler=scheduler, progress=progress, total=total,
         ):
-            job = jobs[done.key]
-            if done.raw is not None:
-                job.dset[done.selection] = done.raw
-            else:
-                write = job.dset.id.write_direct_chunk
-                for offset, mask, data in done.chunks:
-                    write(offset, data, mask)
-                stats.chunks += len(done.chunks)
+            stats.stored_bytes += store_block(jobs[done.key].dset, done.selection, done.chunks, done.raw)
+            stats.chunks += 0 if done.raw is not None else len(done.chunks)
             stats.logical_bytes += done.nbytes
-            stats.stored_bytes += done.stored_bytes
-            bar.update(done.nbytes)
             del done
     except BaseException as exc:
         names = ", ".join(repr(j.name) for j in jobs)
         if hasattr(exc, "add_note"):
             exc.add_note(f"nwb_dask: while writing dataset(s) {names}; the write was stopped")
         raise
-    finally:
-        bar.close()
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -2,12 +2,15 @@
 
 hdmf writes every DataChunkIterator through HDF5's filter pipeline, one after
 another, in one thread.  :func:`drain_iterators` drains many iterators
-*together*: each iterator's ``next()`` runs in a worker thread (one call at a
-time per iterator: iterators are not thread-safe), the DataChunks it yields
-are assembled into whole HDF5 chunks (any selection shape works, aligned or
-not), the chunks are encoded with the codec in the thread pool, and this
-thread stores the finished bytes with ``write_direct_chunk``.  Datasets that
-grow (``maxshape`` None) are extended as data arrives, as hdmf does.
+*together*, through the one write engine's window
+(:func:`nwb_dask.engine.run_block_tasks` with :class:`~nwb_dask.engine.CallTask`):
+each iterator's ``next()`` runs in a worker thread (one call at a time per
+iterator: iterators are not thread-safe), the DataChunks it yields are checked
+and assembled there into whole HDF5 chunks (any selection shape works, aligned
+or not), the chunks are encoded with the codec as further tasks, and this
+thread, the sink, stores the finished bytes with ``write_direct_chunk``.
+Datasets that grow (``maxshape`` None) are extended as data arrives, as hdmf
+does.
 
 :class:`ParallelDataChunkIteratorQueue` plugs this into hdmf's ``HDF5IO`` in
 place of ``HDF5IODataChunkIteratorQueue``.
@@ -19,7 +22,8 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,9 +31,7 @@ from hdmf.backends.hdf5.h5_utils import HDF5IODataChunkIteratorQueue
 
 from nwb_dask.blocks import block_label, checked_block
 from nwb_dask.codecs import Codec, chunk_codec, pad_chunk
-from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
-from nwb_dask.hdf5.write import WriteStats
-from nwb_dask.engine import bound_heap_growth
+from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, CallTask, WriteStats, bound_heap_growth, run_block_tasks
 
 __all__ = ["ParallelDataChunkIteratorQueue", "drain_iterators"]
 
@@ -56,16 +58,20 @@ class _Assembler:
     """Collects DataChunks of one dataset into whole HDF5 chunks."""
 
     def __init__(self, dset, chunk_shape: tuple, fill: Any):
-        self.dset = dset
+        # The dataset's shape and dtype are read once, here: add() runs in the iterator's worker
+        # thread and never touches h5py.  A growing dataset's shape is not used (only full chunks
+        # are complete before the iterator ends).
+        self.shape = tuple(dset.shape)
+        self.dtype = dset.dtype
         self.chunk_shape = chunk_shape
         self.fill = fill
         self.growing = any(m is None for m in (dset.maxshape or ()))
         self.buffers: dict[tuple, list] = {}  # chunk index -> [array, filled count]
 
     def _valid(self, idx: tuple) -> tuple:
-        """Extent of chunk ``idx`` inside the dataset (its current shape)."""
+        """Extent of chunk ``idx`` inside the dataset (of a fixed shape)."""
         return tuple(
-            max(0, min(c, s - i * c)) for i, c, s in zip(idx, self.chunk_shape, self.dset.shape)
+            max(0, min(c, s - i * c)) for i, c, s in zip(idx, self.chunk_shape, self.shape)
         )
 
     def add(self, selection: tuple, data: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
@@ -87,7 +93,7 @@ class _Assembler:
                 continue
             buf = self.buffers.get(cidx)
             if buf is None:
-                buf = self.buffers[cidx] = [np.full(self.chunk_shape, self.fill, dtype=self.dset.dtype), 0]
+                buf = self.buffers[cidx] = [np.full(self.chunk_shape, self.fill, dtype=self.dtype), 0]
             buf[0][dst] = data[src]
             buf[1] += math.prod(covered)
             if buf[1] >= math.prod(self.chunk_shape) or (not self.growing and buf[1] >= math.prod(valid)):
@@ -132,6 +138,62 @@ def _declared_dtype(it, dset) -> np.dtype:
     return dtype if dtype.kind in "biufc" else dset.dtype
 
 
+@dataclass
+class _Piece:
+    """What one ``next()`` task brings back: a checked DataChunk, and the chunks it completed (raw)."""
+
+    k: int
+    nbytes: int = 0  # logical bytes read (the progress bar's unit)
+    selection: tuple | None = None  # None: the iterator is exhausted
+    raw: np.ndarray | None = None  # the data, for datasets HDF5 filters itself
+    chunks: list = field(default_factory=list)  # [(offset, full chunk)] to encode
+    held: int = 0  # bytes the iterator's assembler still holds in partial chunks
+
+
+@dataclass
+class _Encoded:
+    """One encoded chunk, back from an encode task."""
+
+    k: int
+    offset: tuple
+    mask: int
+    data: bytes
+    raw_bytes: int
+    nbytes: int = 0  # counted by its piece
+
+
+class _Iterator:
+    """One (dataset, iterator) pair: what the worker-side ``next()`` task needs, read once from h5py."""
+
+    def __init__(self, k: int, dset, it):
+        self.k, self.it, self.name = k, it, dset.name
+        self.declared = _declared_dtype(it, dset)
+        self.stored = dset.dtype
+        self.codec: Codec | None = chunk_codec(dset, getattr(it, "codec", None))  # None: HDF5 filters it
+        self.assembler = _Assembler(dset, tuple(dset.chunks), dset.fillvalue) if self.codec else None
+        self.last = 0  # bytes of the last DataChunk: the next read's estimate for the engine's window
+
+    def read(self) -> _Piece:
+        """Worker side: one ``next()``, checked (the rule of every write path) and assembled into chunks."""
+        piece = next(self.it, None)
+        if piece is None:  # exhausted: the remaining partial (edge) chunks
+            return _Piece(self.k, chunks=self.assembler.flush() if self.assembler else [])
+        data = piece.data if isinstance(piece.data, np.ndarray) else np.asarray(piece.data)
+        selection = _normalise(piece.selection, data)
+        # values of another dtype than declared are converted when they survive exactly, else refused
+        data = checked_block(data, self.declared, stored=self.stored, selection=selection,
+                             label=block_label(self.name, selection))
+        if self.assembler is None:
+            return _Piece(self.k, data.nbytes, selection, raw=data)
+        chunks = self.assembler.add(selection, data)
+        return _Piece(self.k, data.nbytes, selection, chunks=chunks, held=self.assembler.held_bytes)
+
+
+def _encode(codec: Codec, k: int, offset: tuple, chunk: np.ndarray) -> _Encoded:
+    mask, data = codec.encode(chunk)
+    return _Encoded(k, offset, mask, data, chunk.nbytes)
+
+
 def drain_iterators(
     pairs: Sequence[tuple[Any, Any]],
     *,
@@ -140,18 +202,19 @@ def drain_iterators(
     progress: bool = True,
     cancel: threading.Event | None = None,
 ) -> WriteStats:
-    """Drain several DataChunkIterators into their datasets at once.
+    """Drain several DataChunkIterators into their datasets at once, through the engine's window.
 
     Parameters
     ----------
     pairs : sequence of (h5py.Dataset, AbstractDataChunkIterator)
         Datasets created (e.g. by hdmf) with the iterators' shapes and filters.
     max_inflight_bytes : int
-        Budget of raw bytes read but not yet stored.
+        Budget of raw bytes read but not yet stored (the engine's window,
+        plus the partial chunks the assemblers hold).
     workers : int, optional
         Threads for ``next()`` calls and encoding (default: all cores).
     progress : bool
-        A tqdm bar in bytes.
+        The engine's progress bar, in bytes read.
     cancel : threading.Event, optional
         Set by another thread to stop early (the caller then reports its error).
 
@@ -159,99 +222,65 @@ def drain_iterators(
     -------
     WriteStats
     """
-    from tqdm.auto import tqdm
-
     stats = WriteStats(datasets=[d.name for d, _ in pairs])
     if not pairs:
         return stats
     n = workers or os.cpu_count() or 1
     bound_heap_growth()
-    codecs: list[Codec | None] = []
-    assemblers = []
-    declared = [_declared_dtype(it, dset) for dset, it in pairs]
-    for dset, it in pairs:
-        c = chunk_codec(dset, getattr(it, "codec", None))
-        codecs.append(c)
-        assemblers.append(_Assembler(dset, tuple(dset.chunks), dset.fillvalue if c else 0) if c else None)
+    states = [_Iterator(k, dset, it) for k, (dset, it) in enumerate(pairs)]
     total = 0
     for dset, _ in pairs:
         if all(m is not None for m in (dset.maxshape or dset.shape)):
             total += dset.size * dset.dtype.itemsize
-    bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="nwb_dask iterators", disable=not progress)
     t0 = time.perf_counter()
-    pool = ThreadPoolExecutor(n, thread_name_prefix="nwb_dask-queue")
-    reading: dict[Future, int] = {}  # next() calls in flight -> iterator index
-    encoding: dict[Future, tuple[int, int]] = {}  # encode in flight -> (iterator index, raw bytes)
-    parked: list[int] = []  # iterators waiting for the in-flight budget
-    inflight = 0
+    reads: deque = deque(range(len(pairs)))  # iterators ready for their next() (one call in flight each)
+    encodes: deque = deque()  # encode tasks waiting for the window
+    held = [0] * len(pairs)  # bytes each assembler holds, as last reported
+    book = {"outstanding": 0, "encoding": 0}  # tasks handed to the engine and not back; raw bytes of encodes
 
-    def request(k: int) -> None:
-        reading[pool.submit(next, pairs[k][1], None)] = k
+    def tasks():
+        """Encodes first (they free memory), then reads while under budget; None: wait for a result."""
+        while reads or encodes or book["outstanding"]:
+            if encodes:
+                task = encodes.popleft()
+                book["encoding"] += task.nbytes
+            elif reads and (book["encoding"] + sum(held) < max_inflight_bytes or not book["encoding"]):
+                state = states[reads.popleft()]
+                task = CallTask(state.last, state.read)
+            else:
+                yield None
+                continue
+            book["outstanding"] += 1
+            yield task
 
-    def encode(k: int, chunks) -> None:
-        nonlocal inflight
-        for offset, arr in chunks:
-            fut = pool.submit(codecs[k].encode, arr)
-            encoding[fut] = (k, offset)
-            inflight += arr.nbytes
-
-    try:
-        for k in range(len(pairs)):
-            request(k)
-        while reading or encoding:
-            if cancel is not None and cancel.is_set():
-                return stats
-            done, _ = wait(list(reading) + list(encoding), return_when=FIRST_COMPLETED)
-            for fut in done:
-                if fut in encoding:
-                    k, offset = encoding.pop(fut)
-                    mask, data = fut.result()
-                    pairs[k][0].id.write_direct_chunk(offset, data, mask)
-                    raw = math.prod(pairs[k][0].chunks) * pairs[k][0].dtype.itemsize
-                    inflight -= raw
-                    stats.stored_bytes += len(data)
-                    stats.chunks += 1
-                    continue
-                k = reading.pop(fut)
-                dset, _ = pairs[k]
-                piece = fut.result()
-                if piece is None:  # iterator exhausted
-                    if assemblers[k] is not None:
-                        encode(k, assemblers[k].flush())
-                    continue
-                data = piece.data if isinstance(piece.data, np.ndarray) else np.asarray(piece.data)
-                selection = _normalise(piece.selection, data)
-                # the one rule of every write path: values of another dtype than declared are
-                # converted when they survive exactly, else refused (nwb_dask.blocks)
-                data = checked_block(data, declared[k], stored=dset.dtype, selection=selection,
-                                     label=block_label(dset.name, selection))
-                bounds = tuple(s.stop for s in selection)
-                if any(b > s for b, s in zip(bounds, dset.shape)):
-                    dset.id.extend(tuple(max(b, s) for b, s in zip(bounds, dset.shape)))
-                stats.logical_bytes += data.nbytes
-                bar.update(data.nbytes)
-                if assemblers[k] is None:
-                    dset[selection] = data  # HDF5 runs filters it alone knows
-                    stats.stored_bytes += data.nbytes  # unknown after HDF5's filters; as the writer counts it
-                else:
-                    encode(k, assemblers[k].add(selection, data))
-                held = inflight + sum(a.held_bytes for a in assemblers if a is not None)
-                # Ask for more while under budget; never stall with nothing in flight.
-                if held < max_inflight_bytes or not encoding:
-                    request(k)
-                else:
-                    parked.append(k)
-            # Resume parked iterators once encodes have drained below the budget.
-            if parked and (inflight < max_inflight_bytes or not encoding):
-                for k in parked:
-                    request(k)
-                parked.clear()
-    except BaseException:
-        for fut in list(reading) + list(encoding):
-            fut.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+    for done in run_block_tasks(tasks(), max_inflight_bytes=max_inflight_bytes, scheduler="threads", workers=n,
+                                progress=progress, total=total or None, desc="nwb_dask iterators", cancel=cancel):
+        book["outstanding"] -= 1
+        if isinstance(done, _Encoded):
+            dset = pairs[done.k][0]
+            dset.id.write_direct_chunk(done.offset, done.data, done.mask)
+            book["encoding"] -= done.raw_bytes
+            stats.stored_bytes += len(done.data)
+            stats.chunks += 1
+            continue
+        _store_piece(done, pairs[done.k][0], states[done.k], stats, encodes)
+        held[done.k] = done.held
+        if done.selection is not None:
+            reads.append(done.k)
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _store_piece(piece: _Piece, dset, state: _Iterator, stats: WriteStats, encodes: deque) -> None:
+    """The sink for one ``next()``: grow the dataset, store raw data, queue its completed chunks for encoding."""
+    if piece.selection is not None:
+        state.last = piece.nbytes
+        bounds = tuple(s.stop for s in piece.selection)
+        if any(b > s for b, s in zip(bounds, dset.shape)):
+            dset.id.extend(tuple(max(b, s) for b, s in zip(bounds, dset.shape)))
+        stats.logical_bytes += piece.nbytes
+        if piece.raw is not None:
+            dset[piece.selection] = piece.raw  # HDF5 runs filters it alone knows
+            stats.stored_bytes += piece.nbytes  # unknown after HDF5's filters; as the writer counts it
+    for offset, chunk in piece.chunks:
+        encodes.append(CallTask(chunk.nbytes, _encode, (state.codec, piece.k, offset, chunk)))
