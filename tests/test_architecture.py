@@ -124,6 +124,7 @@ PUBLIC_API = [
     "join_timeseries",
     "read_dataset",
     "read_nwb",
+    "register_codec",
     "repack",
     "write_dask_array",
     "write_nwb",
@@ -132,16 +133,9 @@ PUBLIC_API = [
 
 # Known cases while issue 16's splits are in flight: each mark goes when its split lands
 # (strict: a case that starts passing fails the suite until its mark is dropped).
-KNOWN_LONG = {
-    "nwb_dask.codecs": "codecs/__init__.py is being split into one module per filter family (issue 16, codecs)",
-    "nwb_dask.sources": "sources/__init__.py is being split into one module per byte source (issue 16, sources)",
-    "nwb_dask.live": "live/__init__.py is being split into one module per job (issue 16, live)",
-}
+KNOWN_LONG: dict[str, str] = {}
 KNOWN_PRIVATE: dict[str, str] = {}
-KNOWN_LAYERING = {
-    "nwb_dask.zarr.sink": "zarr/sink.py takes WriteStats from hdf5/write.py (both L3, other packages): "
-                          "the write statistics belong to the one engine (L2) (issue 16, engine)",
-}
+KNOWN_LAYERING: dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------- #
