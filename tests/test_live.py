@@ -956,6 +956,28 @@ def test_recover_refuses_a_file_held_by_a_writer_in_this_process(tmp_path):
             recover(path)
 
 
+def test_recover_refuses_a_file_this_process_holds_open_for_writing_found_without_hdf5(tmp_path):
+    """recover asks /proc/self, not HDF5's list of open files (walking it crashed the interpreter):
+    a descriptor open for writing is a writer here (refused, nothing changed); a read-only one is not."""
+    import nwb_dask.live.recovery as recovery
+
+    path = tmp_path / "held.nwb"
+    with StreamWriter(path, analog_only(), flush_every=None) as w:
+        w.append("analog", [1.0, 2.0])
+    assert recovery.held_for_writing_here(path) is False
+    with open(path, "rb"):
+        assert recovery.held_for_writing_here(path) is False
+    with h5py.File(path, "r+"):  # a plain h5py writer: no StreamWriter lock, found by its descriptor
+        before = path.read_bytes()  # (opening for writing set HDF5's own mark)
+        assert recovery.held_for_writing_here(path) is True
+        with pytest.raises(OSError, match=r"held\.nwb: cannot clear the writer's mark; a writer in this process holds it open"):
+            recover(path)
+        assert path.read_bytes() == before
+    recover(path)  # closed: nothing in this process holds it
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["acquisition/analog/data"][()], [1.0, 2.0])
+
+
 # --------------------------------------------------------------------------- #
 # random splits and flush points                                               #
 # --------------------------------------------------------------------------- #

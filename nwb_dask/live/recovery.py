@@ -16,7 +16,8 @@ import os
 import struct
 from pathlib import Path
 
-__all__ = ["WRITER_LOCK_OFFSET", "clear_status_flags", "hdf5_library", "lock_writer_byte", "recover"]
+__all__ = ["WRITER_LOCK_OFFSET", "clear_status_flags", "hdf5_library", "held_for_writing_here", "lock_writer_byte",
+           "recover"]
 
 
 #: A byte no HDF5 file reaches: a StreamWriter holds a record lock on it while it
@@ -92,13 +93,12 @@ def recover(path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    for fid in h5f.get_obj_ids(types=h5f.OBJ_FILE):  # HDF5 would share this process's open file
-        try:
-            same = os.path.samefile(fid.name, path)
-        except OSError:
-            continue
-        if same and fid.get_intent() & h5f.ACC_RDWR:
-            raise OSError(f"{path}: cannot clear the writer's mark; a writer in this process holds it open")
+    held = held_for_writing_here(path)  # HDF5 would share this process's open file
+    if held is None:  # no /proc: ask HDF5 (see held_for_writing_here on why not everywhere)
+        held = any(_same_file(fid, path) and fid.get_intent() & h5f.ACC_RDWR
+                   for fid in h5f.get_obj_ids(types=h5f.OBJ_FILE))
+    if held:
+        raise OSError(f"{path}: cannot clear the writer's mark; a writer in this process holds it open")
     lock_fd = os.open(path, os.O_RDWR)
     try:
         try:
@@ -111,6 +111,42 @@ def recover(path: str | os.PathLike) -> None:
         os.close(lock_fd)
     with h5py.File(path, "r"):
         pass  # plain readers open it now
+
+
+def held_for_writing_here(path: Path) -> bool | None:
+    """Whether this process holds ``path`` open for writing; ``None`` where ``/proc/self`` is missing.
+
+    Looked up among this process's open descriptors (``/proc/self/fd``, with
+    the access mode from ``/proc/self/fdinfo``; HDF5's sec2 driver keeps one
+    descriptor per open file), not through HDF5: walking
+    ``h5py.h5f.get_obj_ids`` and asking each file its name crashed the
+    interpreter (a segmentation fault in ``recover``, seen under load in
+    tests/test_cli_tools.py; nwb_dask.nwb.io checks open files this way for the same reason).
+    """
+    st = os.stat(path)
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            opened = os.stat(f"/proc/self/fd/{fd}")
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+        except (OSError, StopIteration, ValueError, IndexError):  # closed meanwhile, or the listing's own descriptor
+            continue
+        if flags & 3 != os.O_RDONLY:  # O_ACCMODE: O_WRONLY or O_RDWR
+            return True
+    return False
+
+
+def _same_file(fid, path: Path) -> bool:
+    try:
+        return os.path.samefile(fid.name, path)
+    except OSError:
+        return False
 
 
 def clear_status_flags(path: Path) -> None:
