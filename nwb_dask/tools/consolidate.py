@@ -28,7 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from nwb_dask.chunking import guess_chunk_shape
+from nwb_dask.chunking import guess_chunk_shape, is_large_numeric
 from nwb_dask.codecs import CodecSpec, codec as make_codec
 from nwb_dask.hdf5.write import WriteStats
 
@@ -76,8 +76,8 @@ def _copy_attrs(source, dest) -> None:
 
 
 def _bulk(dset) -> bool:
-    """Worth the parallel writer: a non-empty numeric array."""
-    return dset.ndim > 0 and dset.size > 0 and dset.dtype.kind in "biuf"
+    """Worth the parallel writer: a non-empty array of numbers (any size: every linked dataset is copied)."""
+    return is_large_numeric(dset.shape, dset.dtype, 0, kinds="biuf") and dset.size > 0
 
 
 def same_values(pairs: list, scheduler: Any = None) -> list[bool]:
@@ -174,16 +174,16 @@ def consolidate(
     import h5py
 
     from nwb_dask.codecs import codec_from_dataset, runs_outside_hdf5
-    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput, check_output
     from nwb_dask.errors import VerificationError, check_input_file
-    from nwb_dask.nwb.io import check_rewrite_paths
     from nwb_dask.nwb.links import audit_links
     from nwb_dask.hdf5.read import release_handles
     from nwb_dask.nwb.read import read_dataset
     from nwb_dask.hdf5.write import plan_write, write_arrays
 
-    src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
-    check_input_file(src)  # not HDF5: say so, naming the file
+    src = Path(source).resolve()
+    check_input_file(src)  # missing, a directory or not HDF5: named
+    out = check_output(output, overwrite=overwrite, tool="consolidate", source=src)
     records = audit_links(src)
     broken = [r for r in records if r.broken]
     if broken:

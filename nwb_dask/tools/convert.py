@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hdmf_zarr.nwb import NWBZarrIO
 
-from nwb_dask.atomic import AtomicOutput
+from nwb_dask.atomic import AtomicOutput, check_output
+from nwb_dask.chunking import REWRITE_MIN_BYTES
 from nwb_dask.codecs import Codec, codec as make_codec
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.dataio import DaskDataIO
-from nwb_dask.tools.repack import DEFAULT_MIN_BYTES
-from nwb_dask.zarr.io import pickle_allowed, pickled_arrays, zarr_io_base, zarr_io_class
+from nwb_dask.zarr.io import NWBZarrDaskIO, pickle_allowed, pickled_arrays
 from nwb_dask.zarr.read import is_zarr_path
 from nwb_dask.codecs import ZARR_CODECS
 
@@ -86,7 +87,7 @@ def convert(
     *,
     codec: Any = "source",
     chunks: Any = "source",
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = REWRITE_MIN_BYTES,
     verify: bool = True,
     overwrite: bool = False,
     scheduler: Any = None,
@@ -150,13 +151,10 @@ def convert(
     )
 
     t0 = time.perf_counter()
-    src, out = Path(source).absolute(), Path(output).absolute()
+    src = Path(source).absolute()
     if not src.exists():
         raise FileNotFoundError(f"no such file or store: {src}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    if out.resolve() == src.resolve():
-        raise ValueError(f"output {out} is the input; convert writes a new file")
+    out = check_output(output, overwrite=overwrite, tool="convert", source=src)
     to_zarr = is_zarr_path(out)
     from_zarr = src.is_dir()
     if from_zarr and not looks_like_zarr(src):
@@ -168,8 +166,6 @@ def convert(
                          "(nwb-dask repack rewrites an HDF5 file)")
     if not from_zarr:
         check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
     names: list[str] = []
     migrations: list = []
     verify_seconds = 0.0
@@ -182,7 +178,7 @@ def convert(
                     f"{src} stores {len(pickled)} dataset(s) with numcodecs' Pickle codec ({', '.join(pickled[:3])}"
                     f"{', ...' if len(pickled) > 3 else ''}), which can run code when read; if you trust the store, "
                     "pass allow_pickle=True (nwb-dask convert --allow-pickle)")
-            with pickle_allowed(bool(pickled)), zarr_io_base()(str(src), "r") as src_io:
+            with pickle_allowed(bool(pickled)), NWBZarrIO(str(src), "r") as src_io:
                 nwbfile = src_io.read()
                 for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
                     name = "/" + arr.path
@@ -204,7 +200,7 @@ def convert(
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
                 keep_user_metadata(nwbfile, src_io)
-                with zarr_io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
+                with NWBZarrDaskIO(temp, "w", scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
                 ids_in = _object_ids(nwbfile)
@@ -341,7 +337,7 @@ def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool,
     # The other numeric datasets (smaller than min_bytes, exported by HDMF) compared by value too, read whole.
     small = [p for p, n in nodes_in.items() if n[3] and p not in names and p in nodes_out and nodes_out[p][3]]
     diffs += _small_values_differ(src, out, to_zarr, small)
-    reader = zarr_io_base() if to_zarr else NWBHDF5IO
+    reader = NWBZarrIO if to_zarr else NWBHDF5IO
     with pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
         ids_out = _object_ids(io.read())
     if ids_out != ids_in:

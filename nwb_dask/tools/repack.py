@@ -31,15 +31,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nwb_dask.chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
+from nwb_dask.chunking import REWRITE_MIN_BYTES, ChunkShapeError, guess_chunk_shape, is_large_numeric, resolve_chunk_shape
 from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, codec_from_dataset, runs_outside_hdf5
 from nwb_dask.errors import VerificationError
 from nwb_dask.hdf5.write import WriteStats
 
 __all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack", "compare_files"]
-
-#: Datasets at least this large (uncompressed) are recompressed by default.
-DEFAULT_MIN_BYTES = 2**20
 
 
 class RepackError(ValueError):
@@ -213,9 +210,9 @@ def large_fields(
             name = stored(value)
             if name is None or name in seen:
                 continue
-            if value.ndim == 0 or value.size == 0 or not runs_outside_hdf5(value.dtype):
-                continue
-            if value.size * value.dtype.itemsize < min_bytes:
+            # an empty dataset has no block to write; other dtypes only HDF5 converts and filters
+            if not is_large_numeric(value.shape, value.dtype, min_bytes) or value.size == 0 \
+                    or not runs_outside_hdf5(value.dtype):
                 continue
             seen.add(name)
             found.append((container, key, value))
@@ -453,7 +450,7 @@ def repack(
     *,
     codec: CodecSpec = "gzip",
     chunks: Any = "auto",
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = REWRITE_MIN_BYTES,
     verify: bool = True,
     overwrite: bool = False,
     scheduler: Any = None,
@@ -505,17 +502,18 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
-    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput, check_output
     from nwb_dask.errors import check_input_file
     from nwb_dask.tools.info import codec_label
-    from nwb_dask.nwb.io import DaskDataIO, NWBDaskIO, check_rewrite_paths
+    from nwb_dask.nwb.io import DaskDataIO, NWBDaskIO
     from nwb_dask.tools.migrations import keep_user_metadata, rebuild_incomplete
     from nwb_dask.hdf5.read import release_handles
     from nwb_dask.nwb.read import read_dataset
 
     t0 = time.perf_counter()
-    src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
-    check_input_file(src, nwb=True, tool="repack")  # not HDF5, or plain HDF5: say so, naming the file
+    src = Path(source).resolve()
+    check_input_file(src, nwb=True, tool="repack")  # missing, a directory, not HDF5 or plain HDF5: named
+    out = check_output(output, overwrite=overwrite, tool="repack", source=src, same_error=RepackError)
     fixed = None if codec == "source" else make_codec(codec)
 
     datasets: list[RepackedDataset] = []
