@@ -521,7 +521,8 @@ REWRITE_MIN_BYTES = 2**20
 NUMERIC_KINDS = "biufc?"
 
 
-def is_large_numeric(shape: Sequence[int], dtype: np.dtype | str, min_bytes: int, *, kinds: str = NUMERIC_KINDS) -> bool:
+def is_large_numeric(shape: Sequence[int] | None, dtype: np.dtype | str, min_bytes: int, *,
+                     kinds: str = NUMERIC_KINDS) -> bool:
     """Whether a dataset of ``shape`` and ``dtype`` is a large numeric one: worth dask, the parallel writer, a hint.
 
     An array (not a scalar) of a dtype kind in ``kinds`` with at least
