@@ -45,7 +45,7 @@ def _require(obj: Any, attr: str, what: str, checked: str) -> None:
 # hdmf (HDMFIO, HDF5IO)                                                        #
 # --------------------------------------------------------------------------- #
 #: The versions the hdmf accesses below were checked against.
-HDMF_CHECKED = "hdmf 3.14 - 6.2"
+HDMF_CHECKED = "hdmf 6.2.0"
 
 
 def set_io_source(io: Any, path: str) -> None:
@@ -53,7 +53,7 @@ def set_io_source(io: Any, path: str) -> None:
 
     NWBDaskIO (atomic writes) and the MPI writer open hdmf on a temporary file
     but want containers' ``container_source``, hdmf's errors and links to name
-    the target.  Checked against hdmf 3.14 - 6.2 (``self.__source`` set in
+    the target.  Checked against hdmf 6.2.0 (``self.__source`` set in
     ``HDMFIO.__init__``, read by ``source`` and ``write``/``export``).  If it
     moves, the containers would name the temporary file: refused here instead.
     """
@@ -69,7 +69,7 @@ def replace_dci_queue(io: Any, queue: Any) -> None:
 
     hdmf appends every DataChunkIterator dataset to this queue while writing
     and exhausts it at the end of ``write``; NWBDaskIO's queue collects them
-    and writes them in parallel instead.  Checked against hdmf 3.14 - 6.2
+    and writes them in parallel instead.  Checked against hdmf 6.2.0
     (``self.__dci_queue``, an ``HDF5IODataChunkIteratorQueue``, set in
     ``HDF5IO.__init__``).  If it moves, hdmf would drain the iterators itself,
     serially: refused here instead.
@@ -84,8 +84,9 @@ def mark_written(io: Any, builder: Any) -> None:
     nwb_dask writes some datasets itself (virtual datasets, Zarr arrays filled
     by dask tasks); hdmf must then not write them again, and
     ``io.get_written(builder)`` must be true.  Both IOs keep a
-    ``WriteStatusTracker`` as ``_written_builders`` (hdmf >= 3.14, hdmf-zarr
-    >= 0.13; HDF5IO's private ``__set_written`` only forwards to it).  If it
+    ``WriteStatusTracker`` as ``_written_builders`` (checked against hdmf 6.2.0
+    and hdmf-zarr 0.13.0; HDF5IO's private ``__set_written`` only forwards to
+    it, and is used where ``_written_builders`` is missing).  If it
     moves, hdmf would write the dataset a second time (an error) or links to
     it would be missing: refused here instead.
     """
@@ -105,7 +106,7 @@ def h5io_file(io: Any):
     """The open ``h5py.File`` of an hdmf ``HDF5IO`` (its ``_file`` property; hdmf has no public one).
 
     NWBDaskIO flushes it and records its objects to undo a failed append.
-    Checked against hdmf 3.14 - 6.2 (``HDF5IO._file``, a read-only property).
+    Checked against hdmf 6.2.0 (``HDF5IO._file``, a read-only property).
     """
     _require(io, "_file", "the open h5py.File", HDMF_CHECKED)
     return io._file
@@ -115,7 +116,7 @@ def h5io_file(io: Any):
 # hdmf-zarr (ZarrIO)                                                           #
 # --------------------------------------------------------------------------- #
 #: The versions the hdmf-zarr accesses below were checked against.
-HDMF_ZARR_CHECKED = "hdmf-zarr 0.13"
+HDMF_ZARR_CHECKED = "hdmf-zarr 0.13.0"
 
 
 def zarr_object_codec(io: Any) -> type:
@@ -131,8 +132,8 @@ def set_zarr_object_codec(io: Any, codec_cls: type) -> None:
     ``object_codec_class`` on to ``ZarrIO`` and the property has no setter;
     nwb_dask writes references as JSON (numcodecs >= 0.15 refuses to unpickle
     hdmf-zarr's default Pickle) and switches to Pickle for compound datasets
-    holding references.  If the attribute moves, stores would silently be
-    written with Pickle: refused here instead.
+    holding references.  Checked against hdmf-zarr 0.13.0.  If the attribute
+    moves, stores would silently be written with Pickle: refused here instead.
     """
     _require(io, "_ZarrIO__codec_cls", "the object codec class", HDMF_ZARR_CHECKED)
     io._ZarrIO__codec_cls = codec_cls
@@ -145,14 +146,14 @@ def set_zarr_object_codec(io: Any, codec_cls: type) -> None:
 # h5py                                                                         #
 # --------------------------------------------------------------------------- #
 #: The versions the h5py accesses below were checked against.
-H5PY_CHECKED = "h5py 3.10 - 3.15"
+H5PY_CHECKED = "h5py 3.16.0"
 
 
 def dataset_filters(dset: Any) -> dict:
     """``{filter name or id: options}`` of a chunked ``h5py.Dataset`` (h5py's ``Dataset._filters``).
 
     The same mapping ``h5py.filters.get_filters`` builds from the creation
-    property list; checked against h5py 3.10 - 3.15.
+    property list; checked against h5py 3.16.0.
     """
     _require(dset, "_filters", "the dataset's filter pipeline", H5PY_CHECKED)
     return dict(dset._filters or {})
@@ -163,7 +164,7 @@ def dataset_xfer_plist(dset: Any):
 
     The MPI collective writer passes it to a low-level ``DatasetID.write`` so
     that an empty selection still joins the collective call with the mode
-    ``dset.collective`` set.  Checked against h5py 3.10 - 3.15.
+    ``dset.collective`` set.  Checked against h5py 3.16.0.
     """
     _require(dset, "_dxpl", "the dataset's transfer property list", H5PY_CHECKED)
     return dset._dxpl
