@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nwb_dask.chunking import DEFAULT_BLOCK_BYTES
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.io import write_nwb as write_nwb_hdf5
-from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, daskify, is_zarr, read_dataset, read_nwb_hdf5
+from nwb_dask.nwb.read import daskify, is_zarr, read_dataset, read_nwb_hdf5
 from nwb_dask.zarr.io import write_nwb_zarr
 
 __all__ = ["is_zarr", "read_dataset", "read_nwb", "write_nwb"]
@@ -37,7 +37,7 @@ def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
 def read_nwb(
     path: str | os.PathLike,
     *,
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = READ_MIN_BYTES,
     block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,

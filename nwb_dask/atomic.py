@@ -45,7 +45,8 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "find_partials", "partial_path", "remove_partials"]
+__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "check_output", "find_partials", "partial_path",
+           "remove_partials", "same_path"]
 
 #: What :func:`partial_path` names look like: ``.NAME.<8 hex>.partial.SUFFIX``.
 PARTIAL_PATTERN = re.compile(r"^\.(?P<stem>.+)\.(?P<token>[0-9a-f]{8})\.partial(?P<suffix>(\.[^./]+)?)$")
@@ -60,6 +61,58 @@ def partial_path(target: str | os.PathLike) -> Path:
     """
     target = Path(target)
     return target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file or store: the same path, a symlink to it, or a hard link."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:  # pragma: no cover - vanished between the calls
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(output: str | os.PathLike, *, overwrite: bool, tool: str, source: str | os.PathLike | None = None,
+                 same_error: type[Exception] = ValueError) -> Path:
+    """Check where an atomic writer is to create ``output`` (a file or a Zarr store); returns it absolute.
+
+    The one set of output checks every nwb_dask writer makes before it builds
+    its output under :func:`partial_path` (``NWBDaskIO``, repack, convert,
+    consolidate, write_nwb_zarr, the MPI writer).  Whether a file may replace
+    a directory is decided at the rename (:meth:`AtomicOutput.commit`): only a
+    store replaces a store.
+
+    Parameters
+    ----------
+    output : str or PathLike
+    overwrite : bool
+        Whether an existing ``output`` may be replaced.
+    tool : str
+        What writes (named in the messages).
+    source : str or PathLike, optional
+        The input of a tool that writes a new file from an existing one.
+    same_error : exception type
+        Raised when ``output`` is ``source``.
+
+    Raises
+    ------
+    same_error
+        The output is the input (same path, symlink or hard link).
+    FileExistsError
+        The output exists and ``overwrite`` is false.
+    FileNotFoundError
+        The output's directory does not exist.
+    """
+    out = Path(output).absolute()
+    if source is not None and same_path(source, out):
+        raise same_error(f"output {out} is the input file; {tool} writes a new file and never modifies its input")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {out}: output directory {out.parent} does not exist")
+    return out
 
 
 def find_partials(directory: str | os.PathLike, *, older_than: float = 0.0, recursive: bool = False) -> list[Path]:

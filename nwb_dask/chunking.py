@@ -41,6 +41,9 @@ __all__ = [
     "chunk_offsets",
     "chunk_overlaps",
     "block_selections",
+    "is_large_numeric",
+    "READ_MIN_BYTES",
+    "REWRITE_MIN_BYTES",
 ]
 
 #: Default uncompressed bytes per HDF5 chunk (1 MiB): see docs/chunking.md.  A chunk
@@ -505,3 +508,30 @@ def chunk_overlaps(
         local = tuple(slice(a - sel.start, b - sel.start) for a, b, sel in zip(lo, hi, selection))
         within = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, offset))
         yield offset, local, within
+
+
+# --------------------------------------------------------------------------- #
+# "is this a large numeric dataset" (readers, rewriters, info: one rule)      #
+# --------------------------------------------------------------------------- #
+#: read_nwb / daskify: numeric datasets at least this large (uncompressed) become dask arrays.
+READ_MIN_BYTES = 16 * 2**20
+#: repack / convert: datasets at least this large are rewritten by the parallel writer (the rest is exported).
+REWRITE_MIN_BYTES = 2**20
+#: Numbers and booleans: what nwb_dask's readers and writers take over.
+NUMERIC_KINDS = "biufc?"
+
+
+def is_large_numeric(shape: Sequence[int] | None, dtype: np.dtype | str, min_bytes: int, *,
+                     kinds: str = NUMERIC_KINDS) -> bool:
+    """Whether a dataset of ``shape`` and ``dtype`` is a large numeric one: worth dask, the parallel writer, a hint.
+
+    An array (not a scalar) of a dtype kind in ``kinds`` with at least
+    ``min_bytes`` uncompressed bytes (:data:`READ_MIN_BYTES` for reads,
+    :data:`REWRITE_MIN_BYTES` for rewrites).  Empty arrays count only when
+    ``min_bytes`` is 0 or less, as ``nbytes >= min_bytes`` says (writers,
+    which have no block to write for them, also ask for ``size > 0``).
+    """
+    dtype = np.dtype(dtype)
+    if not shape or dtype.kind not in kinds:  # a scalar (shape ()), or h5py's empty dataspace (shape None)
+        return False
+    return math.prod(int(s) for s in shape) * dtype.itemsize >= min_bytes

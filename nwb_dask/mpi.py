@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 
 from nwb_dask.blocks import block_label, checked_array, checked_block
+from nwb_dask.compat import dataset_xfer_plist, set_io_source
 from nwb_dask.chunking import (
     DEFAULT_BLOCK_BYTES,
     ChunksArg,
@@ -182,9 +183,8 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
                 return super()._write_all([], others)
 
         with _PlanIO(temp, "w", atomic=False, progress=False) as io:
-            # the containers name the target, as NWBDaskIO's own atomic writes do (hdmf's source is a
-            # private attribute of HDMFIO without a setter)
-            io._HDMFIO__source = os.path.abspath(target)
+            # the containers name the target, as NWBDaskIO's own atomic writes do
+            set_io_source(io, os.path.abspath(target))
             io.write(data)
     return plan
 
@@ -480,7 +480,7 @@ def _write_collective(dset, selection: tuple | None, data: np.ndarray | None) ->
         fspace.select_none()
         mspace = h5py.h5s.create_simple((1,))
         mspace.select_none()
-        dset.id.write(mspace, fspace, np.zeros(1, dset.dtype), dxpl=dset._dxpl)
+        dset.id.write(mspace, fspace, np.zeros(1, dset.dtype), dxpl=dataset_xfer_plist(dset))
 
 
 # --------------------------------------------------------------------------- #
@@ -544,7 +544,7 @@ def write(
     if mode == "collective" and "collective" not in available_modes():
         raise ValueError("mode='collective' needs h5py built with parallel HDF5 "
                          "(scripts/install-parallel-h5py.sh); this h5py has no MPI support, use mode='funnel'")
-    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput, check_output
 
     target = Path(path).absolute()
     plan: _Plan | None = None
@@ -553,6 +553,7 @@ def write(
         atomic = AtomicOutput(target)
         temp = atomic.temp
         try:
+            check_output(target, overwrite=True, tool="nwb_dask.mpi.write")  # nwb_dask.atomic's output checks
             plan = _structure(data, str(temp), codec, chunks, block_bytes, target)
         except BaseException as exc:
             atomic.discard()

@@ -760,3 +760,43 @@ def test_a_temporary_deleted_under_the_writer_is_an_error_not_a_silent_success(t
                                                 r"\..+\.partial\.nwb was deleted while the file was being written"):
         io.close()
     assert target.read_bytes() == b"the old file" and partials(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- #
+# check_output: the one set of output checks of every writer                   #
+# --------------------------------------------------------------------------- #
+def test_check_output_rules(tmp_path, monkeypatch):
+    from nwb_dask.atomic import check_output
+
+    src = tmp_path / "in.nwb"
+    src.write_bytes(b"input")
+    os.symlink(src, tmp_path / "alias.nwb")
+    os.link(src, tmp_path / "hard.nwb")
+    for same in (src, tmp_path / "alias.nwb", tmp_path / "hard.nwb", tmp_path / "sub" / ".." / "in.nwb"):
+        with pytest.raises(KeyError, match=f"output {re.escape(str(Path(same).absolute()))} is the input file; "
+                                           "tool writes a new file and never modifies its input"):
+            check_output(same, overwrite=True, tool="tool", source=src, same_error=KeyError)
+    with pytest.raises(FileExistsError, match=re.escape(str(src)) + r" exists; pass overwrite=True \(--overwrite\)"):
+        check_output(src, overwrite=False, tool="tool")
+    with pytest.raises(FileNotFoundError, match=f"cannot write .*out.nwb: output directory "
+                                                f"{re.escape(str(tmp_path / 'nowhere'))} does not exist"):
+        check_output(tmp_path / "nowhere" / "out.nwb", overwrite=True, tool="tool", source=src)
+    monkeypatch.chdir(tmp_path)
+    assert check_output("new.nwb", overwrite=False, tool="tool", source=src) == tmp_path / "new.nwb"
+    assert check_output(src, overwrite=True, tool="tool") == src  # replacing is the writer's choice
+    assert src.read_bytes() == b"input" and not (tmp_path / "new.nwb").exists()  # checks only: nothing written
+
+
+@pytest.mark.parametrize("writer", ["write_nwb", "write_nwb_zarr", "repack", "convert", "consolidate"])
+def test_every_writer_refuses_a_missing_output_directory_before_writing(tmp_path, writer):
+    """One rule (nwb_dask.atomic.check_output): the same error from every writer, and nothing is created."""
+    src = tmp_path / "in.nwb"
+    write_nwb(ephys_nwbfile(DaskDataIO(da.zeros((1000, 4), dtype="i2", chunks=500))), src, progress=False)
+    out = tmp_path / "nowhere" / ("out.nwb.zarr" if writer in ("write_nwb_zarr", "convert") else "out.nwb")
+    with pytest.raises(FileNotFoundError, match=r"output directory .*nowhere does not exist"):
+        if writer in ("write_nwb", "write_nwb_zarr"):
+            getattr(nwb_dask, writer)(ephys_nwbfile(DaskDataIO(da.zeros((1000, 4), dtype="i2", chunks=500))), out,
+                                      progress=False)
+        else:
+            getattr(nwb_dask, writer)(src, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nwb"]

@@ -29,7 +29,8 @@ import nwb_dask.tools.migrations
 import nwb_dask.hdf5.read
 from nwb_dask import consolidate, convert
 from nwb_dask.tools.migrations import Difference, match
-from nwb_dask.tools.repack import RepackVerificationError, compare_files, repack
+from nwb_dask.tools.repack import RepackVerificationError, repack
+from nwb_dask.tools.verify import compare_files
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:EnumData is experimental:UserWarning",
@@ -303,17 +304,17 @@ def test_real_changes_refused_zarr(tmp_path, change, message):
     import zarr
     from pynwb import NWBHDF5IO
 
-    from nwb_dask.tools.convert import _object_ids, _verify
+    from nwb_dask.tools.verify import compare_conversion, object_ids
 
     src = DATA / "pynwb2.0.1_experimental.nwb"
     store = tmp_path / "out.nwb.zarr"
     result = convert(src, store, min_bytes=0, progress=False)
     with NWBHDF5IO(str(src), "r") as io:
-        ids = _object_ids(io.read())
-    assert _verify(src, store, result.datasets, ids, True, None, []) == []
+        ids = object_ids(io.read())
+    assert compare_conversion(src, store, result.datasets, ids, True, None, []) == []
     change(zarr.open_group(str(store), "r+"))
     found: list = []
-    diffs = _verify(src, store, result.datasets, ids, True, None, found)
+    diffs = compare_conversion(src, store, result.datasets, ids, True, None, found)
     assert diffs and any(re.search(message, d) for d in diffs), diffs
 
 

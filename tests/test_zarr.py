@@ -624,7 +624,7 @@ def test_convert_failure_to_hdf5_leaves_nothing(inputs, monkeypatch):
 
 @pytest.mark.parametrize("direction", ["to_zarr", "to_hdf5"])
 def test_convert_verification_failure_leaves_nothing(inputs, monkeypatch, direction):
-    monkeypatch.setattr(convert_module, "_verify", lambda *a, **k: ["/x: values differ"])
+    monkeypatch.setattr(convert_module, "compare_conversion", lambda *a, **k: ["/x: values differ"])
     src, out = ((inputs.rich, inputs.dir / "out.nwb.zarr") if direction == "to_zarr"
                 else (inputs.ephys_zarr, inputs.dir / "out.nwb"))
     with pytest.raises(RepackError, match="(?s)verification failed.*/x: values differ"):

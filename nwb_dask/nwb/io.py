@@ -40,19 +40,21 @@ from pynwb import NWBHDF5IO
 from nwb_dask.atomic import (
     AppendJournal,
     AtomicOutput,
+    check_output,
     disk_full_error,
     guard_sigterm,
-    partial_path,
     release_sigterm,
 )
-from nwb_dask.errors import directory_message, reworded
+from nwb_dask.compat import h5io_file, mark_written, replace_dci_queue, set_io_source
+from nwb_dask.errors import reworded
 from nwb_dask.nwb.iterators import DaskDataChunkIterator
 from nwb_dask.nwb.queue import ParallelDataChunkIteratorQueue, drain_iterators
+from nwb_dask.chunking import READ_MIN_BYTES
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
 from nwb_dask.nwb.dataio import DaskDataIO
 
-__all__ = ["DaskDataIO", "NWBDaskIO", "check_rewrite_paths", "partial_path", "write_nwb"]
+__all__ = ["DaskDataIO", "NWBDaskIO", "write_nwb"]
 
 
 #: h5py drivers that write one local file, which can be built under a temporary name and renamed.
@@ -100,41 +102,6 @@ def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
         return exc
     text = str(exc).replace(str(temp), str(target)).replace(temp.name, target.name)
     return reworded(exc, f"cannot write {target}: {text}")
-
-
-def check_rewrite_paths(source, output, overwrite: bool, tool: str,
-                        same_error: type[Exception] = ValueError) -> tuple[Path, Path]:
-    """Check the input and output of a tool that writes a new file from an existing one.
-
-    Returns
-    -------
-    (Path, Path)
-        The resolved input and the absolute output.
-
-    Raises
-    ------
-    FileNotFoundError
-        No such input file, or no output directory.
-    IsADirectoryError
-        The input is a directory.
-    same_error
-        The output is the input (same path, link or hard link).
-    FileExistsError
-        The output exists and ``overwrite`` is false.
-    """
-    src = Path(source).resolve()
-    out = Path(output).absolute()
-    if src.is_dir():  # a Zarr store is pointed to convert
-        raise IsADirectoryError(directory_message(str(src)))
-    if not src.is_file():
-        raise FileNotFoundError(f"no such file: {src}")
-    if out.exists() and os.path.samefile(src, out) or out.resolve() == src:
-        raise same_error(f"output {out} is the input file; {tool} writes a new file and never modifies its input")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    return src, out
 
 
 class NWBDaskIO(NWBHDF5IO):
@@ -224,7 +191,7 @@ class NWBDaskIO(NWBHDF5IO):
             super().__init__(path=path, **kwargs)
         # An append is undone if it fails: what the file holds now, and after each successful write.
         if atomic and mode in ("a", "r+") and self._output is None:
-            self._journal = AppendJournal(self._file)
+            self._journal = AppendJournal(h5io_file(self))
 
     def _init_atomic(self, path, kwargs: dict) -> None:
         """Open hdmf on a temporary next to the target, with the target as the IO's ``source``.
@@ -238,8 +205,7 @@ class NWBDaskIO(NWBHDF5IO):
         target, mode = self._target, kwargs["mode"]
         if mode in ("w-", "x") and target.exists():  # hdmf's check would look at the temporary; its error type
             raise _FileExists(f"{target} exists (mode {mode!r}); use mode 'w' to overwrite")
-        if not target.absolute().parent.is_dir():
-            raise FileNotFoundError(f"cannot write {target}: directory {target.absolute().parent} does not exist")
+        check_output(target, overwrite=True, tool="NWBDaskIO")  # its directory exists (nwb_dask.atomic's checks)
         if _open_here(target):
             # HDF5 refuses to truncate it (NWBHDF5IO's error); built aside, its links to the old file would
             # point into the new one after the rename: a wrong file, silently
@@ -250,8 +216,7 @@ class NWBDaskIO(NWBHDF5IO):
         try:
             with warnings.catch_warnings(record=True) as caught:  # re-issued below, naming the target
                 super().__init__(path=temp, **kwargs)
-            # hdmf's source is a plain attribute of HDMFIO (private name); it has no setter
-            self._HDMFIO__source = os.path.abspath(path)
+            set_io_source(self, os.path.abspath(path))  # hdmf's source has no setter (nwb_dask.compat)
         except BaseException as exc:
             output.discard()
             self._output = None  # nothing to commit when hdmf's __del__ closes this IO
@@ -329,9 +294,9 @@ class NWBDaskIO(NWBHDF5IO):
         read by :func:`nwb_dask.read_nwb`.  Close with ``nwbfile.read_io.close()``.
         """
         if path is not None and str(path).startswith(_URL_PREFIXES):
-            from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, read_nwb_hdf5
+            from nwb_dask.nwb.read import read_nwb_hdf5
 
-            return read_nwb_hdf5(str(path), min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+            return read_nwb_hdf5(str(path), min_bytes=READ_MIN_BYTES if min_bytes is None else min_bytes)
         io = cls(path=path, file=file, mode="r", load_namespaces=True)
         return io.read(min_bytes=min_bytes)
 
@@ -346,7 +311,7 @@ class NWBDaskIO(NWBHDF5IO):
         """
         queue = ParallelDataChunkIteratorQueue()
         self._started = False  # set by write_builder: from then on a failure leaves the file partly written
-        self._HDF5IO__dci_queue = queue  # hdmf's queue of DataChunkIterators (private name, stable since hdmf 1.x)
+        replace_dci_queue(self, queue)  # hdmf's queue of DataChunkIterators (nwb_dask.compat)
         journal = self._journal
         guard = guard_sigterm() if journal is not None else False
         try:
@@ -362,8 +327,8 @@ class NWBDaskIO(NWBHDF5IO):
             queue.clear()
             self.stats = self._write_all(jobs, others)
             if journal is not None:
-                self._file.flush()  # a full disk shows here, while the append can still be undone
-                self._journal = AppendJournal(self._file)
+                h5io_file(self).flush()  # a full disk shows here, while the append can still be undone
+                self._journal = AppendJournal(h5io_file(self))
         except BaseException as exc:
             # A call refused before anything was written (an argument or mode check, a container that cannot be
             # built) leaves the file as it was: it is kept at close, as NWBHDF5IO keeps it.
@@ -421,7 +386,7 @@ class NWBDaskIO(NWBHDF5IO):
         if isinstance(data, VirtualData) and not self.get_written(builder):
             dset = data.create(parent, builder.name)
             self.set_attributes(dset, builder.attributes)
-            self._HDF5IO__set_written(builder)  # hdmf's bookkeeping (private name, as for the queue above)
+            mark_written(self, builder)  # hdmf's bookkeeping (nwb_dask.compat)
             return None
         target = data.data if isinstance(data, H5DataIO) else data
         link = data.link_data if isinstance(data, H5DataIO) else named.get("link_data", True)
@@ -446,16 +411,16 @@ class NWBDaskIO(NWBHDF5IO):
         ----------
         min_bytes : int, optional
             Datasets at least this large (default
-            :data:`nwb_dask.reader.DEFAULT_MIN_BYTES`, 16 MiB) become
+            :data:`nwb_dask.chunking.READ_MIN_BYTES`, 16 MiB) become
             distributed-safe dask arrays (see :func:`nwb_dask.read_nwb`); the
             rest is what ``NWBHDF5IO.read`` gives.
         **kwargs
             As for ``NWBHDF5IO.read``.
         """
-        from nwb_dask.nwb.read import DEFAULT_MIN_BYTES, daskify
+        from nwb_dask.nwb.read import daskify
 
         nwbfile = super().read(**kwargs)
-        daskify(nwbfile, min_bytes=DEFAULT_MIN_BYTES if min_bytes is None else min_bytes)
+        daskify(nwbfile, min_bytes=READ_MIN_BYTES if min_bytes is None else min_bytes)
         return nwbfile
 
     def _write_all(self, jobs: list, others: list) -> WriteStats:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import os
 
 
-from nwb_dask.chunking import DEFAULT_BLOCK_BYTES
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
 from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, remote_dataset_array
 from nwb_dask.hdf5.read import read_dataset as read_hdf5_dataset
 from nwb_dask.zarr.read import is_zarr_path, zarr_array, zarr_dask
 
-__all__ = ["DEFAULT_MIN_BYTES", "daskify", "is_zarr", "read_dataset", "read_nwb_hdf5"]
-
-
-#: Datasets at least this large (uncompressed) become dask arrays in :func:`read_nwb`.
-DEFAULT_MIN_BYTES = 16 * 2**20
+__all__ = ["READ_MIN_BYTES", "daskify", "is_zarr", "read_dataset", "read_nwb_hdf5"]
 
 
 def daskify(
     nwbfile,
     *,
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = READ_MIN_BYTES,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     direct: bool = True,
     url: str | None = None,
@@ -55,23 +51,13 @@ def daskify(
     for obj in objects.values():
         fields = obj.fields  # hdmf's field store; pynwb's properties read from it
         for key, val in list(fields.items()):
-            if (
-                isinstance(val, h5py.Dataset)
-                and val.ndim >= 1
-                and val.dtype.kind in "biufc?"
-                and val.size * val.dtype.itemsize >= min_bytes
-            ):
+            if isinstance(val, h5py.Dataset) and is_large_numeric(val.shape, val.dtype, min_bytes):
                 if url is not None:
                     fields[key] = remote_dataset_array(val, url, options, block_bytes, direct)
                 else:
                     fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
                 changed.append(f"{obj.name}/{key}")
-            elif (
-                isinstance(val, zarr.Array)  # NWB-Zarr, read by hdmf-zarr
-                and val.ndim >= 1
-                and val.dtype.kind in "biufc?"
-                and val.size * val.dtype.itemsize >= min_bytes
-            ):
+            elif isinstance(val, zarr.Array) and is_large_numeric(val.shape, val.dtype, min_bytes):  # NWB-Zarr
                 fields[key] = zarr_dask(val, block_bytes)
                 changed.append(f"{obj.name}/{key}")
     return changed
@@ -80,7 +66,7 @@ def daskify(
 def read_nwb_hdf5(
     path: str | os.PathLike,
     *,
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = READ_MIN_BYTES,
     block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,

@@ -28,9 +28,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from nwb_dask.chunking import guess_chunk_shape
+from nwb_dask.chunking import guess_chunk_shape, is_large_numeric
 from nwb_dask.codecs import CodecSpec, codec as make_codec
 from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.tools.verify import differing_datasets
 
 __all__ = ["ConsolidateResult", "consolidate"]
 
@@ -76,49 +77,8 @@ def _copy_attrs(source, dest) -> None:
 
 
 def _bulk(dset) -> bool:
-    """Worth the parallel writer: a non-empty numeric array."""
-    return dset.ndim > 0 and dset.size > 0 and dset.dtype.kind in "biuf"
-
-
-def same_values(pairs: list, scheduler: Any = None) -> list[bool]:
-    """Element-by-element equality of pairs of dask arrays (NaN equals NaN), all computed in one parallel pass."""
-    import dask
-    import dask.array as da
-
-    tests = []
-    for a, b in pairs:
-        eq = a == b
-        if a.dtype.kind in "fc":
-            eq = eq | (da.isnan(a) & da.isnan(b))
-        tests.append(eq.all())
-    kwargs = {"scheduler": scheduler} if isinstance(scheduler, str) else {}
-    return [bool(r) for r in dask.compute(*tests, **kwargs)]
-
-
-def _same_dataset(copy_path, source_path, name: str, scheduler: Any = None) -> bool:
-    """The dataset ``name`` holds the same values in both files (shape, dtype and every element).
-
-    Bulk numeric arrays are compared as dask arrays, in parallel; the rest
-    (scalars, strings, compound and empty datasets, copied by HDF5's object
-    copy) is read whole and compared with numpy.  Object references cannot
-    be compared across files (HDF5's copy re-targets them): only their shape
-    is checked.
-    """
-    import h5py
-    import numpy as np
-
-    from nwb_dask.nwb.read import read_dataset
-
-    with h5py.File(copy_path, "r") as fc, h5py.File(source_path, "r") as fs:
-        c, s = fc[name], fs[name]
-        if c.shape != s.shape or c.dtype != s.dtype:
-            return False
-        if not _bulk(s):
-            if h5py.check_dtype(ref=s.dtype) is not None:
-                return True
-            a, b = c[()], s[()]
-            return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" if hasattr(a, "dtype") else False))
-    return same_values([(read_dataset(copy_path, name), read_dataset(source_path, name))], scheduler)[0]
+    """Worth the parallel writer: a non-empty array of numbers (any size: every linked dataset is copied)."""
+    return is_large_numeric(dset.shape, dset.dtype, 0, kinds="biuf") and dset.size > 0
 
 
 def consolidate(
@@ -174,16 +134,16 @@ def consolidate(
     import h5py
 
     from nwb_dask.codecs import source_codec
-    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput, check_output
     from nwb_dask.errors import VerificationError, check_input_file
-    from nwb_dask.nwb.io import check_rewrite_paths
     from nwb_dask.nwb.links import audit_links
     from nwb_dask.hdf5.read import release_handles
     from nwb_dask.nwb.read import read_dataset
     from nwb_dask.hdf5.write import plan_write, write_arrays
 
-    src, out = check_rewrite_paths(source, output, overwrite, "consolidate")
-    check_input_file(src)  # not HDF5: say so, naming the file
+    src = Path(source).resolve()
+    check_input_file(src)  # missing, a directory or not HDF5: named
+    out = check_output(output, overwrite=overwrite, tool="consolidate", source=src)
     records = audit_links(src)
     broken = [r for r in records if r.broken]
     if broken:
@@ -228,9 +188,12 @@ def consolidate(
                 done_datasets.append(name)
             # All datasets at once: the writer interleaves their blocks on the workers.
             stats = write_arrays(jobs, scheduler=scheduler, progress=progress) if jobs else WriteStats()
-        for name in done_datasets if verify else ():
-            if not _same_dataset(temp, src, name, scheduler):
-                raise VerificationError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}")
+        differ = differing_datasets(temp, src, done_datasets, scheduler) if verify else []
+        if differ:
+            name = differ[0]
+            raise VerificationError(f"verification failed: {name} of the consolidated copy differs from {src}:{name}"
+                                    + (f" (and {len(differ) - 1} more: {', '.join(differ[1:6])})" if len(differ) > 1
+                                       else ""))
         release_handles()  # the output free to open for writing once returned
         atomic.commit()
     except BaseException as exc:

@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from hdmf_zarr.nwb import NWBZarrIO
 
-from nwb_dask.atomic import AtomicOutput
+from nwb_dask.atomic import AtomicOutput, check_output
+from nwb_dask.chunking import REWRITE_MIN_BYTES
 from nwb_dask.codecs import ZARR_CODECS, codec as make_codec, source_codec
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.dataio import DaskDataIO
-from nwb_dask.tools.repack import DEFAULT_MIN_BYTES
-from nwb_dask.zarr.io import pickle_allowed, pickled_arrays, zarr_io_base, zarr_io_class
+from nwb_dask.tools.verify import compare_conversion, object_ids
+from nwb_dask.zarr.io import NWBZarrDaskIO, pickle_allowed, pickled_arrays
 from nwb_dask.zarr.read import is_zarr_path
 
 __all__ = ["ConvertResult", "convert"]
@@ -61,7 +62,7 @@ def convert(
     *,
     codec: Any = "source",
     chunks: Any = "source",
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = REWRITE_MIN_BYTES,
     verify: bool = True,
     overwrite: bool = False,
     scheduler: Any = None,
@@ -124,13 +125,10 @@ def convert(
     )
 
     t0 = time.perf_counter()
-    src, out = Path(source).absolute(), Path(output).absolute()
+    src = Path(source).absolute()
     if not src.exists():
         raise FileNotFoundError(f"no such file or store: {src}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    if out.resolve() == src.resolve():
-        raise ValueError(f"output {out} is the input; convert writes a new file")
+    out = check_output(output, overwrite=overwrite, tool="convert", source=src)
     to_zarr = is_zarr_path(out)
     from_zarr = src.is_dir()
     if from_zarr and not looks_like_zarr(src):
@@ -142,8 +140,6 @@ def convert(
                          "(nwb-dask repack rewrites an HDF5 file)")
     if not from_zarr:
         check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
     names: list[str] = []
     migrations: list = []
     verify_seconds = 0.0
@@ -156,7 +152,7 @@ def convert(
                     f"{src} stores {len(pickled)} dataset(s) with numcodecs' Pickle codec ({', '.join(pickled[:3])}"
                     f"{', ...' if len(pickled) > 3 else ''}), which can run code when read; if you trust the store, "
                     "pass allow_pickle=True (nwb-dask convert --allow-pickle)")
-            with pickle_allowed(bool(pickled)), zarr_io_base()(str(src), "r") as src_io:
+            with pickle_allowed(bool(pickled)), NWBZarrIO(str(src), "r") as src_io:
                 nwbfile = src_io.read()
                 for container, key, arr in large_fields(nwbfile, min_bytes, _zarr_array_path):
                     name = "/" + arr.path
@@ -168,7 +164,7 @@ def convert(
                 with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
-                ids_in = _object_ids(nwbfile)
+                ids_in = object_ids(nwbfile)
         else:
             with NWBHDF5IO(str(src), "r", load_namespaces=True) as src_io:
                 nwbfile = src_io.read()
@@ -178,15 +174,15 @@ def convert(
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
                 keep_user_metadata(nwbfile, src_io)
-                with zarr_io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
+                with NWBZarrDaskIO(temp, "w", scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
-                ids_in = _object_ids(nwbfile)
+                ids_in = object_ids(nwbfile)
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
         if verify:
             tv = time.perf_counter()
             try:
-                diffs = _verify(src, temp, names, ids_in, to_zarr, scheduler, migrations)
+                diffs = compare_conversion(src, temp, names, ids_in, to_zarr, scheduler, migrations)
             finally:
                 release_handles()  # the output (and input) free to open for writing once returned
             verify_seconds = time.perf_counter() - tv
@@ -195,140 +191,3 @@ def convert(
                                               + "\n  ".join(diffs))
     return ConvertResult(src, out, "hdf5->zarr" if to_zarr else "zarr->hdf5", names,
                          time.perf_counter() - t0, verify_seconds, verify, stats, migrations)
-
-
-def _object_ids(nwbfile) -> dict[str, str]:
-    return {c.object_id: type(c).__name__ for c in nwbfile.objects.values()}
-
-
-#: Attributes of hdmf-zarr's layout (dtype, dimension names, links, schema location), not of the NWB file.
-_LAYOUT_ATTRS = {"zarr_dtype", "_ARRAY_DIMENSIONS", "zarr_link", ".specloc", "nwb_version"}
-
-
-def _nodes(path: Path, zarr_store: bool) -> dict[str, tuple]:
-    """``{object path: (kind, attributes, size, numeric)}`` of an HDF5 file or Zarr store, as the formats have in common.
-
-    Groups and datasets (HDF5 soft/external links, hdmf-zarr's ``zarr_link``
-    and the ``/specifications`` cache are left out); attribute values as
-    plain Python (:func:`nwb_dask.migrations.plain`), object references as
-    ``("ref", target path)`` whichever way the format stores them; ``numeric``:
-    a dataset of numbers or booleans (compared by value).
-    """
-    from nwb_dask.tools.migrations import plain
-
-    nodes: dict[str, tuple] = {}
-
-    def attrs_of(attrs, ref) -> dict:
-        out = {}
-        for key in attrs:
-            if key in _LAYOUT_ATTRS:
-                continue
-            value = attrs[key]
-            out[key] = ref(value) if ref(value) is not None else plain(value)
-        return out
-
-    if zarr_store:
-        import zarr
-
-        def zref(value):
-            if isinstance(value, dict) and value.get("zarr_dtype") == "object" and isinstance(value.get("value"), dict):
-                return ["ref", value["value"].get("path")]
-            return None
-
-        with pickle_allowed():
-            root = zarr.open_group(str(path), mode="r")
-            nodes["/"] = ("group", attrs_of(root.attrs, zref), None, False)
-
-            def zvisit(name, obj):
-                if name == "specifications" or name.startswith("specifications/"):
-                    return
-                kind = "group" if isinstance(obj, zarr.hierarchy.Group) else "dataset"
-                size = None if kind == "group" else int(obj.size)
-                nodes["/" + name] = (kind, attrs_of(obj.attrs, zref), size, kind == "dataset" and obj.dtype.kind in "biuf")
-
-            root.visititems(zvisit)
-        return nodes
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        def href(value):
-            if isinstance(value, h5py.Reference):
-                return ["ref", f[value].name if value else None]
-            return None
-
-        def hvisit(group, prefix):
-            for name in group:
-                link = group.get(name, getlink=True)
-                if not isinstance(link, h5py.HardLink):
-                    continue
-                full = f"{prefix}/{name}" if prefix != "/" else f"/{name}"
-                if full == "/specifications":
-                    continue
-                obj = group[name]
-                kind = "group" if isinstance(obj, h5py.Group) else "dataset"
-                size = None if kind == "group" else int(obj.size)
-                nodes[full] = (kind, attrs_of(obj.attrs, href), size, kind == "dataset" and obj.dtype.kind in "biuf")
-                if kind == "group":
-                    hvisit(obj, full)
-
-        nodes["/"] = ("group", attrs_of(f.attrs, href), None, False)
-        hvisit(f, "/")
-    return nodes
-
-
-def _small_values_differ(src: Path, out: Path, to_zarr: bool, paths: list[str]) -> list[str]:
-    """The numeric datasets ``paths`` of ``src`` and ``out`` (one HDF5, one Zarr) read whole and compared."""
-    import h5py
-    import zarr
-
-    from nwb_dask.tools.repack import equal_values
-
-    if not paths:
-        return []
-    h5_path, zarr_path = (src, out) if to_zarr else (out, src)
-    diffs = []
-    with h5py.File(h5_path, "r") as f, pickle_allowed():
-        z = zarr.open_group(str(zarr_path), mode="r")
-        for path in paths:
-            zb = z[path.lstrip("/")]
-            a, b = np.asarray(f[path][()]), np.asarray(zb[()])
-            if zb.attrs.get("zarr_dtype") == "scalar" and b.size == 1:  # hdmf-zarr's scalars are 1-element arrays
-                b = b.reshape(())
-            if a.shape != b.shape or (a.dtype.kind == "b") != (b.dtype.kind == "b") or not equal_values(a, b):
-                diffs.append(f"{path}: values differ")
-    return diffs
-
-
-def _verify(src: Path, out: Path, names: list[str], ids_in: dict, to_zarr: bool, scheduler: Any,
-            migrations: list) -> list[str]:
-    """Object IDs and types as in the input, every object and attribute (bar pynwb's schema migrations,
-    appended to ``migrations``), and every numeric dataset equal element by element (the large ones in
-    parallel)."""
-    from pynwb import NWBHDF5IO
-
-    from nwb_dask.tools.consolidate import same_values
-    from nwb_dask.tools.migrations import compare_nodes
-    from nwb_dask.nwb.read import read_dataset
-
-    nodes_in, nodes_out = _nodes(src, not to_zarr), _nodes(out, to_zarr)
-    diffs = compare_nodes(nodes_in, nodes_out, str(src), str(out), migrations)
-    # The other numeric datasets (smaller than min_bytes, exported by HDMF) compared by value too, read whole.
-    small = [p for p, n in nodes_in.items() if n[3] and p not in names and p in nodes_out and nodes_out[p][3]]
-    diffs += _small_values_differ(src, out, to_zarr, small)
-    reader = zarr_io_base() if to_zarr else NWBHDF5IO
-    with pickle_allowed(to_zarr), reader(str(out), "r") as io:  # our own output: safe to unpickle
-        ids_out = _object_ids(io.read())
-    if ids_out != ids_in:
-        missing = sorted(set(ids_in) - set(ids_out))[:5]
-        extra = sorted(set(ids_out) - set(ids_in))[:5]
-        diffs.append(f"objects differ: missing {missing}, unexpected {extra}")
-    pairs = {}
-    for name in names:
-        a, b = read_dataset(src, name), read_dataset(out, name)
-        if a.shape != b.shape or a.dtype != b.dtype:
-            diffs.append(f"{name}: {a.shape} {a.dtype} became {b.shape} {b.dtype}")
-        else:
-            pairs[name] = (a, b)
-    same = same_values(list(pairs.values()), scheduler) if pairs else []
-    diffs += [f"{name}: values differ" for name, ok in zip(pairs, same) if not ok]
-    return diffs

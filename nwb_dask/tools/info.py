@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from nwb_dask.chunking import is_large_numeric
+from nwb_dask.compat import dataset_filters
+
 __all__ = ["DatasetInfo", "FileInfo", "info"]
 
 #: Datasets smaller than this get no storage hints: their layout costs nothing.
@@ -120,24 +123,22 @@ def codec_label(dset) -> str:
     except Exception:
         c = None
     if c is None:  # contiguous, or a pipeline nwb_dask cannot run (lzf, fletcher32, ...): name HDF5's filters
-        filters = list(dset._filters or {}) if dset.chunks else []
+        filters = list(dataset_filters(dset)) if dset.chunks else []
         return "filters " + ",".join(str(k) for k in filters) if filters else "none"
     return c.label
 
 
-def _hint(d: DatasetInfo, itemsize: int) -> str | None:
+def _hint(d: DatasetInfo, dtype: np.dtype) -> str | None:
     """What would improve a large numeric dataset's storage, if anything."""
     if d.kind == "virtual":
         return (f"virtual dataset over {len(d.sources)} source(s): `nwb-dask consolidate` makes a "
                 "self-contained, compressed copy")
-    if d.kind != "dataset" or d.logical_bytes < HINT_MIN_BYTES or d.dtype is None:
-        return None
-    if np.dtype(d.dtype).kind not in "biuf":
+    if d.kind != "dataset" or not is_large_numeric(d.shape, dtype, HINT_MIN_BYTES, kinds="biuf"):
         return None
     if d.chunks is None:
         return ("contiguous and uncompressed: `nwb-dask repack` chunks and compresses it "
                 "(ephys int16 typically 2x smaller)")
-    chunk_bytes = int(np.prod(d.chunks)) * itemsize
+    chunk_bytes = int(np.prod(d.chunks)) * dtype.itemsize
     if d.codec == "none" or (d.codec.startswith("filters ")
                              and set(d.codec[len("filters "):].split(",")) <= _NOT_COMPRESSING):
         return "uncompressed: `nwb-dask repack` compresses it (ephys int16 typically 2x smaller)"
@@ -240,7 +241,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
                     rec = records.get(("virtual", p, vs.file_name, vs.dset_name))
                     d.sources.append(f"{vs.file_name}:{vs.dset_name}" + ("  [BROKEN]" if rec and rec.broken else ""))
                     d.broken |= bool(rec and rec.broken)
-            d.hint = _hint(d, itemsize)
+            d.hint = _hint(d, obj.dtype)
             datasets.append(d)
 
         f.visititems_links(visit)

@@ -23,11 +23,12 @@ import dataclasses
 import functools
 from typing import Any, Callable, Collection, Mapping
 
-__all__ = ["MIGRATIONS", "Difference", "Migration", "Rule", "compare_nodes", "keep_user_metadata", "match"]
+__all__ = ["ABSENT", "MIGRATIONS", "Difference", "Migration", "Rule", "keep_user_metadata", "match", "plain"]
 
 #: The electrodes table of an NWBFile.
 ELECTRODES = "/general/extracellular_ephys/electrodes"
-_ABSENT = "(absent)"
+#: What a side without the object or attribute shows in a Difference.
+ABSENT = "(absent)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Migration:
 
 
 def _show(value: Any) -> str:
-    return value if value == _ABSENT else repr(value)
+    return value if value == ABSENT else repr(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +105,13 @@ def _is_a(attrs: Mapping[str, Any], class_name: str) -> bool:
 def _schema_default(d: Difference) -> Any:
     """The installed schema's ``default_value`` of attribute ``d.key`` of a dataset of the parent's type."""
     if d.key is None or "neurodata_type" in d.attrs_in:
-        return _ABSENT
+        return ABSENT
     try:
         spec = _type_map().namespace_catalog.get_spec(str(d.parent_in["namespace"]), str(d.parent_in["neurodata_type"]))
         attr = spec.get_dataset(d.path.rsplit("/", 1)[1]).get_attribute(d.key)
     except Exception:
-        return _ABSENT
-    return _ABSENT if attr is None or attr.default_value is None else attr.default_value
+        return ABSENT
+    return ABSENT if attr is None or attr.default_value is None else attr.default_value
 
 
 def _retyped(path_ok: Callable[[Difference], bool], old: tuple[str, str], new: tuple[str, str]):
@@ -136,27 +137,27 @@ def _rehomed(d: Difference) -> bool:
 
 
 def _default_added(d: Difference) -> bool:
-    return d.before == _ABSENT and d.key is not None and _schema_default(d) != _ABSENT and d.after == _schema_default(d)
+    return d.before == ABSENT and d.key is not None and _schema_default(d) != ABSENT and d.after == _schema_default(d)
 
 
 def _series_unit(d: Difference) -> bool:
-    return (d.key == "unit" and d.before == _ABSENT and d.after == "unknown" and d.path.endswith("/data")
+    return (d.key == "unit" and d.before == ABSENT and d.after == "unknown" and d.path.endswith("/data")
             and "neurodata_type" not in d.attrs_in and _is_a(d.parent_in, "TimeSeries"))
 
 
 def _series_data(d: Difference) -> bool:
-    return (d.key is None and d.before == _ABSENT and d.after == "dataset" and d.path.endswith("/data")
+    return (d.key is None and d.before == ABSENT and d.after == "dataset" and d.path.endswith("/data")
             and d.size_out == 0 and _is_a(d.parent_in, "TimeSeries"))
 
 
 def _help_dropped(d: Difference) -> bool:
-    return d.key == "help" and d.after == _ABSENT and isinstance(d.before, str) and _container_cls(d.attrs_in) is not None
+    return d.key == "help" and d.after == ABSENT and isinstance(d.before, str) and _container_cls(d.attrs_in) is not None
 
 
 def _object_id_added(d: Difference) -> bool:
     import uuid
 
-    if d.key != "object_id" or d.before != _ABSENT or _container_cls(d.attrs_out) is None:
+    if d.key != "object_id" or d.before != ABSENT or _container_cls(d.attrs_out) is None:
         return False
     try:
         return str(uuid.UUID(str(d.after))) == str(d.after)
@@ -282,60 +283,3 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equality of :func:`plain` values; numbers by value (JSON keeps no width), NaN equals NaN."""
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b or (a != a and b != b)
-    return type(a) is type(b) and a == b
-
-
-def compare_nodes(nodes_in: Mapping[str, tuple], nodes_out: Mapping[str, tuple], name_in: str, name_out: str,
-                  migrations: list) -> list[str]:
-    """Differences between two files' objects ``{path: (kind, attrs, size, ...)}`` (attributes as :func:`plain`).
-
-    Objects present on one side only and attributes that differ are
-    differences unless they are one of :data:`MIGRATIONS` (then appended to
-    ``migrations``).
-    """
-    diffs: list[str] = []
-    children: dict[str, set] = {}
-    for p in nodes_in:
-        if p != "/":
-            head, _, tail = p.rpartition("/")
-            children.setdefault(head or "/", set()).add(tail)
-
-    def accepted(path, key, before, after, size=None) -> bool:
-        attrs_in = nodes_in[path][1] if path in nodes_in else {}
-        attrs_out = nodes_out[path][1] if path in nodes_out else {}
-        parent_path = path.rsplit("/", 1)[0] or "/"
-        parent = nodes_in[parent_path][1] if parent_path in nodes_in else {}
-        m = match(Difference(path, key, before, after, attrs_in, attrs_out, parent, size,
-                             children.get(parent_path, set())))
-        if m is not None:
-            migrations.append(m)
-        return m is not None
-
-    for path in sorted(set(nodes_in) | set(nodes_out)):
-        if path not in nodes_out:
-            diffs.append(f"{path}: only in {name_in}")
-            continue
-        kind_out, attrs_out, size_out = nodes_out[path][:3]
-        if path not in nodes_in:
-            if not accepted(path, None, _ABSENT, kind_out, size_out):
-                diffs.append(f"{path}: only in {name_out}")
-            continue
-        kind_in, attrs_in = nodes_in[path][:2]
-        if kind_in != kind_out:
-            diffs.append(f"{path}: a {kind_in} in {name_in} but a {kind_out} in {name_out}")
-            continue
-        odd = [k for k in set(attrs_out) - set(attrs_in) if not accepted(path, k, _ABSENT, attrs_out[k])]
-        odd += [k for k in set(attrs_in) - set(attrs_out) if not accepted(path, k, attrs_in[k], _ABSENT)]
-        if odd:
-            diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
-        for key in sorted(set(attrs_in) & set(attrs_out)):
-            a, b = attrs_in[key], attrs_out[key]
-            if not _same(a, b) and not accepted(path, key, a, b):
-                diffs.append(f"{path}: attribute {key!r} is {a!r} in {name_in} but {b!r} in {name_out}")
-    return diffs

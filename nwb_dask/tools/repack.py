@@ -29,17 +29,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 
-from nwb_dask.chunking import ChunkShapeError, guess_chunk_shape, resolve_chunk_shape
+from nwb_dask.chunking import (
+    REWRITE_MIN_BYTES,
+    ChunkShapeError,
+    guess_chunk_shape,
+    is_large_numeric,
+    resolve_chunk_shape,
+)
 from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec, runs_outside_hdf5, source_codec
 from nwb_dask.errors import VerificationError
 from nwb_dask.hdf5.write import WriteStats
+from nwb_dask.tools.verify import compare_files
 
-__all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack", "compare_files"]
-
-#: Datasets at least this large (uncompressed) are recompressed by default.
-DEFAULT_MIN_BYTES = 2**20
+__all__ = ["RepackError", "RepackResult", "RepackedDataset", "repack"]
 
 
 class RepackError(ValueError):
@@ -213,9 +216,9 @@ def large_fields(
             name = stored(value)
             if name is None or name in seen:
                 continue
-            if value.ndim == 0 or value.size == 0 or not runs_outside_hdf5(value.dtype):
-                continue
-            if value.size * value.dtype.itemsize < min_bytes:
+            # an empty dataset has no block to write; other dtypes only HDF5 converts and filters
+            if not is_large_numeric(value.shape, value.dtype, min_bytes) or value.size == 0 \
+                    or not runs_outside_hdf5(value.dtype):
                 continue
             seen.add(name)
             found.append((container, key, value))
@@ -260,186 +263,6 @@ def in_file(source: Path) -> Callable[[Any], str | None]:
 
 
 # --------------------------------------------------------------------------- #
-# verification                                                                 #
-# --------------------------------------------------------------------------- #
-#: Objects that an HDMF export rewrites by design: the cached schema (written
-#: for the pynwb doing the export) and the root's schema-version attribute.
-_EXPORT_REWRITES = ("/specifications",)
-_EXPORT_ATTRS = {"/": {"nwb_version", ".specloc"}}
-
-
-def _norm(value: Any, f) -> Any:
-    """A comparable form of an attribute or small dataset value: references become target names, bytes str."""
-    import h5py
-
-    if isinstance(value, h5py.Reference):
-        return ("ref", f[value].name) if value else ("ref", None)
-    if isinstance(value, h5py.RegionReference):  # pragma: no cover - rare in NWB 2.x
-        return ("region", f[value].name, str(f[value][value].tolist()))
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "O" or value.dtype.names or value.dtype.kind in "SV":
-            return [_norm(v, f) for v in value.tolist()] if value.dtype.kind == "O" else _norm_struct(value, f)
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_norm(v, f) for v in value]
-    if isinstance(value, np.void) and value.dtype.names:
-        return tuple(_norm(value[n], f) for n in value.dtype.names)
-    return value
-
-
-def _norm_struct(value: np.ndarray, f) -> Any:
-    if value.dtype.names:
-        return [tuple(_norm(row[n], f) for n in value.dtype.names) for row in value.reshape(-1)]
-    return [_norm(v, f) for v in value.reshape(-1).tolist()]
-
-
-def equal_values(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape:
-            return False
-        if a.dtype.kind in "fc" and b.dtype.kind in "fc":
-            return bool(np.array_equal(a, b, equal_nan=True))
-        return bool(np.array_equal(a, b))
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b):
-        return True
-    try:
-        return bool(a == b)
-    except Exception:  # pragma: no cover
-        return False
-
-
-def _links(f) -> dict[str, tuple]:
-    """Every link of the file, not followed: ``{path: (kind, target...)}``."""
-    import h5py
-
-    out: dict[str, tuple] = {}
-    base = os.path.dirname(os.path.abspath(f.filename))
-
-    def visit(group, prefix: str) -> None:
-        for name in group:
-            path = f"{prefix}/{name}" if prefix != "/" else f"/{name}"
-            if any(path == p or path.startswith(p + "/") for p in _EXPORT_REWRITES):
-                continue
-            link = group.get(name, getlink=True)
-            if isinstance(link, h5py.SoftLink):
-                out[path] = ("soft", link.path)
-            elif isinstance(link, h5py.ExternalLink):  # by the file it resolves to, not its (relative) text
-                out[path] = ("external", os.path.realpath(os.path.join(base, link.filename)), link.path)
-            else:
-                obj = group.get(name)
-                kind = "group" if isinstance(obj, h5py.Group) else "dataset"
-                out[path] = (kind,)
-                if kind == "group":
-                    visit(obj, path)
-
-    visit(f, "/")
-    return out
-
-
-def compare_files(
-    a: str | os.PathLike,
-    b: str | os.PathLike,
-    *,
-    bulk: Sequence[str] = (),
-    scheduler: Any = None,
-    migrations: list | None = None,
-) -> list[str]:
-    """Differences between two HDF5/NWB files, object by object (empty list: the same content).
-
-    Compares every link (hard, soft, external) by name and kind, every
-    attribute (object references by the name of their target), and every
-    dataset's shape, dtype class and values: small ones read whole, those in
-    ``bulk`` as dask arrays in parallel.  Storage (chunks, compression) is not
-    compared.  ``/specifications`` (the schema cache an export rewrites) and
-    the root's ``nwb_version``/``.specloc`` attributes are skipped.
-
-    A difference that is one of pynwb's schema migrations of an older file
-    (:data:`nwb_dask.migrations.MIGRATIONS`: ``b`` exported from ``a`` by a
-    newer pynwb) is not a difference: it is appended to ``migrations`` (a
-    list of :class:`nwb_dask.migrations.Migration`) when one is given.
-
-    Returns
-    -------
-    list of str
-        One line per difference, naming the object.
-    """
-    import h5py
-
-    from nwb_dask.tools.consolidate import same_values
-    from nwb_dask.tools.migrations import Difference, match
-    from nwb_dask.nwb.read import read_dataset
-
-    diffs: list[str] = []
-    found: list = []
-    bulk = set(bulk)
-
-    def accepted(path: str, key: str | None, before: Any, after: Any, oa, ob, size_out=None) -> bool:
-        parent = fa.get(path.rsplit("/", 1)[0] or "/")
-        siblings = list(parent) if isinstance(parent, h5py.Group) else []
-        m = match(Difference(path, key, before, after, _attrs(oa, fa), _attrs(ob, fb),
-                             _attrs(parent, fa), size_out, siblings))
-        if m is not None:
-            found.append(m)
-        return m is not None
-
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        la, lb = _links(fa), _links(fb)
-        for path in sorted(set(la) | set(lb)):
-            if path not in lb:
-                diffs.append(f"{path}: only in {a}")
-                continue
-            if path not in la:
-                created = fb.get(path) if lb[path][0] in ("group", "dataset") else None
-                size = getattr(created, "size", None)
-                if not accepted(path, None, "(absent)", lb[path][0], None, created, size):
-                    diffs.append(f"{path}: only in {b}")
-                continue
-            if la[path] != lb[path]:
-                diffs.append(f"{path}: {la[path]} in {a} but {lb[path]} in {b}")
-        for path in ["/"] + sorted(p for p, k in la.items() if k[0] in ("group", "dataset") and lb.get(p) == k):
-            oa, ob = fa[path], fb[path]
-            skip = _EXPORT_ATTRS.get(path, set())
-            ka, kb = set(oa.attrs) - skip, set(ob.attrs) - skip
-            odd = [k for k in kb - ka if not accepted(path, k, "(absent)", _norm(ob.attrs[k], fb), oa, ob)]
-            odd += [k for k in ka - kb if not accepted(path, k, _norm(oa.attrs[k], fa), "(absent)", oa, ob)]
-            if odd:
-                diffs.append(f"{path}: attributes {sorted(odd)} differ in presence")
-            for key in sorted(ka & kb):
-                va, vb = _norm(oa.attrs[key], fa), _norm(ob.attrs[key], fb)
-                if not equal_values(va, vb) and not accepted(path, key, va, vb, oa, ob):
-                    diffs.append(f"{path}: attribute {key!r} is {va!r} in {a} but {vb!r} in {b}")
-            if la.get(path, ("group",))[0] != "dataset":
-                continue
-            if oa.shape != ob.shape or oa.dtype.kind != ob.dtype.kind:
-                diffs.append(f"{path}: shape/dtype {oa.shape} {oa.dtype} in {a} but {ob.shape} {ob.dtype} in {b}")
-                continue
-            if path in bulk:
-                continue  # compared below, in parallel
-            va, vb = _norm(oa[()], fa), _norm(ob[()], fb)
-            if not equal_values(va, vb):
-                diffs.append(f"{path}: values differ")
-    checks = [p for p in sorted(bulk) if not any(d.startswith(p + ":") for d in diffs)]
-    if checks:
-        results = same_values([(read_dataset(a, p), read_dataset(b, p)) for p in checks], scheduler)
-        diffs += [f"{p}: values differ" for p, ok in zip(checks, results) if not ok]
-    if migrations is not None:
-        migrations.extend(found)
-    return diffs
-
-
-def _attrs(obj, f) -> dict[str, Any]:
-    """The attributes of an HDF5 object (None: none), normalized as :func:`compare_files` compares them."""
-    return {} if obj is None else {k: _norm(obj.attrs[k], f) for k in obj.attrs}
-
-
-# --------------------------------------------------------------------------- #
 # repack                                                                       #
 # --------------------------------------------------------------------------- #
 def repack(
@@ -448,7 +271,7 @@ def repack(
     *,
     codec: CodecSpec = "gzip",
     chunks: Any = "auto",
-    min_bytes: int = DEFAULT_MIN_BYTES,
+    min_bytes: int = REWRITE_MIN_BYTES,
     verify: bool = True,
     overwrite: bool = False,
     scheduler: Any = None,
@@ -500,17 +323,18 @@ def repack(
     import h5py
     from pynwb import NWBHDF5IO
 
-    from nwb_dask.atomic import AtomicOutput
+    from nwb_dask.atomic import AtomicOutput, check_output
     from nwb_dask.errors import check_input_file
     from nwb_dask.tools.info import codec_label
-    from nwb_dask.nwb.io import DaskDataIO, NWBDaskIO, check_rewrite_paths
+    from nwb_dask.nwb.io import DaskDataIO, NWBDaskIO
     from nwb_dask.tools.migrations import keep_user_metadata, rebuild_incomplete
     from nwb_dask.hdf5.read import release_handles
     from nwb_dask.nwb.read import read_dataset
 
     t0 = time.perf_counter()
-    src, out = check_rewrite_paths(source, output, overwrite, "repack", RepackError)
-    check_input_file(src, nwb=True, tool="repack")  # not HDF5, or plain HDF5: say so, naming the file
+    src = Path(source).resolve()
+    check_input_file(src, nwb=True, tool="repack")  # missing, a directory, not HDF5 or plain HDF5: named
+    out = check_output(output, overwrite=overwrite, tool="repack", source=src, same_error=RepackError)
     fixed = None if codec == "source" else make_codec(codec)
 
     datasets: list[RepackedDataset] = []

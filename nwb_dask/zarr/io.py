@@ -21,140 +21,114 @@ parallel, verified, atomically.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from pathlib import Path
 from typing import Any
 
+import numcodecs
 import numpy as np
+from hdmf_zarr.nwb import NWBZarrIO
 
-from nwb_dask.atomic import AtomicOutput, guard_sigterm, release_sigterm
+from nwb_dask.atomic import AtomicOutput, check_output, guard_sigterm, release_sigterm
 from nwb_dask.nwb.dataio import DaskDataIO
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.codecs import numcodecs_pipeline, zarr_codec
+from nwb_dask.compat import mark_written, set_zarr_object_codec, zarr_object_codec
 from nwb_dask.zarr.sink import store_arrays
 
-__all__ = ["ConvertResult", "NWBZarrDaskIO", "convert", "is_zarr_path", "numcodecs_pipeline", "write_nwb_zarr"]  # noqa: F822 - NWBZarrDaskIO: module __getattr__
+__all__ = ["NWBZarrDaskIO", "pickle_allowed", "pickled_arrays", "write_nwb_zarr"]
 
 
 # --------------------------------------------------------------------------- #
 # the IO class                                                                 #
 # --------------------------------------------------------------------------- #
-def zarr_io_base():
-    from hdmf_zarr.nwb import NWBZarrIO
+class NWBZarrDaskIO(NWBZarrIO):
+    """hdmf-zarr's ``NWBZarrIO`` whose ``write``/``export`` store :class:`~nwb_dask.DaskDataIO` datasets in parallel.
 
-    return NWBZarrIO
+    hdmf-zarr writes the structure; each ``DaskDataIO`` becomes a Zarr array
+    with its codec (as numcodecs filters/compressor) and chunk shape, filled by
+    dask tasks that each write their own chunks (:func:`store_arrays`).
 
-
-@functools.lru_cache(maxsize=1)
-def zarr_io_class() -> type:
-    """Define :class:`NWBZarrDaskIO` on first use.
-
-    hdmf-zarr (and zarr) are imported only when NWB-Zarr is used, so that
-    ``import nwb_dask`` does not need them, and a script next to a file named
-    ``zarr.py`` (benchmarks/zarr.py) cannot break ``import nwb_dask``.
+    Parameters
+    ----------
+    path : str or Path
+        The store (a directory).
+    mode : str
+        As for ``NWBZarrIO``.
+    scheduler : optional
+        Dask scheduler or Client for the dask-backed datasets (default: the active one).
+    progress : bool
+        Progress bar.
+    **kwargs
+        Passed to ``NWBZarrIO``.  Object references are stored with
+        ``numcodecs.JSON`` unless ``object_codec_class`` says otherwise.
     """
-    NWBZarrIO = zarr_io_base()
 
-    class NWBZarrDaskIO(NWBZarrIO):
-        """hdmf-zarr's ``NWBZarrIO`` whose ``write``/``export`` store :class:`~nwb_dask.DaskDataIO` datasets in parallel.
+    def __init__(self, path, mode: str = "r", *, scheduler: Any = None, progress: bool = True, **kwargs: Any):
+        self.scheduler = scheduler
+        self.progress = progress
+        self._jobs: list = []
+        #: Statistics of the last write/export.
+        self.stats: WriteStats | None = None
+        codec_cls = kwargs.pop("object_codec_class", None)
+        super().__init__(os.fspath(path) if isinstance(path, (str, os.PathLike)) else path, mode=mode, **kwargs)
+        self._object_codec = codec_cls
+        if mode != "r":
+            # References as JSON, not hdmf-zarr's default Pickle: numcodecs (>= 0.15) refuses to
+            # unpickle unless told to, so pickled references make stores unreadable by default.
+            # NWBZarrIO (hdmf-zarr 0.13) does not pass object_codec_class on to ZarrIO (nwb_dask.compat).
+            set_zarr_object_codec(self, codec_cls or numcodecs.JSON)
 
-        hdmf-zarr writes the structure; each ``DaskDataIO`` becomes a Zarr array
-        with its codec (as numcodecs filters/compressor) and chunk shape, filled by
-        dask tasks that each write their own chunks (:func:`store_arrays`).
+    def write(self, container, **kwargs: Any) -> None:
+        """Write an NWBFile; ``DaskDataIO`` datasets are stored by dask tasks in parallel."""
+        self._run(lambda: super(NWBZarrDaskIO, self).write(container, **kwargs))
 
-        Parameters
-        ----------
-        path : str or Path
-            The store (a directory).
-        mode : str
-            As for ``NWBZarrIO``.
-        scheduler : optional
-            Dask scheduler or Client for the dask-backed datasets (default: the active one).
-        progress : bool
-            Progress bar.
-        **kwargs
-            Passed to ``NWBZarrIO``.  Object references are stored with
-            ``numcodecs.JSON`` unless ``object_codec_class`` says otherwise.
-        """
+    def export(self, src_io, nwbfile=None, write_args: dict | None = None, **kwargs: Any) -> None:
+        """``NWBZarrIO.export`` with ``DaskDataIO`` fields stored in parallel (see :func:`convert`)."""
+        self._run(lambda: super(NWBZarrDaskIO, self).export(src_io=src_io, nwbfile=nwbfile,
+                                                            write_args=dict(write_args or {}), **kwargs))
 
-        def __init__(self, path, mode: str = "r", *, scheduler: Any = None, progress: bool = True, **kwargs: Any):
-            self.scheduler = scheduler
-            self.progress = progress
-            self._jobs: list = []
-            #: Statistics of the last write/export.
-            self.stats: WriteStats | None = None
-            codec_cls = kwargs.pop("object_codec_class", None)
-            super().__init__(os.fspath(path) if isinstance(path, (str, os.PathLike)) else path, mode=mode, **kwargs)
-            self._object_codec = codec_cls
-            if mode != "r":
-                import numcodecs
+    def _run(self, write) -> None:
+        self._jobs = []
+        write()
+        jobs, self._jobs = self._jobs, []
+        self.stats = store_arrays(jobs, scheduler=self.scheduler, progress=self.progress) if jobs else WriteStats()
 
-                # References as JSON, not hdmf-zarr's default Pickle: numcodecs (>= 0.15) refuses to
-                # unpickle unless told to, so pickled references make stores unreadable by default.
-                # NWBZarrIO (hdmf-zarr 0.13) does not pass object_codec_class on to ZarrIO, hence the
-                # private attribute.
-                self._ZarrIO__codec_cls = codec_cls or numcodecs.JSON
-
-        def write(self, container, **kwargs: Any) -> None:
-            """Write an NWBFile; ``DaskDataIO`` datasets are stored by dask tasks in parallel."""
-            self._run(lambda: super(zarr_io_class(), self).write(container, **kwargs))
-
-        def export(self, src_io, nwbfile=None, write_args: dict | None = None, **kwargs: Any) -> None:
-            """``NWBZarrIO.export`` with ``DaskDataIO`` fields stored in parallel (see :func:`convert`)."""
-            self._run(lambda: super(zarr_io_class(), self).export(src_io=src_io, nwbfile=nwbfile,
-                                                                write_args=dict(write_args or {}), **kwargs))
-
-        def _run(self, write) -> None:
-            self._jobs = []
-            write()
-            jobs, self._jobs = self._jobs, []
-            self.stats = store_arrays(jobs, scheduler=self.scheduler, progress=self.progress) if jobs else WriteStats()
-
-        def write_dataset(self, **kwargs: Any):
-            """hdmf-zarr's dataset writer; a ``DaskDataIO`` only gets its array created here (filled after)."""
-            builder, parent = kwargs["builder"], kwargs["parent"]
-            data = builder.data if kwargs.get("force_data") is None else kwargs["force_data"]
-            if not isinstance(data, DaskDataIO) or self.get_written(builder):
-                if self._object_codec is None and _compound_with_refs(builder.dtype):
-                    # numcodecs' JSON cannot decode records (lists) into an object array: compound
-                    # datasets holding references need hdmf-zarr's Pickle (see docs/zarr.md); zarr
-                    # decodes the metadata it has just written (the fill value) with it, so allow
-                    # unpickling for this write of our own data.
-                    import numcodecs
-
-                    saved, self._ZarrIO__codec_cls = self._ZarrIO__codec_cls, numcodecs.Pickle
-                    try:
-                        with pickle_allowed():
-                            return super().write_dataset(**kwargs)
-                    finally:
-                        self._ZarrIO__codec_cls = saved
-                return super().write_dataset(**kwargs)
-            array = data.array
-            dtype = np.dtype(array.dtype)
-            if dtype.byteorder == ">":  # stored little-endian (nwb_dask's codecs encode little-endian data)
-                dtype = dtype.newbyteorder("<")
-            c = zarr_codec(data.codec, dtype.itemsize)
-            filters, compressor = numcodecs_pipeline(c, dtype.itemsize)
-            fill = data.io_settings.get("fillvalue", 0) or 0
-            dset = parent.create_dataset(builder.name, shape=tuple(array.shape), dtype=dtype,
-                                         chunks=tuple(data.data.chunk_shape), filters=filters or None,
-                                         compressor=compressor, fill_value=fill)
-            dset.attrs["zarr_dtype"] = dtype.str
-            if builder.dimension_labels is not None:
-                builder.attributes["_ARRAY_DIMENSIONS"] = builder.dimension_labels
-            self.write_attributes(dset, builder.attributes)
-            self._written_builders.set_written(builder)
-            self._jobs.append((dset, array, c))
-            return dset
-
-    return NWBZarrDaskIO
-
-
-def __getattr__(name: str):
-    if name == "NWBZarrDaskIO":
-        return zarr_io_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def write_dataset(self, **kwargs: Any):
+        """hdmf-zarr's dataset writer; a ``DaskDataIO`` only gets its array created here (filled after)."""
+        builder, parent = kwargs["builder"], kwargs["parent"]
+        data = builder.data if kwargs.get("force_data") is None else kwargs["force_data"]
+        if not isinstance(data, DaskDataIO) or self.get_written(builder):
+            if self._object_codec is None and _compound_with_refs(builder.dtype):
+                # numcodecs' JSON cannot decode records (lists) into an object array: compound
+                # datasets holding references need hdmf-zarr's Pickle (see docs/zarr.md); zarr
+                # decodes the metadata it has just written (the fill value) with it, so allow
+                # unpickling for this write of our own data.
+                saved = zarr_object_codec(self)
+                set_zarr_object_codec(self, numcodecs.Pickle)
+                try:
+                    with pickle_allowed():
+                        return super().write_dataset(**kwargs)
+                finally:
+                    set_zarr_object_codec(self, saved)
+            return super().write_dataset(**kwargs)
+        array = data.array
+        dtype = np.dtype(array.dtype)
+        if dtype.byteorder == ">":  # stored little-endian (nwb_dask's codecs encode little-endian data)
+            dtype = dtype.newbyteorder("<")
+        c = zarr_codec(data.codec, dtype.itemsize)
+        filters, compressor = numcodecs_pipeline(c, dtype.itemsize)
+        fill = data.io_settings.get("fillvalue", 0) or 0
+        dset = parent.create_dataset(builder.name, shape=tuple(array.shape), dtype=dtype,
+                                     chunks=tuple(data.data.chunk_shape), filters=filters or None,
+                                     compressor=compressor, fill_value=fill)
+        dset.attrs["zarr_dtype"] = dtype.str
+        if builder.dimension_labels is not None:
+            builder.attributes["_ARRAY_DIMENSIONS"] = builder.dimension_labels
+        self.write_attributes(dset, builder.attributes)
+        mark_written(self, builder)
+        self._jobs.append((dset, array, c))
+        return dset
 
 
 @contextlib.contextmanager
@@ -230,11 +204,9 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     """
     if "://" in os.fspath(path):
         return _write_url(nwbfile, os.fspath(path), overwrite, scheduler, progress, storage_options or {})
-    out = Path(path).absolute()
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+    out = check_output(path, overwrite=overwrite, tool="write_nwb_zarr")
     with AtomicOutput(out) as atomic:
-        with zarr_io_class()(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
+        with NWBZarrDaskIO(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
             io.write(nwbfile)
             stats = io.stats
     return stats
@@ -252,7 +224,7 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
 
     counted = guard_sigterm()  # SIGTERM ends the write through the cleanup below, as an error does
     try:
-        with zarr_io_class()(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
+        with NWBZarrDaskIO(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
             # hdmf-zarr (0.13) consolidates metadata with the URL alone, losing the credentials in
             # storage_options: consolidate here, through a store that has them.
             io.write(nwbfile, consolidate_metadata=False)

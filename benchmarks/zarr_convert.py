@@ -51,28 +51,22 @@ alternates the row order per round and reports medians.
 
 Usage::
 
-    python benchmarks/zarr.py                      # all rows, 30 s (691 MB)
-    python benchmarks/zarr.py --seconds 3          # quick check
-    python benchmarks/zarr.py --cases hdmf_zarr_jobs2,nwb_dask_zarr_threads --repeat 3
+    python benchmarks/zarr_convert.py              # all rows, 30 s (691 MB)
+    python benchmarks/zarr_convert.py --seconds 3  # quick check
+    python benchmarks/zarr_convert.py --cases hdmf_zarr_jobs2,nwb_dask_zarr_threads --repeat 3
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is called zarr.py: running it puts benchmarks/ first on sys.path, where it would
-# shadow the zarr package.  Drop that entry before anything imports zarr.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 

@@ -1,0 +1,170 @@
+"""Every reach into hdmf / hdmf-zarr / pynwb (and h5py) internals, in one place.
+
+nwb_dask subclasses hdmf's ``HDF5IO`` (through pynwb's ``NWBHDF5IO``) and
+hdmf-zarr's ``ZarrIO``; a few of the things it must do have no public API:
+the IO's ``source`` has no setter, the DataChunkIterator queue and the
+written-builder bookkeeping are name-mangled, hdmf-zarr's ``NWBZarrIO`` does
+not pass ``object_codec_class`` on.  Each such access is one small function
+here, with the versions it was checked against and what breaks if it changes;
+``tests/test_compat.py`` runs each against the installed packages, so an
+internal that moved fails there, loudly, naming the function, rather than
+somewhere in a write.
+
+Layer 0: imports nothing of nwb_dask; hdmf, hdmf-zarr and h5py only lazily
+(through the objects passed in).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CompatError",
+    "dataset_filters",
+    "dataset_xfer_plist",
+    "h5io_file",
+    "mark_written",
+    "replace_dci_queue",
+    "set_io_source",
+    "set_zarr_object_codec",
+    "zarr_object_codec",
+]
+
+
+class CompatError(AttributeError):
+    """An hdmf / hdmf-zarr / h5py internal nwb_dask relies on is not where it was (the installed version changed it)."""
+
+
+def _require(obj: Any, attr: str, what: str, checked: str) -> None:
+    if not hasattr(obj, attr):
+        raise CompatError(f"{type(obj).__module__}.{type(obj).__qualname__} has no {attr!r} ({what}); nwb_dask.compat "
+                          f"was checked against {checked}: this installed version changed it")
+
+
+# --------------------------------------------------------------------------- #
+# hdmf (HDMFIO, HDF5IO)                                                        #
+# --------------------------------------------------------------------------- #
+#: The versions the hdmf accesses below were checked against.
+HDMF_CHECKED = "hdmf 6.2.0"
+
+
+def set_io_source(io: Any, path: str) -> None:
+    """Set an hdmf IO's ``source`` (``HDMFIO.__source``; the ``source`` property has no setter).
+
+    NWBDaskIO (atomic writes) and the MPI writer open hdmf on a temporary file
+    but want containers' ``container_source``, hdmf's errors and links to name
+    the target.  Checked against hdmf 6.2.0 (``self.__source`` set in
+    ``HDMFIO.__init__``, read by ``source`` and ``write``/``export``).  If it
+    moves, the containers would name the temporary file: refused here instead.
+    """
+    _require(io, "_HDMFIO__source", "the IO's source", HDMF_CHECKED)
+    io._HDMFIO__source = path
+    if io.source != path:
+        raise CompatError(f"setting hdmf's HDMFIO.__source did not change io.source ({io.source!r}); "
+                          f"nwb_dask.compat was checked against {HDMF_CHECKED}")
+
+
+def replace_dci_queue(io: Any, queue: Any) -> None:
+    """Give an ``HDF5IO`` the queue its DataChunkIterators are put in (``HDF5IO.__dci_queue``).
+
+    hdmf appends every DataChunkIterator dataset to this queue while writing
+    and exhausts it at the end of ``write``; NWBDaskIO's queue collects them
+    and writes them in parallel instead.  Checked against hdmf 6.2.0
+    (``self.__dci_queue``, an ``HDF5IODataChunkIteratorQueue``, set in
+    ``HDF5IO.__init__``).  If it moves, hdmf would drain the iterators itself,
+    serially: refused here instead.
+    """
+    _require(io, "_HDF5IO__dci_queue", "the DataChunkIterator queue", HDMF_CHECKED)
+    io._HDF5IO__dci_queue = queue
+
+
+def mark_written(io: Any, builder: Any) -> None:
+    """Record in an hdmf (HDF5IO) or hdmf-zarr (ZarrIO) IO that ``builder`` was written.
+
+    nwb_dask writes some datasets itself (virtual datasets, Zarr arrays filled
+    by dask tasks); hdmf must then not write them again, and
+    ``io.get_written(builder)`` must be true.  Both IOs keep a
+    ``WriteStatusTracker`` as ``_written_builders`` (checked against hdmf 6.2.0
+    and hdmf-zarr 0.13.0; HDF5IO's private ``__set_written`` only forwards to
+    it, and is used where ``_written_builders`` is missing).  If it
+    moves, hdmf would write the dataset a second time (an error) or links to
+    it would be missing: refused here instead.
+    """
+    tracker = getattr(io, "_written_builders", None)
+    if tracker is not None and hasattr(tracker, "set_written"):
+        tracker.set_written(builder)
+    elif hasattr(io, "_HDF5IO__set_written"):  # older hdmf
+        io._HDF5IO__set_written(builder)
+    else:
+        _require(io, "_written_builders", "the written-builder tracker", f"{HDMF_CHECKED}, {HDMF_ZARR_CHECKED}")
+    if not io.get_written(builder):
+        raise CompatError(f"marking builder {builder.name!r} written had no effect on io.get_written; nwb_dask.compat "
+                          f"was checked against {HDMF_CHECKED}, {HDMF_ZARR_CHECKED}")
+
+
+def h5io_file(io: Any):
+    """The open ``h5py.File`` of an hdmf ``HDF5IO`` (its ``_file`` property; hdmf has no public one).
+
+    NWBDaskIO flushes it and records its objects to undo a failed append.
+    Checked against hdmf 6.2.0 (``HDF5IO._file``, a read-only property).
+    """
+    _require(io, "_file", "the open h5py.File", HDMF_CHECKED)
+    return io._file
+
+
+# --------------------------------------------------------------------------- #
+# hdmf-zarr (ZarrIO)                                                           #
+# --------------------------------------------------------------------------- #
+#: The versions the hdmf-zarr accesses below were checked against.
+HDMF_ZARR_CHECKED = "hdmf-zarr 0.13.0"
+
+
+def zarr_object_codec(io: Any) -> type:
+    """The numcodecs class a ``ZarrIO`` stores object datasets (references) with (public ``object_codec_class``)."""
+    _require(io, "object_codec_class", "the object codec", HDMF_ZARR_CHECKED)
+    return io.object_codec_class
+
+
+def set_zarr_object_codec(io: Any, codec_cls: type) -> None:
+    """Set the numcodecs class a ``ZarrIO`` stores object datasets with (``ZarrIO.__codec_cls``).
+
+    hdmf-zarr's ``NWBZarrIO.__init__`` (0.13) does not pass
+    ``object_codec_class`` on to ``ZarrIO`` and the property has no setter;
+    nwb_dask writes references as JSON (numcodecs >= 0.15 refuses to unpickle
+    hdmf-zarr's default Pickle) and switches to Pickle for compound datasets
+    holding references.  Checked against hdmf-zarr 0.13.0.  If the attribute
+    moves, stores would silently be written with Pickle: refused here instead.
+    """
+    _require(io, "_ZarrIO__codec_cls", "the object codec class", HDMF_ZARR_CHECKED)
+    io._ZarrIO__codec_cls = codec_cls
+    if io.object_codec_class is not codec_cls:
+        raise CompatError(f"setting ZarrIO.__codec_cls did not change object_codec_class; nwb_dask.compat was "
+                          f"checked against {HDMF_ZARR_CHECKED}")
+
+
+# --------------------------------------------------------------------------- #
+# h5py                                                                         #
+# --------------------------------------------------------------------------- #
+#: The versions the h5py accesses below were checked against.
+H5PY_CHECKED = "h5py 3.16.0"
+
+
+def dataset_filters(dset: Any) -> dict:
+    """``{filter name or id: options}`` of a chunked ``h5py.Dataset`` (h5py's ``Dataset._filters``).
+
+    The same mapping ``h5py.filters.get_filters`` builds from the creation
+    property list; checked against h5py 3.16.0.
+    """
+    _require(dset, "_filters", "the dataset's filter pipeline", H5PY_CHECKED)
+    return dict(dset._filters or {})
+
+
+def dataset_xfer_plist(dset: Any):
+    """The dataset transfer property list h5py uses for an ``h5py.Dataset`` (``Dataset._dxpl``).
+
+    The MPI collective writer passes it to a low-level ``DatasetID.write`` so
+    that an empty selection still joins the collective call with the mode
+    ``dset.collective`` set.  Checked against h5py 3.16.0.
+    """
+    _require(dset, "_dxpl", "the dataset's transfer property list", H5PY_CHECKED)
+    return dset._dxpl
