@@ -45,7 +45,7 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "check_output", "find_partials", "partial_path",
+__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "check_output", "find_partials", "open_here", "partial_path",
            "remove_partials", "same_path"]
 
 #: What :func:`partial_path` names look like: ``.NAME.<8 hex>.partial.SUFFIX``.
@@ -113,6 +113,38 @@ def check_output(output: str | os.PathLike, *, overwrite: bool, tool: str, sourc
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write {out}: output directory {out.parent} does not exist")
     return out
+
+
+def open_here(path: str | os.PathLike, *, writing: bool = False) -> bool | None:
+    """Whether this process holds ``path`` open (for writing, with ``writing=True``); ``None`` where it cannot tell.
+
+    Looked up among this process's open descriptors (``/proc/self/fd``, with
+    the access mode from ``/proc/self/fdinfo``; HDF5's sec2 driver keeps one
+    descriptor per open file), not through HDF5: walking
+    ``h5py.h5f.get_obj_ids`` and asking each file its name or handle crashed
+    the interpreter when other threads were closing files (NWBDaskIO's
+    "file is open here" check; a segmentation fault in ``live.recover`` under
+    load).  ``None``: ``path`` or ``/proc/self`` is missing.
+    """
+    try:
+        st = os.stat(path)
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            opened = os.stat(f"/proc/self/fd/{fd}")
+            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            if not writing:
+                return True
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
+        except (OSError, StopIteration, ValueError, IndexError):  # closed meanwhile, or the listing's own descriptor
+            continue
+        if flags & 3 != os.O_RDONLY:  # O_ACCMODE: O_WRONLY or O_RDWR
+            return True
+    return False
 
 
 def find_partials(directory: str | os.PathLike, *, older_than: float = 0.0, recursive: bool = False) -> list[Path]:

@@ -24,6 +24,7 @@ import sys
 import traceback
 from typing import Any, Sequence
 
+from nwb_dask.chunking import REWRITE_MIN_BYTES
 from nwb_dask.codecs import codec
 
 __all__ = ["main"]
@@ -238,8 +239,9 @@ def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec
     parser.add_argument("--codec", default=codec, help=codec_help)
     parser.add_argument("--level", type=int, help="compression level for --codec (not with --codec source)")
     parser.add_argument("--chunks", default=chunks, help=chunks_help)
-    parser.add_argument("--min-mb", type=_non_negative, default=1.0,
-                        help="rewrite datasets of at least this many MiB in parallel (>= 0; default 1); "
+    parser.add_argument("--min-mb", type=_non_negative, default=REWRITE_MIN_BYTES / 2**20,
+                        help="rewrite datasets of at least this many MiB in parallel "
+                        f"(>= 0; default {REWRITE_MIN_BYTES / 2**20:g}); "
                         "smaller ones go through HDMF's export as they are")
     _add_compute_arguments(parser)
     parser.add_argument("--no-verify", action="store_true", help="skip comparing OUTPUT with INPUT")

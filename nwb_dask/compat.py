@@ -27,6 +27,7 @@ __all__ = [
     "replace_dci_queue",
     "set_io_source",
     "set_zarr_object_codec",
+    "zarr_dimension_separator",
     "zarr_object_codec",
 ]
 
@@ -168,3 +169,21 @@ def dataset_xfer_plist(dset: Any):
     """
     _require(dset, "_dxpl", "the dataset's transfer property list", H5PY_CHECKED)
     return dset._dxpl
+
+
+# --------------------------------------------------------------------------- #
+# zarr                                                                         #
+# --------------------------------------------------------------------------- #
+#: The versions the zarr accesses below were checked against.
+ZARR_CHECKED = "zarr 2.18"
+
+
+def zarr_dimension_separator(zarr_array: Any) -> str:
+    """The separator of a zarr v2 array's chunk keys (``"."`` or ``"/"``; zarr's ``Array._dimension_separator``).
+
+    zarr 2 keeps it only privately (``None`` means the default ``"."``); the
+    Zarr sink writes chunk keys itself, so it must use the same one.
+    Checked against zarr 2.18.
+    """
+    return getattr(zarr_array, "_dimension_separator", None) or "."
+

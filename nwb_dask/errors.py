@@ -4,7 +4,7 @@ h5py's own message for a path that is not an HDF5 file is "Unable to
 synchronously open file (file signature not found)": no path, nothing about
 what was expected, the same for a text file, a truncated download and a web
 server's HTML page.  :func:`open_hdf5` opens every HDF5 input nwb_dask reads
-(local paths and the remote file views of :mod:`nwb_dask.remote`) and turns
+(local paths and the remote file views of :mod:`nwb_dask.sources`) and turns
 that into a :class:`NotHDF5Error` that names the path or URL, shows the first
 bytes and says what was expected; :func:`check_input_file` does the same for
 tools that hand the path on to pynwb, and also refuses directories (pointing
@@ -108,7 +108,7 @@ def open_hdf5(target: Any, mode: str = "r", *, name: str | None = None, **kwargs
     ----------
     target : str, PathLike or file object
         A local path, or a file object (e.g. a remote view from
-        :meth:`nwb_dask.remote.HTTPByteSource.open`).
+        :meth:`nwb_dask.sources.base.ByteSource.open`).
     name : str, optional
         What to call ``target`` in messages (the URL of a file object);
         default the path.

@@ -800,3 +800,22 @@ def test_every_writer_refuses_a_missing_output_directory_before_writing(tmp_path
         else:
             getattr(nwb_dask, writer)(src, out, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nwb"]
+
+
+def test_open_here_by_descriptors(tmp_path):
+    """atomic.open_here: the one "does this process hold the file open (for writing)" rule (NWBDaskIO, live.recover)."""
+    from nwb_dask.atomic import open_here
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 10)
+    assert open_here(path) is False and open_here(path, writing=True) is False
+    with open(path, "rb"):
+        assert open_here(path) is True
+        assert open_here(path, writing=True) is False  # read-only is not writing
+    with open(path, "r+b"):
+        assert open_here(path, writing=True) is True
+    assert open_here(path) is False  # closed again
+    assert open_here(tmp_path / "missing") is None
+    with h5py.File(tmp_path / "g.h5", "w"):
+        assert open_here(tmp_path / "g.h5", writing=True) is True
+    assert open_here(tmp_path / "g.h5") is False

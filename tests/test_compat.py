@@ -125,17 +125,19 @@ def test_nwbdaskio_goes_through_compat(tmp_path, monkeypatch):
     assert calls == [str((tmp_path / "t.nwb").absolute())]
 
 
-MANGLED = ("_HDMFIO__", "_HDF5IO__", "_ZarrIO__", "_written_builders", "_dxpl", "_filters")
+MANGLED = ("_HDMFIO__", "_HDF5IO__", "_ZarrIO__", "_written_builders", "_dxpl", "_filters", "_dimension_separator")
 
 
 @pytest.mark.parametrize("module", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")))
 def test_no_internal_reach_outside_compat(module):
-    """Only compat.py touches hdmf / hdmf-zarr / h5py internals (live/ is listed, being split elsewhere)."""
-    if module == "compat.py" or module.startswith("live/"):
-        pytest.skip("compat itself; live/ is split by another change")
+    """Only compat.py touches hdmf / hdmf-zarr / h5py / zarr internals (as attributes or through getattr)."""
+    if module == "compat.py":
+        pytest.skip("compat itself")
     tree = ast.parse((PACKAGE / module).read_text())
     bad = [f"line {n.lineno}: .{n.attr}" for n in ast.walk(tree)
            if isinstance(n, ast.Attribute) and n.attr.startswith(MANGLED)]
+    bad += [f"line {n.lineno}: {n.value!r}" for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith(MANGLED)]
     assert not bad, f"{module} reaches into hdmf/hdmf-zarr/h5py internals (use nwb_dask.compat): {bad}"
 
 
@@ -146,3 +148,17 @@ def _tiny_nwbfile():
 
     return NWBFile(session_description="compat", identifier="compat", session_start_time=datetime(2020, 1, 1,
                                                                                                    tzinfo=timezone.utc))
+
+
+def test_zarr_dimension_separator_is_what_zarr_writes(tmp_path):
+    """The Zarr sink's chunk keys use the array's own separator, read through compat."""
+    import zarr
+
+    for sep in (".", "/"):
+        z = zarr.open(str(tmp_path / f"a{sep == '/'}.zarr"), mode="w", shape=(4, 4), chunks=(2, 2), dtype="i2",
+                      dimension_separator=sep)
+        assert compat.zarr_dimension_separator(z) == sep
+        z[:] = 1
+        keys = sorted(k for k in z.store.keys() if not k.startswith("."))
+        assert keys[0] == f"0{sep}0"
+

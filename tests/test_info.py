@@ -133,7 +133,7 @@ def crafted_info(crafted) -> FileInfo:
 
 
 class _RangeHandler(BaseHTTPRequestHandler):
-    """Static files with HTTP Range support (what nwb_dask.remote needs)."""
+    """Static files with HTTP Range support (what nwb_dask.sources needs)."""
 
     protocol_version = "HTTP/1.1"
     timeout = 10

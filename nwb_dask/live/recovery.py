@@ -16,6 +16,8 @@ import os
 import struct
 from pathlib import Path
 
+from nwb_dask.atomic import open_here
+
 __all__ = ["WRITER_LOCK_OFFSET", "clear_status_flags", "hdf5_library", "held_for_writing_here", "lock_writer_byte",
            "recover"]
 
@@ -116,30 +118,10 @@ def recover(path: str | os.PathLike) -> None:
 def held_for_writing_here(path: Path) -> bool | None:
     """Whether this process holds ``path`` open for writing; ``None`` where ``/proc/self`` is missing.
 
-    Looked up among this process's open descriptors (``/proc/self/fd``, with
-    the access mode from ``/proc/self/fdinfo``; HDF5's sec2 driver keeps one
-    descriptor per open file), not through HDF5: walking
-    ``h5py.h5f.get_obj_ids`` and asking each file its name crashed the
-    interpreter (a segmentation fault in ``recover``, seen under load in
-    tests/test_cli_tools.py; nwb_dask.nwb.io checks open files this way for the same reason).
+    :func:`nwb_dask.atomic.open_here` (by descriptors, not by walking HDF5's
+    open files, which crashed the interpreter in ``recover`` under load).
     """
-    st = os.stat(path)
-    try:
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return None
-    for fd in fds:
-        try:
-            opened = os.stat(f"/proc/self/fd/{fd}")
-            if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-                continue
-            with open(f"/proc/self/fdinfo/{fd}") as info:
-                flags = next(int(line.split()[1], 8) for line in info if line.startswith("flags:"))
-        except (OSError, StopIteration, ValueError, IndexError):  # closed meanwhile, or the listing's own descriptor
-            continue
-        if flags & 3 != os.O_RDONLY:  # O_ACCMODE: O_WRONLY or O_RDWR
-            return True
-    return False
+    return open_here(path, writing=True)
 
 
 def _same_file(fid, path: Path) -> bool:

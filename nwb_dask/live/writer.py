@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from nwb_dask.atomic import AtomicOutput
+from nwb_dask.atomic import AtomicOutput, check_output
 from nwb_dask.blocks import checked_array
 from nwb_dask.live.columns import Column, Stream, encode_rows, index_streams, make_streams
 from nwb_dask.live.datasets import builder_paths, growing_fields, resolve_live_chunks
@@ -155,8 +155,7 @@ class StreamWriter:
         if max_pending_bytes <= 0 or flush_bytes <= 0:
             raise ValueError("flush_bytes and max_pending_bytes must be positive")
         self.path = Path(path)
-        if self.path.exists() and not overwrite:
-            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
+        check_output(self.path, overwrite=overwrite, tool="StreamWriter")  # the checks every writer makes
         self.flush_every = flush_every
         self.flush_bytes = min(flush_bytes, max_pending_bytes)
         self.max_pending_bytes = max_pending_bytes

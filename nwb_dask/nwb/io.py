@@ -43,6 +43,7 @@ from nwb_dask.atomic import (
     check_output,
     disk_full_error,
     guard_sigterm,
+    open_here,
     release_sigterm,
 )
 from nwb_dask.compat import h5io_file, mark_written, replace_dci_queue, set_io_source
@@ -66,30 +67,6 @@ _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "ab
 
 class _FileExists(FileExistsError, UnsupportedOperation):
     """Mode ``"w-"``/``"x"`` on an existing file: hdmf's ``UnsupportedOperation`` (and a ``FileExistsError``)."""
-
-
-def _open_here(path: Path) -> bool:
-    """Whether this process holds ``path`` open (e.g. a file read from, whose datasets are to be linked).
-
-    Looked up among this process's open descriptors (``/proc/self/fd``: HDF5's
-    sec2 driver keeps one per open file), not through HDF5: walking
-    ``h5py.h5f.get_obj_ids`` and asking each file for its name or handle
-    crashed the interpreter when other threads were closing files.  Where
-    ``/proc`` is missing the check is skipped (HDF5 then reports its own error).
-    """
-    try:
-        st = os.stat(path)
-        fds = os.listdir("/proc/self/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            opened = os.stat(f"/proc/self/fd/{fd}")
-        except OSError:  # closed meanwhile, or the listing's own descriptor
-            continue
-        if (opened.st_dev, opened.st_ino) == (st.st_dev, st.st_ino):
-            return True
-    return False
 
 
 def _naming_target(exc: OSError, temp: Path, target: Path) -> OSError:
@@ -206,7 +183,7 @@ class NWBDaskIO(NWBHDF5IO):
         if mode in ("w-", "x") and target.exists():  # hdmf's check would look at the temporary; its error type
             raise _FileExists(f"{target} exists (mode {mode!r}); use mode 'w' to overwrite")
         check_output(target, overwrite=True, tool="NWBDaskIO")  # its directory exists (nwb_dask.atomic's checks)
-        if _open_here(target):
+        if open_here(target):  # True (False or None: not open here, or cannot tell)
             # HDF5 refuses to truncate it (NWBHDF5IO's error); built aside, its links to the old file would
             # point into the new one after the rename: a wrong file, silently
             raise OSError(f"cannot write {target}: Unable to synchronously create file (unable to truncate a file "

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nwb_dask.compat import zarr_dimension_separator
 from nwb_dask.blocks import checked_array
 from nwb_dask.chunking import align_to_chunks, block_selections
 from nwb_dask.codecs import Codec
@@ -63,7 +64,7 @@ def _store_block(block: np.ndarray, declared, task: BlockTask) -> EncodedBlock:
 def _tasks(key: int, zarr_array, array, codec: Codec | None):
     chunk_shape = tuple(zarr_array.chunks)
     target = ZarrChunkStore(zarr_array.store, f"{zarr_array.path}/" if zarr_array.path else "",
-                            getattr(zarr_array, "_dimension_separator", None) or ".")
+                            zarr_dimension_separator(zarr_array))
     fill = zarr_array.fill_value if zarr_array.fill_value is not None else 0
     stored = None if zarr_array.dtype == array.dtype else zarr_array.dtype
     step = _store_block  # looked up now: a test may have replaced it
