@@ -178,9 +178,9 @@ def _structure(data: Any, temp: str, codec: CodecSpec, chunks: ChunksArg, block_
         class _PlanIO(NWBDaskIO):
             """Creates every dataset, drains non-dask iterators, plans the dask ones instead of writing them."""
 
-            def _write_all(self, jobs_, others):
+            def write_jobs(self, jobs_, others):
                 _add_jobs(plan, jobs_)
-                return super()._write_all([], others)
+                return super().write_jobs([], others)
 
         with _PlanIO(temp, "w", atomic=False, progress=False) as io:
             # the containers name the target, as NWBDaskIO's own atomic writes do

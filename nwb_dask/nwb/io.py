@@ -302,7 +302,7 @@ class NWBDaskIO(NWBHDF5IO):
                 else:
                     others.append((dset, data))
             queue.clear()
-            self.stats = self._write_all(jobs, others)
+            self.stats = self.write_jobs(jobs, others)
             if journal is not None:
                 h5io_file(self).flush()  # a full disk shows here, while the append can still be undone
                 self._journal = AppendJournal(h5io_file(self))
@@ -400,8 +400,15 @@ class NWBDaskIO(NWBHDF5IO):
         daskify(nwbfile, min_bytes=READ_MIN_BYTES if min_bytes is None else min_bytes)
         return nwbfile
 
-    def _write_all(self, jobs: list, others: list) -> WriteStats:
-        """Dask jobs on the scheduler and plain iterators in threads, at the same time."""
+    def write_jobs(self, jobs: list, others: list) -> WriteStats:
+        """The bulk write, once hdmf has created every dataset.
+
+        Dask jobs run on the scheduler and plain iterators in threads, at the same time.
+
+        A hook for subclasses: ``jobs`` are :class:`~nwb_dask.hdf5.write.WriteJob`
+        objects (one per dask dataset), ``others`` the (dataset, DataChunkIterator)
+        pairs; the MPI writer's planner takes the jobs for its ranks instead.
+        """
         opts = dict(max_inflight_bytes=self.max_inflight_bytes, progress=self.progress)
         if not others:
             return write_arrays(jobs, scheduler=self.scheduler, **opts) if jobs else WriteStats()
