@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "CLOUD_CHUNK_BYTES",
     "DEFAULT_BLOCK_BYTES",
     "CHANNEL_GROUP",
     "MIN_TIME_SAMPLES",
@@ -50,6 +51,11 @@ __all__ = [
 #: that fits HDF5's default 1 MiB chunk cache is decompressed once by plain
 #: h5py readers however they slice it.
 DEFAULT_CHUNK_BYTES = 2**20
+#: Target uncompressed bytes per chunk of cloud-optimized files (``cloud=True``, chunks "auto"): 4 MiB.
+#: A range read from an object store costs one round trip (~30-100 ms) plus its bytes at ~50-100 MB/s
+#: per connection, so chunks of a few MB spend most of a request on data, not latency; pynwb/hdmf read
+#: with a 32 MiB chunk cache, which holds them.
+CLOUD_CHUNK_BYTES = 4 * 2**20
 #: Default uncompressed bytes per dask block handed to writers (64 MiB).
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 #: Channels are kept together in groups of this many when all channels do not fit.
