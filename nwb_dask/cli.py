@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--cloud", action="store_true",
                     help="write a cloud-optimized file: HDF5 paged aggregation (8 MiB pages, metadata together) "
-                    "and, with --chunks auto, 4 MiB chunks for range reads; see docs/repack.md")
+                    "and, with --chunks auto, 2 MiB chunks for range reads; see docs/repack.md")
     rp.set_defaults(func=_cmd_repack)
 
     cv = sub.add_parser(

@@ -64,7 +64,7 @@ def test_write_nwb_cloud_is_paged_standard_nwb(tmp_path, signal):
     assert not [p for p in tmp_path.iterdir() if p.name != "cloud.nwb"]  # the temporary was renamed, nothing else
     # default chunks aimed at the cloud target: larger than the local default, within the target
     stored = chunk_bytes(path, "/acquisition/sig/data")
-    assert 2 * DEFAULT_CHUNK_BYTES < stored <= CLOUD_CHUNK_BYTES
+    assert DEFAULT_CHUNK_BYTES < stored <= CLOUD_CHUNK_BYTES
     np.testing.assert_array_equal(read_with_plain_pynwb(path, "sig", tmp_path), signal)
     np.testing.assert_array_equal(nwb_dask.read_dataset(path, "/acquisition/sig/data").compute(), signal)
 
@@ -144,7 +144,7 @@ def test_repack_cloud_equals_input(tmp_path, plain):
     assert paging(out) == (h5py.h5f.FSPACE_STRATEGY_PAGE, True, CLOUD_PAGE_BYTES)
     assert paging(plain)[0] != h5py.h5f.FSPACE_STRATEGY_PAGE
     es = next(d for d in result.datasets if d.path == ES)
-    assert 2 * DEFAULT_CHUNK_BYTES < int(np.prod(es.chunks_out)) * 2 <= CLOUD_CHUNK_BYTES
+    assert DEFAULT_CHUNK_BYTES < int(np.prod(es.chunks_out)) * 2 <= CLOUD_CHUNK_BYTES
     with h5py.File(plain, "r") as f:
         expected = f[ES][:]
     np.testing.assert_array_equal(read_with_plain_pynwb(out, "ElectricalSeries", tmp_path), expected)

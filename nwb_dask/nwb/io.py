@@ -169,7 +169,7 @@ class NWBDaskIO(NWBHDF5IO):
         local files (modes ``"w"``, ``"w-"``, ``"x"``, given by ``path``);
         anything else is refused with ``ValueError``.  :class:`DaskDataIO`
         data with default chunks (``"auto"``) get chunks near
-        :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES` (4 MiB) for range reads;
+        :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES` (2 MiB) for range reads;
         see docs/writer.md ("Cloud-optimized files").
     atomic : bool
         A new file (modes ``"w"``, ``"w-"``, ``"x"``, or ``"a"`` on a missing

@@ -312,7 +312,7 @@ def repack(
         Write a cloud-optimized file (default False): HDF5 paged aggregation
         (:func:`nwb_dask.nwb.io.cloud_file_options`, 8 MiB pages) and, for
         ``chunks="auto"``, chunks near :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES`
-        (4 MiB) for range reads.  See docs/repack.md.
+        (2 MiB) for range reads.  See docs/repack.md.
 
     Returns
     -------
