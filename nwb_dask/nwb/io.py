@@ -117,7 +117,7 @@ def _check_cloud(path, mode: str, file, comm, driver) -> None:
         why = "an MPI comm: HDF5's page buffer does not work with parallel HDF5"
     elif driver not in _ONE_FILE_DRIVERS or str(path).startswith(_URL_PREFIXES):
         why = f"driver {driver!r} / a URL: cloud=True writes one local HDF5 file"
-    elif str(path).rstrip("/\\").endswith(".zarr") or os.path.isdir(path):
+    elif path is not None and (str(path).rstrip("/\\").endswith(".zarr") or os.path.isdir(path)):
         why = ("a Zarr store: cloud=True lays out an HDF5 file; a Zarr store is already one object per chunk "
                "(write it with nwb_dask.write_nwb_zarr)")
     if why is not None:
