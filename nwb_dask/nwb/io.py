@@ -84,7 +84,8 @@ def cloud_file_options(page_bytes: int = CLOUD_PAGE_BYTES) -> dict:
     tracking, so later appends reuse the pages' free space; a page buffer of
     four pages while writing.  HDF5 raises the superblock version paging
     needs by itself (no ``libver`` bound is needed), so pynwb/h5py of
-    HDF5 >= 1.10.1 read the file.
+    HDF5 >= 1.10.1 read the file.  No ``meta_block_size``: in a paged file the
+    pages take the place of metadata blocks.
     """
     return dict(fs_strategy="page", fs_page_size=int(page_bytes), fs_persist=True, fs_threshold=1,
                 page_buf_size=4 * int(page_bytes), rdcc_nbytes=_HDMF_RDCC_NBYTES)
