@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "CLOUD_CHUNK_BYTES",
     "DEFAULT_BLOCK_BYTES",
     "CHANNEL_GROUP",
     "MIN_TIME_SAMPLES",
@@ -50,6 +51,13 @@ __all__ = [
 #: that fits HDF5's default 1 MiB chunk cache is decompressed once by plain
 #: h5py readers however they slice it.
 DEFAULT_CHUNK_BYTES = 2**20
+#: Target uncompressed bytes per chunk of cloud-optimized files (``cloud=True``, chunks "auto"): 2 MiB,
+#: twice the local default, so a range read (one round trip of ~30-100 ms plus its bytes at ~50-100 MB/s
+#: per connection) carries more data per request.  Not larger: in a paged file (8 MiB pages,
+#: nwb_dask.nwb.io.CLOUD_PAGE_BYTES) HDF5 never splits a chunk smaller than a page across pages, so each
+#: page wastes up to one compressed chunk; measured (docs/writer.md) 4 MiB chunks made files ~30% larger,
+#: 2 MiB ones ~7% (most of it the fixed last pages).
+CLOUD_CHUNK_BYTES = 2 * 2**20
 #: Default uncompressed bytes per dask block handed to writers (64 MiB).
 DEFAULT_BLOCK_BYTES = 64 * 2**20
 #: Channels are kept together in groups of this many when all channels do not fit.

@@ -69,6 +69,24 @@ class DaskDataIO(H5DataIO):
         kwargs.update(h5dataio_kwargs)
         iterator.codec = self.codec  # encode with this codec (e.g. its deflate engine)
         super().__init__(data=iterator, chunks=iterator.chunk_shape, **kwargs)
+        #: The chunk shape is nwb_dask's guess at the default target (NWBDaskIO(cloud=True) may re-choose it).
+        self.default_chunks = (chunks is None or isinstance(chunks, str) or chunks is True) \
+            and chunk_bytes == DEFAULT_CHUNK_BYTES
+
+    def retarget_chunks(self, chunk_bytes: int) -> bool:
+        """Re-choose a default ("auto", default ``chunk_bytes``) chunk shape for ``chunk_bytes``; False if it was given.
+
+        Used by :class:`~nwb_dask.nwb.io.NWBDaskIO` with ``cloud=True`` before
+        hdmf creates the dataset; a shape or ``chunk_bytes`` the user gave is kept.
+        """
+        if not self.default_chunks or isinstance(self, VirtualData):
+            return False
+        it = self.data
+        it.__init__(it.source, "auto", it.block_bytes, chunk_bytes=chunk_bytes, name=it.name)  # same object: hdmf's
+        it.codec = self.codec
+        self.io_settings["chunks"] = it.chunk_shape
+        self.default_chunks = False
+        return True
 
     @property
     def array(self):

@@ -50,12 +50,12 @@ from nwb_dask.compat import h5io_file, mark_written, replace_dci_queue, set_io_s
 from nwb_dask.errors import reworded
 from nwb_dask.nwb.iterators import DaskDataChunkIterator
 from nwb_dask.nwb.queue import ParallelDataChunkIteratorQueue, drain_iterators
-from nwb_dask.chunking import READ_MIN_BYTES
+from nwb_dask.chunking import CLOUD_CHUNK_BYTES, READ_MIN_BYTES
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
 from nwb_dask.nwb.dataio import DaskDataIO
 
-__all__ = ["DaskDataIO", "NWBDaskIO", "write_nwb"]
+__all__ = ["CLOUD_PAGE_BYTES", "DaskDataIO", "NWBDaskIO", "cloud_file_options", "write_nwb"]
 
 
 #: h5py drivers that write one local file, which can be built under a temporary name and renamed.
@@ -63,6 +63,66 @@ _ONE_FILE_DRIVERS = (None, "sec2", "stdio", "core", "direct")
 #: Paths that are URLs (read with ``driver="ros3"`` or fsspec), never local files.
 _URL_PREFIXES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://", "wasbs://",
                  "ftp://", "ftps://")
+
+
+#: HDF5 file-space page size of cloud-optimized files (``cloud=True``): 8 MiB.  With paged aggregation
+#: HDF5 puts all metadata (object headers, B-trees, heaps) in metadata pages of this size and small raw
+#: data in raw pages, so a reader fetches a file's structure in one or a few range requests.  The
+#: metadata of a typical NWB file (hundreds of objects) is well under 8 MiB, so it sits in one or two
+#: pages; one 8 MiB GET costs ~0.1-0.2 s at 50-100 MB/s per connection, a few round trips' worth.
+#: The price: a file is at least two pages (16 MiB) and grows by up to a page of padding per page kind.
+CLOUD_PAGE_BYTES = 8 * 2**20
+#: hdmf's chunk cache for the files it opens itself (hdmf.backends.hdf5.h5tools.RDCC_NBYTES, 32 MiB);
+#: kept when nwb_dask creates the cloud-optimized file for hdmf.
+_HDMF_RDCC_NBYTES = 32 * 2**20
+
+
+def cloud_file_options(page_bytes: int = CLOUD_PAGE_BYTES) -> dict:
+    """``h5py.File`` keyword arguments that create a cloud-optimized (paged) HDF5 file.
+
+    Paged aggregation (``fs_strategy="page"``) with persistent free-space
+    tracking, so later appends reuse the pages' free space; a page buffer of
+    four pages while writing.  HDF5 raises the superblock version paging
+    needs by itself (no ``libver`` bound is needed), so pynwb/h5py of
+    HDF5 >= 1.10.1 read the file.  No ``meta_block_size``: in a paged file the
+    pages take the place of metadata blocks.
+    """
+    return dict(fs_strategy="page", fs_page_size=int(page_bytes), fs_persist=True, fs_threshold=1,
+                page_buf_size=4 * int(page_bytes), rdcc_nbytes=_HDMF_RDCC_NBYTES)
+
+
+def _cloud_chunks(container) -> None:
+    """``cloud=True``: every DaskDataIO of ``container``'s tree with a default chunk shape aims at CLOUD_CHUNK_BYTES."""
+    from hdmf.container import Data
+
+    for obj in (getattr(container, "objects", None) or {container.object_id: container}).values():
+        values = list((getattr(obj, "fields", None) or {}).values())
+        if isinstance(obj, Data):
+            values.append(obj.data)
+        for value in values:
+            if isinstance(value, DaskDataIO):
+                value.retarget_chunks(CLOUD_CHUNK_BYTES)
+
+
+def _check_cloud(path, mode: str, file, comm, driver) -> None:
+    """Refuse ``cloud=True`` where it does not apply, naming the file and the reason."""
+    where = os.fspath(path) if path is not None else getattr(file, "filename", "the file")
+    why = None
+    if mode not in ("w", "w-", "x"):
+        why = (f"mode {mode!r}: the page layout is fixed when a file is created; to make an existing file "
+               "cloud-optimized, `nwb-dask repack --cloud` (nwb_dask.repack(..., cloud=True)) it")
+    elif file is not None:
+        why = ("file= is already created (its layout is fixed); give path=, or create the h5py.File with "
+               "**nwb_dask.nwb.io.cloud_file_options()")
+    elif comm is not None:
+        why = "an MPI comm: HDF5's page buffer does not work with parallel HDF5"
+    elif driver not in _ONE_FILE_DRIVERS or str(path).startswith(_URL_PREFIXES):
+        why = f"driver {driver!r} / a URL: cloud=True writes one local HDF5 file"
+    elif path is not None and (str(path).rstrip("/\\").endswith(".zarr") or os.path.isdir(path)):
+        why = ("a Zarr store: cloud=True lays out an HDF5 file; a Zarr store is already one object per chunk "
+               "(write it with nwb_dask.write_nwb_zarr)")
+    if why is not None:
+        raise ValueError(f"cannot write {where} with cloud=True: {why}")
 
 
 class _FileExists(FileExistsError, UnsupportedOperation):
@@ -103,6 +163,15 @@ class NWBDaskIO(NWBHDF5IO):
         Dask scheduler for dask-backed datasets; default: the active one.
     progress : bool
         Progress bar (bytes, MB/s) on long writes.
+    cloud : bool
+        Create a cloud-optimized HDF5 file (default False): paged aggregation
+        with :data:`CLOUD_PAGE_BYTES` pages (:func:`cloud_file_options`), so
+        its metadata is read in one or a few range requests.  Only for new
+        local files (modes ``"w"``, ``"w-"``, ``"x"``, given by ``path``);
+        anything else is refused with ``ValueError``.  :class:`DaskDataIO`
+        data with default chunks (``"auto"``) get chunks near
+        :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES` (2 MiB) for range reads;
+        see docs/writer.md ("Cloud-optimized files").
     atomic : bool
         A new file (modes ``"w"``, ``"w-"``, ``"x"``, or ``"a"`` on a missing
         file, given by ``path``) is built under a temporary name and renamed
@@ -137,9 +206,13 @@ class NWBDaskIO(NWBHDF5IO):
         scheduler: Any = None,
         progress: bool = True,
         atomic: bool = True,
+        cloud: bool = False,
         **kwargs: Any,
     ):
+        if cloud:
+            _check_cloud(path, mode, file, comm, driver)
         self._output: AtomicOutput | None = None
+        self.cloud = bool(cloud)
         self._failed = False
         self._journal = None
         self.max_inflight_bytes = int(max_inflight_bytes)
@@ -164,6 +237,8 @@ class NWBDaskIO(NWBHDF5IO):
             if mode == "a":  # a missing file has no namespaces to load (NWBHDF5IO would fail trying)
                 kwargs["load_namespaces"] = False
             self._init_atomic(path, kwargs)
+        elif cloud:
+            self._init_cloud(path, path, kwargs)
         else:
             super().__init__(path=path, **kwargs)
         # An append is undone if it fails: what the file holds now, and after each successful write.
@@ -192,7 +267,10 @@ class NWBDaskIO(NWBHDF5IO):
         temp = str(output.temp)
         try:
             with warnings.catch_warnings(record=True) as caught:  # re-issued below, naming the target
-                super().__init__(path=temp, **kwargs)
+                if self.cloud:
+                    self._init_cloud(temp, path, kwargs)
+                else:
+                    super().__init__(path=temp, **kwargs)
             set_io_source(self, os.path.abspath(path))  # hdmf's source has no setter (nwb_dask.compat)
         except BaseException as exc:
             output.discard()
@@ -205,6 +283,29 @@ class NWBDaskIO(NWBHDF5IO):
         for w in caught:
             text = str(w.message).replace(temp, os.fspath(path))
             warnings.warn_explicit(text, w.category, w.filename, w.lineno, source=w.source)
+
+    def _init_cloud(self, where, path, kwargs: dict) -> None:
+        """Open hdmf on ``where`` created as a paged HDF5 file (``cloud=True``); ``path`` is the file named in errors.
+
+        hdmf's ``HDF5IO`` opens its file with fixed options (no file-space
+        settings), so the file is created here and handed over as ``file=``;
+        hdmf closes it at :meth:`close`.
+        """
+        import h5py
+
+        mode = kwargs["mode"]
+        opts = cloud_file_options()
+        if kwargs.get("driver") is not None:
+            opts["driver"] = kwargs["driver"]
+        try:
+            f = h5py.File(where, "w" if where != path else mode, **opts)
+        except OSError as exc:
+            raise reworded(exc, f"cannot create {os.fspath(path)} (cloud=True): {exc}") from exc
+        try:
+            super().__init__(path=where, **dict(kwargs, file=f))
+        except BaseException:
+            f.close()
+            raise
 
     def write(self, container, **kwargs: Any) -> None:
         """Write an NWBFile; large datasets go through the parallel writer.
@@ -222,6 +323,8 @@ class NWBDaskIO(NWBHDF5IO):
         **kwargs
             As for ``NWBHDF5IO.write`` (``cache_spec``, ``link_data``, ...).
         """
+        if self.cloud:
+            _cloud_chunks(container)
         self._parallel(lambda: super(NWBDaskIO, self).write(container, **kwargs))
 
     def export(self, src_io, nwbfile=None, write_args: dict | None = None, **kwargs: Any) -> None:
@@ -482,6 +585,7 @@ def write_nwb(
     max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
     scheduler: Any = None,
     progress: bool = True,
+    cloud: bool = False,
     **kwargs: Any,
 ) -> WriteStats:
     """Write an NWBFile with :class:`NWBDaskIO` and return the write statistics.
@@ -496,8 +600,8 @@ def write_nwb(
         ``"w"`` overwrites; ``"w-"``/``"x"`` refuse an existing file.  To add
         to an existing file, use :class:`NWBDaskIO` in mode ``"a"`` (read the
         file, add containers, write with the same IO).
-    max_inflight_bytes, scheduler, progress
-        See :class:`NWBDaskIO`.
+    max_inflight_bytes, scheduler, progress, cloud
+        See :class:`NWBDaskIO` (``cloud=True``: a paged, cloud-optimized file).
     **kwargs
         Passed to ``NWBDaskIO``.
 
@@ -516,7 +620,8 @@ def write_nwb(
             f"{os.fspath(path)}, read it and write with the same IO: with nwb_dask.NWBDaskIO(path, 'a') as io: "
             "nwbfile = io.read(); nwbfile.add_acquisition(...); io.write(nwbfile)")
     with NWBDaskIO(
-        path, mode, max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress, **kwargs
+        path, mode, max_inflight_bytes=max_inflight_bytes, scheduler=scheduler, progress=progress, cloud=cloud,
+        **kwargs
     ) as io:
         io.write(nwbfile)
         stats = io.stats

@@ -31,6 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 
 from nwb_dask.chunking import (
+    CLOUD_CHUNK_BYTES,
+    DEFAULT_CHUNK_BYTES,
     REWRITE_MIN_BYTES,
     ChunkShapeError,
     guess_chunk_shape,
@@ -148,8 +150,8 @@ def _stored(dset) -> int:
 # --------------------------------------------------------------------------- #
 # choosing the datasets                                                        #
 # --------------------------------------------------------------------------- #
-def chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
-    """The output chunk shape of one dataset.
+def chunks_for(chunks: Any, dset, name: str, target_bytes: int = DEFAULT_CHUNK_BYTES) -> tuple[int, ...]:
+    """The output chunk shape of one dataset (``target_bytes``: the size "auto" aims at).
 
     One shape for every dataset is a time-series shape: its leading axes apply
     (``(30000, 64)`` gives 1-D timestamps ``(30000,)``), trailing axes are whole.
@@ -159,10 +161,10 @@ def chunks_for(chunks: Any, dset, name: str) -> tuple[int, ...]:
     if per_dataset:
         chunks = chunks.get(name, chunks.get(name.lstrip("/"), "auto"))
     if chunks in (None, "auto", True):
-        return guess_chunk_shape(dset.shape, dset.dtype)
+        return guess_chunk_shape(dset.shape, dset.dtype, target_bytes)
     if chunks == "source":
         if not dset.chunks:
-            return guess_chunk_shape(dset.shape, dset.dtype)
+            return guess_chunk_shape(dset.shape, dset.dtype, target_bytes)
         # A growing source's chunks may pass its data (docs/chunking.md): clipped to it below.
         chunks = dset.chunks
     if isinstance(chunks, str):
@@ -276,6 +278,7 @@ def repack(
     overwrite: bool = False,
     scheduler: Any = None,
     progress: bool = True,
+    cloud: bool = False,
 ) -> RepackResult:
     """Rewrite an NWB file with its large datasets recompressed and rechunked in parallel.
 
@@ -305,6 +308,11 @@ def repack(
         Dask scheduler (default: the active one; threads).
     progress : bool
         Progress bar of the parallel writer.
+    cloud : bool
+        Write a cloud-optimized file (default False): HDF5 paged aggregation
+        (:func:`nwb_dask.nwb.io.cloud_file_options`, 8 MiB pages) and, for
+        ``chunks="auto"``, chunks near :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES`
+        (2 MiB) for range reads.  See docs/repack.md.
 
     Returns
     -------
@@ -346,7 +354,7 @@ def repack(
             nwbfile = src_io.read()
             for container, key, dset in large_fields(nwbfile, min_bytes, in_file(src)):
                 c = fixed if fixed is not None else own_codec(dset)
-                shape = chunks_for(chunks, dset, dset.name)
+                shape = chunks_for(chunks, dset, dset.name, CLOUD_CHUNK_BYTES if cloud else DEFAULT_CHUNK_BYTES)
                 datasets.append(RepackedDataset(
                     dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),
                     tuple(dset.chunks) if dset.chunks else None, codec_label(dset), _stored(dset),
@@ -361,7 +369,7 @@ def repack(
                                           f"(those are: {sorted(done)})")
             keep_user_metadata(nwbfile, src_io)
             rebuild_incomplete(nwbfile, src_io)
-            with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress) as io:
+            with NWBDaskIO(temp, "w", atomic=False, scheduler=scheduler, progress=progress, cloud=cloud) as io:
                 io.export(src_io, nwbfile)
                 stats = io.stats or WriteStats()
             nwbfile = container = dset = None  # noqa: F841 - release the input's HDF5 objects
