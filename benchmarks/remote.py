@@ -1,32 +1,45 @@
-"""Remote (HTTP) open + read of an NWB recording: nwb_dask vs remfile vs fsspec.
+"""Remote (HTTP) open + read of NWB files: nwb_dask vs remfile vs fsspec.
 
 In one run:
 
-1. writes a synthetic NWB file (384-channel int16 ElectricalSeries, gzip,
-   default 60 s) into a temporary directory;
+1. writes two files with plain pynwb (as an archive's files are written) into a
+   temporary directory:
+
+   * ``objects.nwb``: ``--objects`` (200) float64 TimeSeries of ``--object-mb``
+     (1 MB) each, contiguous;
+   * ``ephys.nwb``: a 384-channel int16 ElectricalSeries of ``--seconds`` (60 s),
+     gzip, chunks (10000, 64);
+
 2. serves that directory with a real nginx (Debian package; installed with
    ``apt-get`` when missing and running as root, unless ``--no-install``)
    on a free 127.0.0.1 port, with its own minimal config (``daemon off;``);
-3. puts an in-process latency proxy in front of nginx (every HTTP request
-   waits ``--latency-ms`` before being forwarded, keep-alive supported) and
-   counts the requests it sees;
-4. times "open the file + read samples ``0:n`` of all channels"
-   (``n = --read-seconds * 30000``) through the proxy, each with a fresh client:
+3. for each of ``--latency-ms`` (``30,100``) puts an in-process proxy in front of
+   nginx: every HTTP request waits the latency before being forwarded (keep-alive
+   supported), every client connection's response bodies are paced as they are
+   sent by a token bucket of ``--bandwidth-mbps`` (50 MB/s; object stores serve
+   roughly 50-100 MB/s per connection), and it counts requests and body bytes;
+4. times, each with a fresh client:
 
-   * ``nwb_dask``: ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``;
-   * ``remfile``: ``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``
-     (PyNWB's streaming tutorial);
-   * ``fsspec``: ``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
-     + ``h5py`` + ``pynwb`` (PyNWB's streaming tutorial);
+   * **objects**: open the many-object file with pynwb and read one series completely
+     (``nwb_dask.read_nwb(url)`` and the series' data for nwb_dask);
+   * **slice**: open + read samples ``0:n`` of all channels (``n = --read-seconds * 30000``;
+     ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``);
 
-   checks every result against a local read, and prints a table (median
-   of ``--repeat`` rounds, client order rotating) with the speed-up of
-   nwb_dask over the faster of remfile / fsspec.  All imports happen before
-   timing.
+   with ``remfile`` (``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``)
+   and ``fsspec`` (``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
+   + ``h5py`` + ``pynwb``), both as in PyNWB's streaming tutorial;
+
+   checks every result is byte-identical to a local read, and prints one table
+   (case x latency x client: median of ``--repeat`` rounds, client order rotating,
+   request count and MB sent) with nwb_dask's speed-up over the faster of remfile /
+   fsspec and issue 17's targets (objects: >= 5x remfile in <= ~15 requests;
+   slice: >= 3x).  All imports happen before timing.
 
 Usage::
 
-    python benchmarks/remote.py [--seconds 60] [--read-seconds 10] [--latency-ms 30] [--repeat 3] [--no-install]
+    python benchmarks/remote.py [--latency-ms 30,100] [--bandwidth-mbps 50] [--objects 200]
+        [--seconds 60] [--read-seconds 10] [--repeat 3] [--cases objects,slice] [--no-install]
+    python benchmarks/remote.py --quick --no-install     # small files, 1 round, 10 ms (tests)
 
 Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 ``pip install``-ed unless ``--no-install``.
