@@ -231,6 +231,10 @@ def _proxy_process(upstream_port, latency, bandwidth, verbose, shared, conn) -> 
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 method = head.split(b" ", 1)[0].upper()
+                # Counted before anything is answered (bytes before each piece is written), so
+                # the counters are complete as soon as the client has its response.
+                with shared[0].get_lock():
+                    shared[0].value += 1
                 await asyncio.sleep(latency)
                 if up_w is None:
                     up_r, up_w = await asyncio.open_connection("127.0.0.1", upstream_port)
@@ -250,14 +254,13 @@ def _proxy_process(upstream_port, latency, bandwidth, verbose, shared, conn) -> 
                         raise ConnectionError("upstream closed")
                     if bucket is not None:
                         await bucket.take(len(data))
+                    with shared[1].get_lock():
+                        shared[1].value += len(data)
                     writer.write(data)
                     await writer.drain()
                     remaining -= len(data)
                 if not sent:
                     await writer.drain()
-                with shared[0].get_lock():
-                    shared[0].value += 1
-                    shared[1].value += sent
                 if verbose:
                     rng = next((ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"range:")), b"-")
                     print(f"#     {time.perf_counter() - t0:7.3f} s  {method.decode()} {rng.decode()}  {sent} B sent",
