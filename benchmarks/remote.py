@@ -1,32 +1,45 @@
-"""Remote (HTTP) open + read of an NWB recording: nwb_dask vs remfile vs fsspec.
+"""Remote (HTTP) open + read of NWB files: nwb_dask vs remfile vs fsspec.
 
 In one run:
 
-1. writes a synthetic NWB file (384-channel int16 ElectricalSeries, gzip,
-   default 60 s) into a temporary directory;
+1. writes two files with plain pynwb (as an archive's files are written) into a
+   temporary directory:
+
+   * ``objects.nwb``: ``--objects`` (200) float64 TimeSeries of ``--object-mb``
+     (1 MB) each, contiguous;
+   * ``ephys.nwb``: a 384-channel int16 ElectricalSeries of ``--seconds`` (60 s),
+     gzip, chunks (10000, 64);
+
 2. serves that directory with a real nginx (Debian package; installed with
    ``apt-get`` when missing and running as root, unless ``--no-install``)
    on a free 127.0.0.1 port, with its own minimal config (``daemon off;``);
-3. puts an in-process latency proxy in front of nginx (every HTTP request
-   waits ``--latency-ms`` before being forwarded, keep-alive supported) and
-   counts the requests it sees;
-4. times "open the file + read samples ``0:n`` of all channels"
-   (``n = --read-seconds * 30000``) through the proxy, each with a fresh client:
+3. for each of ``--latency-ms`` (``30,100``) puts an in-process proxy in front of
+   nginx: every HTTP request waits the latency before being forwarded (keep-alive
+   supported), every client connection's response bodies are paced as they are
+   sent by a token bucket of ``--bandwidth-mbps`` (50 MB/s; object stores serve
+   roughly 50-100 MB/s per connection), and it counts requests and body bytes;
+4. times, each with a fresh client:
 
-   * ``nwb_dask``: ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``;
-   * ``remfile``: ``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``
-     (PyNWB's streaming tutorial);
-   * ``fsspec``: ``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
-     + ``h5py`` + ``pynwb`` (PyNWB's streaming tutorial);
+   * **objects**: open the many-object file with pynwb and read one series completely
+     (``nwb_dask.read_nwb(url)`` and the series' data for nwb_dask);
+   * **slice**: open + read samples ``0:n`` of all channels (``n = --read-seconds * 30000``;
+     ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``);
 
-   checks every result against a local read, and prints a table (median
-   of ``--repeat`` rounds, client order rotating) with the speed-up of
-   nwb_dask over the faster of remfile / fsspec.  All imports happen before
-   timing.
+   with ``remfile`` (``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``)
+   and ``fsspec`` (``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
+   + ``h5py`` + ``pynwb``), both as in PyNWB's streaming tutorial;
+
+   checks every result is byte-identical to a local read, and prints one table
+   (case x latency x client: median of ``--repeat`` rounds, client order rotating,
+   request count and MB sent) with nwb_dask's speed-up over the faster of remfile /
+   fsspec and issue 17's targets (objects: >= 5x remfile in <= ~15 requests;
+   slice: >= 3x).  All imports happen before timing.
 
 Usage::
 
-    python benchmarks/remote.py [--seconds 60] [--read-seconds 10] [--latency-ms 30] [--repeat 3] [--no-install]
+    python benchmarks/remote.py [--latency-ms 30,100] [--bandwidth-mbps 50] [--objects 200]
+        [--seconds 60] [--read-seconds 10] [--repeat 3] [--cases objects,slice] [--no-install]
+    python benchmarks/remote.py --quick --no-install     # small files, 1 round, 10 ms (tests)
 
 Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 ``pip install``-ed unless ``--no-install``.
@@ -171,24 +184,57 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 # --------------------------------------------------------------------------- #
-# latency proxy
+# latency + bandwidth proxy
 # --------------------------------------------------------------------------- #
-def _proxy_process(upstream_port, latency, verbose, shared, conn) -> None:
+class TokenBucket:
+    """Pacing of one connection: ``rate`` bytes/s, at most ``burst`` bytes ahead.
+
+    :meth:`take` is awaited before each piece of a body is written, so a
+    response is paced as it is sent (not delayed as a whole after the fact).
+    Tokens may go negative: the caller then sleeps until the debt is paid.
+    """
+
+    def __init__(self, rate: float, burst: int = 64 << 10):
+        self.rate, self.burst = float(rate), float(burst)
+        self.tokens = self.burst
+        self.t = time.monotonic()
+
+    async def take(self, n: int) -> None:
+        import asyncio
+
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        self.tokens -= n
+        if self.tokens < 0:
+            await asyncio.sleep(-self.tokens / self.rate)
+
+
+def _proxy_process(upstream_port, latency, bandwidth, verbose, shared, conn) -> None:
     """An asyncio HTTP/1.1 proxy: forwards requests verbatim after ``latency``, streams bodies.
 
-    asyncio streams bodies without a thread per connection, and in a process
-    of its own the proxy shares no GIL with the client being measured.
+    Every client connection has its own :class:`TokenBucket` of ``bandwidth``
+    bytes/s (0: no cap), like an object store that serves each connection at
+    a fixed rate.  asyncio streams bodies without a thread per connection,
+    and in a process of its own the proxy shares no GIL with the client
+    being measured.
     """
     import asyncio
 
     t0 = time.perf_counter()
+    piece = 64 << 10 if bandwidth else 4 << 20  # paced bodies go out in small pieces
 
     async def handle(reader, writer):
         up_r = up_w = None
+        bucket = TokenBucket(bandwidth) if bandwidth else None
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 method = head.split(b" ", 1)[0].upper()
+                # Counted before anything is answered (bytes before each piece is written), so
+                # the counters are complete as soon as the client has its response.
+                with shared[0].get_lock():
+                    shared[0].value += 1
                 await asyncio.sleep(latency)
                 if up_w is None:
                     up_r, up_w = await asyncio.open_connection("127.0.0.1", upstream_port)
@@ -203,15 +249,18 @@ def _proxy_process(upstream_port, latency, verbose, shared, conn) -> None:
                 remaining = 0 if method == b"HEAD" else length
                 sent = remaining
                 while remaining:
-                    data = await up_r.read(min(remaining, 4 << 20))
+                    data = await up_r.read(min(remaining, piece))
                     if not data:
                         raise ConnectionError("upstream closed")
+                    if bucket is not None:
+                        await bucket.take(len(data))
+                    with shared[1].get_lock():
+                        shared[1].value += len(data)
                     writer.write(data)
                     await writer.drain()
                     remaining -= len(data)
-                with shared[0].get_lock():
-                    shared[0].value += 1
-                    shared[1].value += sent
+                if not sent:
+                    await writer.drain()
                 if verbose:
                     rng = next((ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"range:")), b"-")
                     print(f"#     {time.perf_counter() - t0:7.3f} s  {method.decode()} {rng.decode()}  {sent} B sent",
@@ -240,22 +289,25 @@ def _proxy_process(upstream_port, latency, verbose, shared, conn) -> None:
 
 
 class ProcessProxy:
-    """The latency proxy (asyncio) in a process of its own.
+    """The latency + bandwidth proxy (asyncio) in a process of its own.
 
     In the benchmark's own process its Python threads would share the GIL
     with the client being measured (nwb_dask's decoding threads, fsspec's
     event loop), which caps the proxy's bandwidth and penalises parallel
     clients; a separate process measures the clients, not the proxy.
+    ``bandwidth`` is bytes/s per client connection (0: uncapped).
     """
 
-    def __init__(self, upstream_port: int, latency: float, verbose: bool = False):
+    def __init__(self, upstream_port: int, latency: float, verbose: bool = False, bandwidth: float = 0.0):
         import multiprocessing as mp
 
         ctx = mp.get_context("fork")
         self._shared = (ctx.Value("q", 0), ctx.Value("q", 0))
         self._parent, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_proxy_process, args=(upstream_port, latency, verbose, self._shared, child), daemon=True
+            target=_proxy_process,
+            args=(upstream_port, latency, bandwidth, verbose, self._shared, child),
+            daemon=True,
         )
 
     def __enter__(self):
@@ -284,56 +336,199 @@ class ProcessProxy:
 
 
 # --------------------------------------------------------------------------- #
-# the three clients
+# the three clients, for both cases
 # --------------------------------------------------------------------------- #
-def read_nwb_dask(url: str, n: int) -> np.ndarray:
+def _fresh_nwb_dask() -> None:
+    """Forget nwb_dask's cached remote handles and byte sources: each run is a fresh client."""
     from nwb_dask.hdf5 import read as reader
 
-    # a fresh client: no handle or byte source reused from a previous run
     reader.open_remote.cache_clear()
     reader._source.cache_clear()
+
+
+def slice_nwb_dask(url: str, n: int) -> np.ndarray:
+    _fresh_nwb_dask()
     return nwb_dask.read_dataset(url, NAME)[0:n].compute(scheduler="threads")
 
 
-def read_remfile(url: str, n: int) -> np.ndarray:
+def _pynwb_slice(f, n: int) -> np.ndarray:
     import pynwb
+
+    with pynwb.NWBHDF5IO(file=f, mode="r") as io:
+        nwb = io.read()
+        return nwb.acquisition["ElectricalSeries"].data[0:n]
+
+
+def slice_remfile(url: str, n: int) -> np.ndarray:
     import remfile
 
-    rf = remfile.File(url)
-    with h5py.File(rf, "r") as f, pynwb.NWBHDF5IO(file=f, mode="r") as io:
-        nwb = io.read()
-        return nwb.acquisition["ElectricalSeries"].data[0:n]
+    with h5py.File(remfile.File(url), "r") as f:
+        return _pynwb_slice(f, n)
 
 
-def read_fsspec(url: str, n: int) -> np.ndarray:
+def slice_fsspec(url: str, n: int) -> np.ndarray:
     import fsspec
-    import pynwb
 
     fs = fsspec.filesystem("http", skip_instance_cache=True)
-    with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f, \
-            pynwb.NWBHDF5IO(file=f, mode="r") as io:
+    with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
+        return _pynwb_slice(f, n)
+
+
+def series_nwb_dask(url: str, name: str) -> np.ndarray:
+    _fresh_nwb_dask()
+    nwb = nwb_dask.read_nwb(url)
+    try:
+        data = nwb.acquisition[name].data
+        return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
+    finally:
+        nwb.read_io.close()
+
+
+def _pynwb_series(f, name: str) -> np.ndarray:
+    import pynwb
+
+    with pynwb.NWBHDF5IO(file=f, mode="r") as io:
         nwb = io.read()
-        return nwb.acquisition["ElectricalSeries"].data[0:n]
+        return nwb.acquisition[name].data[()]
+
+
+def series_remfile(url: str, name: str) -> np.ndarray:
+    import remfile
+
+    with h5py.File(remfile.File(url), "r") as f:
+        return _pynwb_series(f, name)
+
+
+def series_fsspec(url: str, name: str) -> np.ndarray:
+    import fsspec
+
+    fs = fsspec.filesystem("http", skip_instance_cache=True)
+    with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
+        return _pynwb_series(f, name)
 
 
 # --------------------------------------------------------------------------- #
-def write_file(path: str, seconds: float) -> None:
+# the files (both written by plain pynwb, as an archive's files are)
+# --------------------------------------------------------------------------- #
+SLICE_CHUNKS = (10_000, 64)  # the issue's pynwb-written gzip file
+
+
+def write_slice_file(path: str, seconds: float) -> None:
+    """A pynwb-written ElectricalSeries, gzip, chunks (10000, 64), streamed from a lazy array."""
+    import pynwb
+    from hdmf.data_utils import GenericDataChunkIterator
+    from pynwb import H5DataIO
+
     arr = synthetic_ephys(seconds=seconds, seed=7)
-    nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec="gzip")), path, progress=False)
+
+    class DaskChunks(GenericDataChunkIterator):  # hdmf's iterator over any sliceable source
+        def __init__(self, array, **kwargs):
+            self._array = array
+            super().__init__(**kwargs)
+
+        def _get_data(self, selection):
+            return np.asarray(self._array[selection])
+
+        def _get_maxshape(self):
+            return self._array.shape
+
+        def _get_dtype(self):
+            return self._array.dtype
+
+    rows = min(arr.shape[0], 3 * SLICE_CHUNKS[0])
+    it = DaskChunks(arr, chunk_shape=SLICE_CHUNKS, buffer_shape=(rows, arr.shape[1]), display_progress=False)
+    with pynwb.NWBHDF5IO(path, "w") as io:
+        io.write(ephys_nwbfile(H5DataIO(it, compression="gzip", chunks=SLICE_CHUNKS)))
+
+
+def write_objects_file(path: str, objects: int, object_mb: float) -> None:
+    """A pynwb-written file with ``objects`` float64 TimeSeries of ``object_mb`` MB each."""
+    from datetime import datetime, timezone
+
+    import pynwb
+
+    nwb = pynwb.NWBFile(session_description="many-object benchmark file", identifier="nwb_dask-objects",
+                        session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    samples = max(1, int(object_mb * 1e6 / 8))
+    rng = np.random.default_rng(11)
+    for i in range(objects):
+        nwb.add_acquisition(pynwb.TimeSeries(name=f"ts{i:04d}", data=rng.standard_normal(samples),
+                                             unit="a.u.", rate=1000.0))
+    with pynwb.NWBHDF5IO(path, "w") as io:
+        io.write(nwb)
+
+
+def same_bytes(out, ref) -> bool:
+    out = np.ascontiguousarray(np.asarray(out))
+    ref = np.ascontiguousarray(ref)
+    return out.shape == ref.shape and out.dtype == ref.dtype and out.tobytes() == ref.tobytes()
+
+
+def run_case(proxy, url, clients, arg, ref, repeat, label_case):
+    """Time ``clients`` (label, fn) on ``fn(url, arg)``; every result must equal ``ref`` byte for byte."""
+    times = {label: [] for label, _ in clients}
+    counts = {}
+    for r in range(repeat):
+        # Rotate the order each round: on these VMs memory freed by one client is
+        # returned to the host within seconds, and the next client to touch it pays.
+        order = clients[r % len(clients):] + clients[: r % len(clients)]
+        for label, fn in order:
+            proxy.reset()
+            t0 = time.perf_counter()
+            out = fn(url, arg)
+            dt = time.perf_counter() - t0
+            if not same_bytes(out, ref):
+                _fail(f"{label_case}: {label} read of {url} differs from the local read "
+                      f"(shape {np.shape(out)} {np.asarray(out).dtype} vs {ref.shape} {ref.dtype})")
+            del out
+            times[label].append(dt)
+            counts[label] = (proxy.requests, proxy.bytes)
+            print(f"#   {label_case} round {r + 1}: {label}: {dt:.2f} s, {proxy.requests} requests", flush=True)
+    return [(label, float(np.median(times[label])), *counts[label]) for label, _ in clients]
+
+
+def parse_latencies(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--latency-ms {text!r}: expected comma-separated milliseconds, e.g. 30,100")
+    if not values or any(v < 0 for v in values):
+        _fail(f"--latency-ms {text!r}: expected non-negative milliseconds, e.g. 30,100")
+    return values
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the synthetic recording (s)")
     ap.add_argument("--read-seconds", type=float, default=10.0, help="length of the slice read (s)")
-    ap.add_argument("--latency-ms", type=float, default=30.0, help="delay added to every HTTP request")
+    ap.add_argument("--latency-ms", default=None,
+                    help="delay added to every HTTP request; comma-separated for several runs (default 30,100)")
+    ap.add_argument("--bandwidth-mbps", type=float, default=50.0,
+                    help="cap per client connection, MB/s (1 MB = 1e6 bytes; 0: no cap)")
+    ap.add_argument("--objects", type=int, default=200, help="TimeSeries in the many-object file")
+    ap.add_argument("--object-mb", type=float, default=1.0, help="size of each of those TimeSeries (MB)")
+    ap.add_argument("--cases", default="objects,slice", help="which cases to run (objects, slice)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (client order rotates; the median is reported)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small files and 1 round (2 s recording, 1 s slice, 20 x 0.1 MB objects, 10 ms)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every proxied request")
     ap.add_argument("--no-install", action="store_true",
                     help="never call apt-get / pip; fail with a message when something is missing")
     args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.read_seconds, args.repeat = 2.0, 1.0, 1
+        args.objects, args.object_mb = 20, 0.1
+        args.latency_ms = args.latency_ms or "10"
+    latencies = parse_latencies(args.latency_ms or "30,100")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(cases) - {"objects", "slice"}
+    if unknown or not cases:
+        _fail(f"--cases {args.cases!r}: expected a comma-separated subset of objects,slice")
+    if args.objects < 1:
+        _fail(f"--objects {args.objects}: need at least one TimeSeries")
     install = not args.no_install
     n = int(round(args.read_seconds * RATE))
+    bandwidth = args.bandwidth_mbps * 1e6
 
     nginx = ensure_nginx(install)
     ensure_module("remfile", "remfile", install)
@@ -349,64 +544,79 @@ def main() -> None:
     import remfile  # noqa: F401
     import requests  # noqa: F401
 
+    results = []  # (case, latency_ms, rows, description)
     with tempfile.TemporaryDirectory(prefix="nwb_dask_remote_") as tmp:
         www, work = os.path.join(tmp, "www"), os.path.join(tmp, "nginx")
         os.makedirs(www)
         os.makedirs(work)
-        path = os.path.join(www, "ephys.nwb")
-        t0 = time.perf_counter()
-        write_file(path, args.seconds)
-        with h5py.File(path, "r") as f:
-            d = f[NAME]
-            shape, chunks = d.shape, d.chunks
-            ref = d[0:n]
-        if ref.shape[0] < n:
-            _fail(f"--read-seconds {args.read_seconds} is longer than the recording ({shape[0] / RATE:.1f} s)")
-        print(f"# wrote {shape} {ref.dtype} gzip, chunks {chunks}, "
-              f"{os.path.getsize(path) / 1e6:.1f} MB file in {time.perf_counter() - t0:.1f} s")
+        jobs = []  # (case, file name, clients, arg, ref, description)
+        if "objects" in cases:
+            path = os.path.join(www, "objects.nwb")
+            t0 = time.perf_counter()
+            write_objects_file(path, args.objects, args.object_mb)
+            series = f"ts{args.objects // 2:04d}"
+            with h5py.File(path, "r") as f:
+                ref = f[f"acquisition/{series}/data"][()]
+            print(f"# wrote {args.objects} TimeSeries x {ref.nbytes / 1e6:.2f} MB (pynwb), "
+                  f"{os.path.getsize(path) / 1e6:.1f} MB file in {time.perf_counter() - t0:.1f} s")
+            jobs.append(("objects", "objects.nwb",
+                         (("nwb_dask", series_nwb_dask), ("remfile", series_remfile), ("fsspec", series_fsspec)),
+                         series, ref, f"open + read {series} ({ref.nbytes / 1e6:.2f} MB) of {args.objects}"))
+        if "slice" in cases:
+            path = os.path.join(www, "ephys.nwb")
+            t0 = time.perf_counter()
+            write_slice_file(path, args.seconds)
+            with h5py.File(path, "r") as f:
+                d = f[NAME]
+                shape, chunks = d.shape, d.chunks
+                ref = d[0:n]
+            if ref.shape[0] < n:
+                _fail(f"--read-seconds {args.read_seconds} is longer than the recording ({shape[0] / RATE:.1f} s)")
+            print(f"# wrote {shape} {ref.dtype} gzip (pynwb), chunks {chunks}, "
+                  f"{os.path.getsize(path) / 1e6:.1f} MB file in {time.perf_counter() - t0:.1f} s")
+            jobs.append(("slice", "ephys.nwb",
+                         (("nwb_dask", slice_nwb_dask), ("remfile", slice_remfile), ("fsspec", slice_fsspec)),
+                         n, ref, f"open + read [0:{n}, :] ({ref.nbytes / 1e6:.1f} MB decoded)"))
 
         proc, nginx_port = start_nginx(nginx, www, work)
         try:
-            with ProcessProxy(nginx_port, args.latency_ms / 1e3, args.verbose) as proxy:
-                url = f"http://127.0.0.1:{proxy.port}/ephys.nwb"
-                print(f"# nginx {nginx} on :{nginx_port}, latency proxy (+{args.latency_ms:g} ms/request) "
-                      f"on :{proxy.port}; {os.cpu_count()} cpus")
-                print(f"# task: open + read [0:{n}, :] ({args.read_seconds:g} s x {shape[1]} ch, "
-                      f"{ref.nbytes / 1e6:.1f} MB decoded) via {url}")
-                clients = (("nwb_dask", read_nwb_dask), ("remfile", read_remfile),
-                           ("fsspec blockcache", read_fsspec))
-                times: dict[str, list[float]] = {label: [] for label, _ in clients}
-                counts: dict[str, tuple[int, int]] = {}
-                for r in range(args.repeat):
-                    # Rotate the order each round: on these VMs memory freed by one client is
-                    # returned to the host within seconds, and the next client to touch it pays.
-                    order = clients[r % len(clients):] + clients[: r % len(clients)]
-                    for label, fn in order:
-                        proxy.reset()
-                        t0 = time.perf_counter()
-                        out = fn(url, n)
-                        dt = time.perf_counter() - t0
-                        out = np.asarray(out)
-                        assert out.shape == ref.shape and out.dtype == ref.dtype, (label, out.shape, out.dtype)
-                        assert np.array_equal(out, ref), f"{label}: data differ from the local read"
-                        del out
-                        times[label].append(dt)
-                        counts[label] = (proxy.requests, proxy.bytes)
-                        print(f"#   round {r + 1}: {label}: {dt:.2f} s, {proxy.requests} requests", flush=True)
-                rows = [(label, float(np.median(times[label])), *counts[label]) for label, _ in clients]
+            for latency_ms in latencies:
+                with ProcessProxy(nginx_port, latency_ms / 1e3, args.verbose, bandwidth) as proxy:
+                    cap = f"{args.bandwidth_mbps:g} MB/s per connection" if bandwidth else "no bandwidth cap"
+                    print(f"# nginx {nginx} on :{nginx_port}, proxy (+{latency_ms:g} ms/request, {cap}) "
+                          f"on :{proxy.port}; {os.cpu_count()} cpus", flush=True)
+                    for case, fname, clients, arg, ref, desc in jobs:
+                        url = f"http://127.0.0.1:{proxy.port}/{fname}"
+                        rows = run_case(proxy, url, clients, arg, ref, args.repeat, f"{case} {latency_ms:g} ms")
+                        results.append((case, latency_ms, rows, desc))
         finally:
             stop(proc)
 
+    cap = f"{args.bandwidth_mbps:g} MB/s per connection" if bandwidth else "no bandwidth cap"
     print()
-    print(f"median of {args.repeat} rounds")
-    print(f"{'method':<20}{'seconds':>9}{'MB/s':>9}{'requests':>10}{'MB sent':>9}")
-    for label, dt, nreq, nbytes in rows:
-        print(f"{label:<20}{dt:>9.2f}{ref.nbytes / 1e6 / dt:>9.1f}{nreq:>10d}{nbytes / 1e6:>9.1f}")
-    best = min(rows[1:], key=lambda r: r[1])
-    speedup = best[1] / rows[0][1]
-    print(f"\nnwb_dask speed-up over the faster of remfile/fsspec ({best[0]}): {speedup:.1f}x "
-          f"(target >= 5x: {'met' if speedup >= 5 else 'NOT met'})")
-    print("(MB/s = decoded MB of the slice / wall time; all results equal the local read)")
+    print(f"median of {args.repeat} round(s); proxy adds the latency to every request, {cap}")
+    for case, fname, clients, arg, ref, desc in jobs:
+        print(f"\n{case}: {desc}")
+    print()
+    print(f"{'case':<9}{'latency':>8}  {'method':<10}{'seconds':>9}{'requests':>10}{'MB sent':>9}")
+    summary = []
+    for case, latency_ms, rows, desc in results:
+        for label, dt, nreq, nbytes in rows:
+            print(f"{case:<9}{latency_ms:>6g}ms  {label:<10}{dt:>9.2f}{nreq:>10d}{nbytes / 1e6:>9.1f}")
+        mine = rows[0]
+        best = min(rows[1:], key=lambda r: r[1])
+        speedup = best[1] / mine[1]
+        if case == "objects":
+            vs_remfile = rows[1][1] / mine[1]
+            ok = vs_remfile >= 5 and mine[2] <= 15
+            target = (f"target >= 5x remfile ({vs_remfile:.1f}x) and <= ~15 requests ({mine[2]}): "
+                      f"{'met' if ok else 'NOT met'}")
+        else:
+            target = f"target >= 3x: {'met' if speedup >= 3 else 'NOT met'}"
+        summary.append(f"{case:<9}{latency_ms:>6g}ms  nwb_dask {speedup:.1f}x the faster other ({best[0]}); {target}")
+    print()
+    print("\n".join(summary))
+    print("(all results equal the local read, bytes identical)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""benchmarks/remote.py: its bandwidth-capping proxy, and its quick mode end to end."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "remote.py"
+BODY = bytes(range(256)) * (5_000_000 // 256) + b"x" * (5_000_000 % 256)  # 5 MB, not all one byte
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_remote", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Body(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+
+@pytest.fixture
+def capped_proxy():
+    """An upstream serving a 5 MB body, behind the benchmark's proxy capped at 20 MB/s per connection."""
+    bench = _load_bench()
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Body)
+    t = threading.Thread(target=upstream.serve_forever, daemon=True)
+    t.start()
+    try:
+        with bench.ProcessProxy(upstream.server_address[1], 0.0, bandwidth=20e6) as proxy:
+            yield proxy
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+def _fetch(port: int) -> tuple[float, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        t0 = time.perf_counter()
+        conn.request("GET", "/body")
+        resp = conn.getresponse()
+        data = resp.read()
+        return time.perf_counter() - t0, data
+    finally:
+        conn.close()
+
+
+def test_bandwidth_cap_paces_one_connection(capped_proxy):
+    dt, data = _fetch(capped_proxy.port)
+    assert data == BODY
+    # 5 MB at 20 MB/s is 0.25 s; the bucket's 64 KiB burst takes off at most 3 ms
+    assert dt >= 0.2, f"5 MB through a 20 MB/s cap took only {dt:.3f} s"
+    assert capped_proxy.requests == 1 and capped_proxy.bytes == len(BODY)
+
+
+def test_bandwidth_cap_is_per_connection(capped_proxy):
+    n = 4
+    results: list = [None] * n
+
+    def run(i):
+        results[i] = _fetch(capped_proxy.port)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    for dt, data in results:
+        assert data == BODY
+        assert dt >= 0.2, f"one of {n} parallel connections got 5 MB in {dt:.3f} s through a 20 MB/s cap"
+    # one cap shared by all connections would need 4 x 5 MB / 20 MB/s = 1.0 s
+    assert wall < 0.7, f"{n} connections x 5 MB at 20 MB/s each took {wall:.2f} s: the cap looks shared"
+    assert capped_proxy.requests == n
+
+
+def _missing() -> str | None:
+    bench = _load_bench()
+    if bench.find_nginx() is None:
+        return "nginx is not installed (apt-get install nginx)"
+    if importlib.util.find_spec("remfile") is None:
+        return "remfile is not installed (pip install remfile)"
+    for mod in ("fsspec", "aiohttp"):
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} is not installed (fsspec's http filesystem needs fsspec and aiohttp)"
+    return None
+
+
+def test_quick_benchmark_runs_and_results_match():
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--no-install"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "case      latency  method      seconds  requests  MB sent" in out
+    for case in ("objects", "slice"):
+        for method in ("nwb_dask", "remfile", "fsspec"):
+            assert any(line.split()[:3] == [case, "10ms", method] for line in out.splitlines()), (case, method, out)
+        assert any(line.startswith(case) and "the faster other" in line and "target" in line
+                   for line in out.splitlines()), out
+    assert "(all results equal the local read, bytes identical)" in out
