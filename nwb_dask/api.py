@@ -1,8 +1,8 @@
 """The entry points that choose HDF5 or Zarr by the path, the same way when reading and when writing.
 
-One rule (:func:`nwb_dask.zarr.read.is_zarr_path`): a name ending in
-``.zarr`` or an existing directory is an NWB-Zarr store (hdmf-zarr's layout);
-anything else, a URL included, is an HDF5 file.
+One rule (:func:`nwb_dask.nwb.read.is_zarr`): a name ending in ``.zarr``, or
+an existing directory holding Zarr metadata, is an NWB-Zarr store
+(hdmf-zarr's layout); anything else, a URL included, is an HDF5 file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.io import write_nwb as write_nwb_hdf5
-from nwb_dask.nwb.read import daskify, is_zarr, read_dataset, read_nwb_hdf5
+from nwb_dask.nwb.read import is_zarr, read_daskified, read_dataset, read_nwb_hdf5
 from nwb_dask.zarr.io import write_nwb_zarr
 
 __all__ = ["is_zarr", "read_dataset", "read_nwb", "write_nwb"]
@@ -22,8 +22,8 @@ __all__ = ["is_zarr", "read_dataset", "read_nwb", "write_nwb"]
 def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
     """Write an NWBFile to ``path``: an NWB-Zarr store if the path names one, else an NWB (HDF5) file.
 
-    The same rule as :func:`read_nwb`: a name ending in ``.zarr`` (or an
-    existing directory) is written with :func:`nwb_dask.write_nwb_zarr`
+    The same rule as :func:`read_nwb` (:func:`is_zarr`): a name ending in
+    ``.zarr`` (or an existing directory holding Zarr metadata) is written with :func:`nwb_dask.write_nwb_zarr`
     (``overwrite``, ``scheduler``, ``progress``, ``storage_options``);
     anything else with :func:`nwb_dask.nwb.io.write_nwb` (``mode``,
     ``scheduler``, ``progress``, ``max_inflight_bytes``, NWBDaskIO's
@@ -78,13 +78,7 @@ def read_nwb(
     if is_zarr(path):  # NWB-Zarr (hdmf-zarr layout)
         from hdmf_zarr.nwb import NWBZarrIO
 
-        io = NWBZarrIO(os.fspath(path), "r")
-        try:
-            nwbfile = io.read()
-            daskify(nwbfile, min_bytes=min_bytes, block_bytes=block_bytes or DEFAULT_BLOCK_BYTES)
-        except BaseException:
-            io.close()
-            raise
-        return nwbfile
+        return read_daskified(NWBZarrIO(os.fspath(path), "r"), min_bytes=min_bytes,
+                              block_bytes=block_bytes or DEFAULT_BLOCK_BYTES)
     return read_nwb_hdf5(path, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct,
                          remote_options=remote_options)

@@ -10,7 +10,7 @@ from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, 
 from nwb_dask.hdf5.read import read_dataset as read_hdf5_dataset
 from nwb_dask.zarr.read import is_zarr_path, zarr_array, zarr_dask
 
-__all__ = ["READ_MIN_BYTES", "daskify", "is_zarr", "read_dataset", "read_nwb_hdf5"]
+__all__ = ["READ_MIN_BYTES", "daskify", "is_zarr", "read_daskified", "read_dataset", "read_nwb_hdf5"]
 
 
 def daskify(
@@ -117,11 +117,15 @@ def read_nwb_hdf5(
         path = os.path.abspath(os.fspath(path))
         check_input_file(path)  # missing or not HDF5: an error naming the path
         io = NWBHDF5IO(path, "r")
+    return read_daskified(io, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url,
+                          remote_options=remote_options)
+
+
+def read_daskified(io, **daskify_options):
+    """``io.read()`` with :func:`daskify` applied; ``io`` is closed if either fails (HDF5 and NWB-Zarr IOs alike)."""
     try:
         nwbfile = io.read()
-        daskify(
-            nwbfile, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url, remote_options=remote_options
-        )
+        daskify(nwbfile, **daskify_options)
     except BaseException:
         io.close()
         raise
@@ -131,7 +135,8 @@ def read_nwb_hdf5(
 def is_zarr(path: str | os.PathLike) -> bool:
     """Whether ``path`` names an NWB-Zarr store (else an HDF5 file): the one rule of reading and writing.
 
-    A local path: a name ending in ``.zarr`` or an existing directory.  A URL:
+    A local path: a name ending in ``.zarr`` or an existing directory holding
+    Zarr metadata (:func:`nwb_dask.zarr.read.is_zarr_path`).  A URL:
     a name ending in ``.zarr``.
     """
     if is_url(path) or "://" in os.fspath(path):
