@@ -85,16 +85,22 @@ def test_block_file_serves_prefetched_bytes_without_requests(pre, reads, block):
         assert raw.journal.get(o, n) is not None
 
 
-def test_prefetch_fetches_only_missing_parts():
-    src = _Counting(SRC)
+def test_prefetch_fetches_only_missing_parts_and_small_gaps():
+    from nwb_dask.sources.base import PREFETCH_GAP
+
+    data = bytes(i % 253 for i in range(100_000))
+    src = _Counting(data)
     raw = BlockCacheFile(src, 1000, 4)
-    assert raw.prefetch([(10, 20), (100, 10)]) == 30
-    assert src.calls[-1] == [(10, 20), (100, 10)]
+    far = 110 + 4 * PREFETCH_GAP
+    assert raw.prefetch([(10, 20), (far, 10)]) == 30
+    assert src.calls[-1] == [(10, 20), (far, 10)]  # far apart: two ranges
     assert raw.prefetch([(15, 10), (20, 20)]) == 10  # only 30:40 was missing
     assert src.calls[-1] == [(30, 10)]
+    assert raw.prefetch([(50, 10), (100, 10)]) == 70  # close together: one range, the gap included
+    assert src.calls[-1] == [(40, 70)]  # and stretched back to the extent ending at 40
     n = len(src.calls)
     f = io.BufferedReader(raw)
     f.seek(12)
-    assert f.read(5) == SRC[12:17]
+    assert f.read(90) == data[12:102]
     assert len(src.calls) == n  # served from the extent
-    assert raw.prefetch([(12, 5), (SIZE + 5, 10)]) == 0  # held, and past the end ignored
+    assert raw.prefetch([(12, 5), (len(data) + 5, 10)]) == 0  # held, and past the end ignored

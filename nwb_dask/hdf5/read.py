@@ -26,7 +26,7 @@ import numpy as np
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
 
-__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "read_dataset", "release_handles", "remote_dataset_array"]
+__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset", "release_handles", "remote_dataset_array"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -68,11 +68,33 @@ def _source(url: str, options: tuple = ()):
 
 
 @functools.lru_cache(maxsize=16)
+def _remote_view(url: str, options: tuple = ()):
+    """This process's block-cached file object over a remote file (what h5py reads its metadata through)."""
+    return _source(url, options).open()
+
+
+@functools.lru_cache(maxsize=16)
 def open_remote(url: str, options: tuple = ()):
     """This process's h5py handle on a remote file (metadata through the cached byte source)."""
     from nwb_dask.errors import open_hdf5
 
-    return open_hdf5(_source(url, options).open(), name=url)
+    return open_hdf5(_remote_view(url, options), name=url)
+
+
+def prefetch_remote(url: str, options: tuple = ()):
+    """Fetch a remote file's metadata ahead of h5py, a hierarchy level per round trip.
+
+    For readers about to walk the whole file (pynwb's ``read()`` does); see
+    :mod:`nwb_dask.hdf5.prefetch`.  Returns its
+    :class:`~nwb_dask.hdf5.prefetch.PrefetchStats`, or None for a source
+    whose file object keeps no extents (local files).
+    """
+    from nwb_dask.hdf5.prefetch import prefetch_metadata
+
+    raw = getattr(_remote_view(url, options), "raw", None)
+    if not hasattr(raw, "prefetch"):
+        return None
+    return prefetch_metadata(raw)
 
 
 def release_handles() -> None:
@@ -99,6 +121,7 @@ def _close_handles() -> None:
     import gc
 
     open_remote.cache_clear()
+    _remote_view.cache_clear()
     _source.cache_clear()
     _open.cache_clear()
     gc.collect()

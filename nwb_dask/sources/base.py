@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_CACHE_BLOCKS",
     "EXTENT_BYTES",
     "JOURNAL_BYTES",
+    "PREFETCH_GAP",
     "BlockCacheFile",
     "ByteSource",
     "RemoteReadError",
@@ -209,6 +210,30 @@ class ByteSource(abc.ABC):
 EXTENT_BYTES = 256 << 20
 #: Most bytes a :class:`BlockCacheFile` records in its :attr:`~BlockCacheFile.journal`.
 JOURNAL_BYTES = 64 << 20
+#: Gaps up to this size between prefetched ranges (and stored extents) are fetched too: HDF5's
+#: metadata accumulator reads across such gaps, which would otherwise each cost a request.
+PREFETCH_GAP = 4096
+
+
+def _close_gaps(ranges: Sequence[tuple[int, int]], extents: Extents, gap: int) -> list[tuple[int, int]]:
+    """``ranges`` merged where at most ``gap`` bytes apart, and stretched over such gaps to stored extents."""
+    spans = sorted((o, o + n) for o, n in ranges if n > 0)
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start - merged[-1][1] <= gap:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out = []
+    for start, end in merged:
+        prev_end = extents.end_before(start)
+        if prev_end is not None and start - prev_end <= gap:
+            start = prev_end
+        next_start = extents.start_after(end)
+        if next_start is not None and next_start - end <= gap:
+            end = next_start
+        out.append((start, end - start))
+    return out
 
 
 class BlockCacheFile(io.RawIOBase):
@@ -276,7 +301,8 @@ class BlockCacheFile(io.RawIOBase):
         Ranges are clipped to the file.  Returns the number of bytes fetched.
         """
         clipped = [(o, min(n, self._size - o)) for o, n in ranges if 0 <= o < self._size and n > 0]
-        missing = [(o, n) for o, n in self.extents.missing(clipped) if self.peek_bytes(o, n) is None]
+        missing = [(o, n) for o, n in self.extents.missing(_close_gaps(clipped, self.extents, PREFETCH_GAP))
+                   if self.peek_bytes(o, n) is None]
         if not missing:
             return 0
         for (offset, _), data in zip(missing, self.source.read_scattered(missing)):

@@ -92,6 +92,20 @@ class Extents:
                 return self._starts[i], self._runs[i]
         return None
 
+    def end_before(self, offset: int) -> int | None:
+        """The end of the last run ending at or before ``offset`` (None: no such run)."""
+        with self._lock:
+            i = bisect.bisect_right(self._starts, offset) - 1
+            while i >= 0 and self._starts[i] + len(self._runs[i]) > offset:
+                i -= 1
+            return self._starts[i] + len(self._runs[i]) if i >= 0 else None
+
+    def start_after(self, offset: int) -> int | None:
+        """The start of the first run starting at or after ``offset`` (None: no such run)."""
+        with self._lock:
+            i = bisect.bisect_left(self._starts, offset)
+            return self._starts[i] if i < len(self._starts) else None
+
     def get(self, offset: int, length: int) -> bytes | None:
         """Bytes ``offset:offset + length`` if stored in full, else None."""
         if length <= 0:
