@@ -46,6 +46,8 @@ __all__ = ["PrefetchStats", "prefetch_metadata"]
 _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Bytes fetched at a structure's address when its size is not known yet (HDF5 itself reads 512 speculatively).
 WINDOW = 4096
+#: Bytes of v1 B-tree chunk index nodes fetched per file (beyond: chunk lookups read nodes on demand).
+CHUNK_INDEX_BYTES = 16 << 20
 #: Contiguous datasets up to this size are fetched too (scalars, short strings and vectors pynwb reads on open).
 SMALL_DATA = 64 << 10
 
@@ -79,6 +81,8 @@ class _Walker:
         self.L = 8  # size of lengths
         self.undef = (1 << 64) - 1
         self.page = None
+        self.istore_k = 32  # chunk B-tree K (HDF5's default; superblock v1 may say otherwise)
+        self.chunk_index_bytes = 0
         self.skipped: dict[str, int] = {}
 
     # -- bytes -------------------------------------------------------------- #
@@ -111,6 +115,8 @@ class _Walker:
         if version in (0, 1):
             self.O, self.L = head[13], head[14]
             self.undef = (1 << (8 * self.O)) - 1
+            if version == 1:
+                self.istore_k = int.from_bytes(head[24:26], "little") or 32
             pos = 24 + (4 if version == 1 else 0)
             need = pos + 4 * self.O + 2 * self.O + 24
             head = self.get(at, need)
@@ -331,7 +337,11 @@ class _Walker:
                 return [("gcol", a)] if a is not None else []
             if cls == 2:  # chunked: HDF5 reads the chunk index's root when it opens the dataset
                 a = self._chunk_index(data, version)
-                return [("raw", a, WINDOW)] if a is not None else []
+                if a is None:
+                    return []
+                if version == 3:  # a v1 B-tree: walk it (within CHUNK_INDEX_BYTES) so chunk lookups cost no request
+                    return [("ctree", a, 8 + 8 * data[2])]
+                return [("raw", a, WINDOW)]
             return []
         if version in (1, 2) and len(data) >= 8:
             ndims, cls = data[1], data[2]
@@ -364,6 +374,28 @@ class _Walker:
         elif index_type == 5:  # v2 B-tree: node size (4), split and merge percents
             pos += 6
         return self.addr(data, pos) if len(data) >= pos + self.O else None
+
+    def chunk_btree(self, at: int, key: int) -> list[tuple]:
+        """A v1 B-tree node of a chunk index (keys of ``key`` bytes): its child nodes, not the chunks."""
+        head = self.get(at, 8 + 2 * self.O)
+        if head[:4] != b"TREE" or head[4] != 1:
+            self.skip("chunk B-tree (bad signature)")
+            return []
+        level, used = head[5], int.from_bytes(head[6:8], "little")
+        self.chunk_index_bytes += self.node_size(key)
+        if level == 0:
+            return []
+        start = 8 + 2 * self.O
+        step = key + self.O
+        buf = self.get(at, start + used * step + key)
+        if self.chunk_index_bytes > CHUNK_INDEX_BYTES:
+            self.skip("chunk B-tree nodes past CHUNK_INDEX_BYTES")
+            return []
+        return [("ctree", a, key) for a in (self.addr(buf, start + i * step + key) for i in range(used)) if a is not None]
+
+    def node_size(self, key: int) -> int:
+        """Bytes of a chunk B-tree node as HDF5 reads it (2K + 1 keys and 2K children, K = istore_k)."""
+        return 8 + 2 * self.O + (2 * self.istore_k + 1) * key + 2 * self.istore_k * self.O
 
     # -- groups, heaps --------------------------------------------------------- #
     def btree(self, at: int) -> list[tuple]:
@@ -511,6 +543,8 @@ class _Walker:
             return at, min(item[2], self.size - at)
         if kind == "fhib":
             return at, min(5 + self.O + 16 + item[2] * item[3] * self.O + 4, self.size - at)
+        if kind == "ctree":
+            return at, min(self.node_size(item[2]), self.size - at)
         return at, WINDOW
 
     def parse(self, item: tuple) -> list[tuple]:
@@ -525,6 +559,8 @@ class _Walker:
             return self.continuation(item[1], item[2], item[3], item[4], item[5])
         if kind == "btree":
             return self.btree(item[1])
+        if kind == "ctree":
+            return self.chunk_btree(item[1], item[2])
         if kind == "snod":
             return self.snod(item[1])
         if kind == "lheap":
@@ -558,7 +594,8 @@ def _find_superblock(peek, size: int) -> int | None:
     return None
 
 
-def prefetch_metadata(raw, *, max_rounds: int = 64, max_bytes: int = 128 << 20, max_seconds: float = 120.0) -> PrefetchStats:
+def prefetch_metadata(raw, *, objects=None, max_rounds: int = 64, max_bytes: int = 128 << 20,
+                      max_seconds: float = 120.0) -> PrefetchStats:
     """Fetch the metadata of the HDF5 file behind ``raw`` into its extents, a hierarchy level per round.
 
     Parameters
@@ -566,6 +603,11 @@ def prefetch_metadata(raw, *, max_rounds: int = 64, max_bytes: int = 128 << 20, 
     raw : nwb_dask.sources.base.BlockCacheFile
         The file object h5py reads (``HTTPByteSource.open().raw``); anything
         with ``size``, ``peek_bytes(offset, length)`` and ``prefetch(ranges)``.
+    objects : sequence of int, optional
+        Walk only from these object headers (addresses as HDF5 gives them,
+        ``h5py.h5o.get_info(obj.id).addr``), e.g. one dataset about to be
+        read: its attributes and chunk index.  Default: the whole file from
+        the root group.
     max_rounds, max_bytes, max_seconds : int, int, float
         Bounds on the walk (rounds of requests, bytes fetched, time); past one
         the walk stops and h5py reads the rest on demand.
@@ -615,6 +657,8 @@ def prefetch_metadata(raw, *, max_rounds: int = 64, max_bytes: int = 128 << 20, 
         for item in pending:
             try:
                 found = walker.parse(item)
+                if item[0] == "super" and objects is not None:
+                    found = [("oh", walker.base + int(a)) for a in objects]
             except _Need as need:
                 wants[item] = need.range
                 continue

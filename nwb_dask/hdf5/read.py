@@ -81,10 +81,12 @@ def open_remote(url: str, options: tuple = ()):
     return open_hdf5(_remote_view(url, options), name=url)
 
 
-def prefetch_remote(url: str, options: tuple = ()):
+def prefetch_remote(url: str, options: tuple = (), paths=None):
     """Fetch a remote file's metadata ahead of h5py, a hierarchy level per round trip.
 
-    For readers about to walk the whole file (pynwb's ``read()`` does); see
+    Without ``paths``, the whole file's, for readers about to walk it all
+    (pynwb's ``read()`` does); with paths of objects in the file (e.g. a
+    dataset about to be read), only theirs (attributes, chunk index).  See
     :mod:`nwb_dask.hdf5.prefetch`.  Returns its
     :class:`~nwb_dask.hdf5.prefetch.PrefetchStats`, or None for a source
     whose file object keeps no extents (local files).
@@ -94,7 +96,29 @@ def prefetch_remote(url: str, options: tuple = ()):
     raw = getattr(_remote_view(url, options), "raw", None)
     if not hasattr(raw, "prefetch"):
         return None
-    return prefetch_metadata(raw)
+    addrs = None
+    if paths is not None:
+        f = open_remote(url, options)
+        addrs = [a for a in (_hard_link_address(f, p) for p in paths) if a is not None]
+    return prefetch_metadata(raw, objects=addrs)
+
+
+def _hard_link_address(f, path: str) -> int | None:
+    """The object header address behind the hard link ``path`` (None for soft or external links).
+
+    From the parent group's link (cheap); ``h5py.h5o.get_info`` would also
+    walk a dataset's whole chunk index to report its size.
+    """
+    import posixpath
+
+    import h5py
+
+    parent, name = posixpath.split(path.rstrip("/"))
+    try:
+        info = f[parent or "/"].id.links.get_info(name.encode())
+    except (KeyError, ValueError):
+        return None
+    return info.u if info.type == h5py.h5l.TYPE_HARD else None
 
 
 def release_handles() -> None:
@@ -324,6 +348,8 @@ def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: 
     dset = f[name]
     if not isinstance(dset, h5py.Dataset):
         raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
+    if dset.chunks:  # the chunk index in a round trip per B-tree level, not a request per node
+        prefetch_remote(url, options, [name])
     return remote_dataset_array(dset, url, options, block_bytes, direct)
 
 
