@@ -36,7 +36,6 @@ import hashlib
 import json
 import os
 import struct
-import time
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -193,6 +192,8 @@ class MetadataCache:
         entry = _parse(blob, url)
         if entry is None or entry[0] != size or entry[1] != validator:
             _unlink(path)  # damaged, or the object changed on the server: never served
+            for key in [k for k in self._known if k[0] == url]:
+                del self._known[key]
             return None
         try:
             os.utime(path)  # the use time eviction goes by
@@ -212,7 +213,7 @@ class MetadataCache:
             return False
         key, wanted = (url, size, validator), _ranges(runs)
         known = self._known.get(key)
-        if known is not None and _covers(known, wanted):
+        if known is not None and _covers(known, wanted) and self.path_for(url).exists():  # (not evicted since)
             return False
         old = self.load(url, size, validator) or []  # another process may have stored more meanwhile
         if old and _covers(_ranges(old), wanted):
@@ -305,7 +306,7 @@ def _serialise(url: str, size: int, validator: str, items: Sequence[tuple[int, b
     payload = sum(len(d) for _, d in items)
     header = json.dumps({
         "version": 1, "key": hashlib.sha256(url.encode("utf-8")).hexdigest(), "url": _display_url(url),
-        "size": int(size), "validator": validator, "runs": len(items), "payload": payload, "created": time.time(),
+        "size": int(size), "validator": validator, "runs": len(items), "payload": payload,
     }).encode("utf-8")
     parts = [_MAGIC, struct.pack("<I", len(header)), header]
     parts.extend(_RUN.pack(o, len(d)) for o, d in items)
