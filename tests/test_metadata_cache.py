@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import nwb_dask
 import nwb_dask.hdf5.read
+import nwb_dask.sources.cache
 from nwb_dask.cli import main
 from nwb_dask.sources import MetadataCache, byte_source
 from nwb_dask.sources.cache import DEFAULT_MAX_BYTES, default_directory, metadata_cache, validator_from
@@ -479,3 +480,24 @@ def test_fsspec_source_uses_info_etag(tmp_path, cache_dir):
     with h5py.File(local, "r") as f:
         np.testing.assert_array_equal(file.acquisition["ts004"].data[()], f["acquisition/ts004/data"][()])
     _fresh()
+
+
+def test_bytes_fetched_ahead_are_stored_and_cost_a_warm_open_nothing(server, cache_dir):
+    data = np.random.default_rng(3).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    (server.root / "blob.bin").write_bytes(data)
+    url = server.url("blob.bin")
+    src = byte_source(url)
+    view = src.open()
+    view.seek(100)
+    assert view.read(50) == data[100:150]
+    ahead = [(2_100_000, 5000), (2_900_000, 777)]  # as the metadata prefetcher fetches (never read by h5py)
+    assert view.raw.prefetch(ahead) == 5777
+    assert nwb_dask.sources.cache.remember(src, view)
+    server.reset_counts()
+    warm = byte_source(url).open()
+    assert warm.raw.prefetch(ahead) == 0  # held: the preloaded entry
+    warm.seek(2_100_000)
+    assert warm.read(5000) == data[2_100_000:2_105_000]
+    warm.seek(100)
+    assert warm.read(50) == data[100:150]
+    assert len(server.requests) == 1

@@ -41,6 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from nwb_dask.sources.base import JOURNAL_BYTES
 from nwb_dask.sources.extents import Extents
 
 __all__ = [
@@ -388,16 +389,23 @@ def remember(source: Any, fileobj: Any) -> bool:
 
     Only when the cache is on, the version is known (a validator) and the
     journal is complete (not ``full``); only bytes the entry lacks cause a
-    write.  A cache that cannot be written warns (naming the directory) and the
-    read goes on.  Returns whether an entry was written.
+    write.  The bytes fetched ahead into the file's ``extents`` (the metadata
+    prefetcher's) are stored with the journal when both fit in
+    :data:`~nwb_dask.sources.base.JOURNAL_BYTES`, so a warm open's prefetch
+    finds them too.  A cache that cannot be written warns (naming the
+    directory) and the read goes on.  Returns whether an entry was written.
     """
     raw = getattr(fileobj, "raw", fileobj)
     cache, validator = getattr(source, "metadata_cache", None), getattr(source, "validator", None)
     journal = getattr(raw, "journal", None)
     if cache is None or not validator or journal is None or journal.full:
         return False
+    runs = journal.items()
+    ahead = getattr(raw, "extents", None)
+    if ahead is not None and journal.nbytes + ahead.nbytes <= JOURNAL_BYTES:
+        runs += ahead.items()  # overlaps are merged by the store
     try:
-        return cache.store(source.url, raw.size, validator, journal.items())
+        return cache.store(source.url, raw.size, validator, runs)
     except OSError as exc:
         warnings.warn(f"nwb_dask metadata cache: cannot store the metadata of {source.url} in {cache.directory}: "
                       f"{exc} (remote_options={{'metadata_cache': False}} or {SWITCH_ENV}=0 turns the cache off)",
