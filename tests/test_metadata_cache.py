@@ -97,6 +97,7 @@ def server(tmp_path):
 def _fresh() -> None:
     """Forget this process's remote handles and sources, as a new process would start."""
     nwb_dask.hdf5.read.open_remote.cache_clear()
+    nwb_dask.hdf5.read._remote_view.cache_clear()
     nwb_dask.hdf5.read._source.cache_clear()
 
 
