@@ -10,6 +10,7 @@ import textwrap
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -404,7 +405,7 @@ def _file_bytes(offset: int, length: int) -> bytes:
     return bytes((i * 7 + 3) % 251 for i in range(offset, offset + length))
 
 
-def _hammer(directory: str, seed: int, rounds: int, bad: "multiprocessing.Value") -> None:
+def _hammer(directory: str, seed: int, rounds: int, bad: Any) -> None:
     rng = np.random.default_rng(seed)
     cache = MetadataCache(directory)
     for _ in range(rounds):

@@ -97,7 +97,7 @@ def validator_from(headers: Mapping[str, str] | None) -> str | None:
     return f"last-modified:{modified}" if modified else None
 
 
-def metadata_cache(option: Any = None) -> "MetadataCache | None":
+def metadata_cache(option: Any = None) -> MetadataCache | None:
     """The cache a ``remote_options["metadata_cache"]`` value selects (None: no caching).
 
     ``None`` (not given): the default cache (:func:`default_directory`,
