@@ -86,6 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = 206, {"Content-Range": f"bytes {shown}-{shown + len(body) - 1}/{size}"}
         headers["Content-Length"] = len(body)
         headers["Accept-Ranges"] = "bytes"
+        headers.update(srv.validator_headers(path, data))
         if head:
             self._send(status, headers)
         elif fault == "truncate" and len(body) > 0:
@@ -137,7 +138,9 @@ class _Server(ThreadingHTTPServer):
         self.multipart_replies = 0
         self.requests: list[tuple[str, str | None]] = []
         self.faulted: dict[str, int] = {}
-        self._cache: dict[Path, bytes] = {}
+        self._cache: dict[Path, tuple[tuple, bytes]] = {}
+        #: Validators sent with every reply: "etag" and/or "last-modified" (none by default).
+        self.validators: tuple[str, ...] = ()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
@@ -166,10 +169,25 @@ class _Server(ThreadingHTTPServer):
             return self.rng.choice((500, 503))
 
     def file_bytes(self, path: Path) -> bytes:
+        """The file's bytes, read again when the file was rewritten (new mtime or size)."""
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
         with self.lock:
-            if path not in self._cache:
-                self._cache[path] = path.read_bytes()
-            return self._cache[path]
+            if path not in self._cache or self._cache[path][0] != stamp:
+                self._cache[path] = (stamp, path.read_bytes())
+            return self._cache[path][1]
+
+    def validator_headers(self, path: Path, data: bytes) -> dict:
+        """``ETag`` (a hash of the bytes) and ``Last-Modified`` (the file's mtime), as ``validators`` asks."""
+        import email.utils
+        import hashlib
+
+        out = {}
+        if "etag" in self.validators:
+            out["ETag"] = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+        if "last-modified" in self.validators:
+            out["Last-Modified"] = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+        return out
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ import numpy as np
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
 
-__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset", "release_handles", "remote_dataset_array"]
+__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset",
+           "release_handles", "remember", "remote_dataset_array"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,7 +76,11 @@ def _remote_view(url: str, options: tuple = ()):
 
 @functools.lru_cache(maxsize=16)
 def open_remote(url: str, options: tuple = ()):
-    """This process's h5py handle on a remote file (metadata through the cached byte source)."""
+    """This process's h5py handle on a remote file (metadata through the cached byte source).
+
+    The source's ``open`` preloads what the on-disk metadata cache holds for
+    this version of the file (:mod:`nwb_dask.sources.cache`).
+    """
     from nwb_dask.errors import open_hdf5
 
     return open_hdf5(_remote_view(url, options), name=url)
@@ -119,6 +124,20 @@ def _hard_link_address(f, path: str) -> int | None:
     except (KeyError, ValueError):
         return None
     return info.u if info.type == h5py.h5l.TYPE_HARD else None
+
+
+def remember(url: str, options: tuple = ()) -> bool:
+    """Store the metadata the :func:`open_remote` handle of ``url`` has read so far in the on-disk cache.
+
+    The readers call it once a remote open is done (``read_nwb`` after
+    ``io.read()`` and daskify, ``read_dataset`` after the dataset's chunk
+    layout is known), so the next open of the unchanged file, in any process,
+    costs one request.  Returns whether an entry was written (False when the
+    cache is off, the file has no ETag/Last-Modified, or nothing new was read).
+    """
+    from nwb_dask.sources.cache import remember as store
+
+    return store(_source(url, options), _remote_view(url, options))
 
 
 def release_handles() -> None:
@@ -350,7 +369,9 @@ def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: 
         raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
     if dset.chunks:  # the chunk index in a round trip per B-tree level, not a request per node
         prefetch_remote(url, options, [name])
-    return remote_dataset_array(dset, url, options, block_bytes, direct)
+    array = remote_dataset_array(dset, url, options, block_bytes, direct)
+    remember(url, options)
+    return array
 
 
 def remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):

@@ -6,7 +6,7 @@ import os
 
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
-from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, prefetch_remote, remote_dataset_array
+from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, prefetch_remote, remember, remote_dataset_array
 from nwb_dask.hdf5.read import read_dataset as read_hdf5_dataset
 from nwb_dask.zarr.read import is_zarr_path, zarr_array, zarr_dask
 
@@ -124,8 +124,11 @@ def read_nwb_hdf5(
         path = os.path.abspath(os.fspath(path))
         check_input_file(path)  # missing or not HDF5: an error naming the path
         io = NWBHDF5IO(path, "r")
-    return read_daskified(io, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url,
-                          remote_options=remote_options)
+    nwbfile = read_daskified(io, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url,
+                             remote_options=remote_options)
+    if url is not None:
+        remember(url, options)  # the metadata just read, for the next open (nwb_dask.sources.cache)
+    return nwbfile
 
 
 def read_daskified(io, **daskify_options):

@@ -37,6 +37,7 @@ from nwb_dask.sources.base import (
     RemoteReadError,
     url_scheme,
 )
+from nwb_dask.sources.cache import preload, validator_from
 from nwb_dask.sources.ranges import Span, check_ranges, coalesce, map_spans, plan
 
 __all__ = ["DEFAULT_TIMEOUT", "MULTIRANGE_PARTS", "REMOTE_SCHEMES", "HTTPByteSource", "parse_content_range", "s3_to_https"]
@@ -234,6 +235,12 @@ class HTTPByteSource(ByteSource):
     :class:`RemoteReadError` at once (no retries).
     """
 
+    #: The on-disk metadata cache :meth:`open` preloads from (:mod:`nwb_dask.sources.cache`; set by
+    #: :func:`~nwb_dask.sources.byte_source`), and the file's version (ETag / Last-Modified) as the
+    #: reply that gave the size named it (None: unknown, nothing cached).
+    metadata_cache = None
+    validator: str | None = None
+
     def __init__(
         self,
         url: str,
@@ -378,9 +385,11 @@ class HTTPByteSource(ByteSource):
         # Other HEAD failures (405, 403 on presigned GET URLs, ...): try the GET below.
         length = resp.headers.get("Content-Length")
         if resp.status_code == 200 and length is not None and "Content-Encoding" not in resp.headers:
+            self.validator = validator_from(resp.headers)
             return int(length)
         with session.get(self.url, headers={"Range": "bytes=0-0"}, timeout=self.timeout, stream=True) as resp:
             self._check_status(resp, None)
+            self.validator = validator_from(resp.headers)
             if resp.status_code == 206:
                 cr = parse_content_range(resp.headers.get("Content-Range"))
                 if cr is None or cr[2] is None:
@@ -601,17 +610,23 @@ class HTTPByteSource(ByteSource):
         Reads go through an LRU cache of ``cache_blocks`` blocks of
         ``block_size`` bytes (blocks missing for one read are fetched together
         by :meth:`read_ranges`).  Enough for h5py: ``h5py.File(src.open(), "r")``.
+        The metadata cached for this version of the file (:attr:`metadata_cache`,
+        checked against :attr:`validator`) is preloaded, so h5py reads it
+        without requests.
         """
         first = None
         if self._size is None:  # one GET gives the size and the first block (no HEAD round trip)
             self._size, first = self._with_retries((0, block_size), lambda: self._fetch_head(block_size))
-        return io.BufferedReader(BlockCacheFile(self, block_size, cache_blocks, first))
+        raw = BlockCacheFile(self, block_size, cache_blocks, first)
+        preload(self, raw)
+        return io.BufferedReader(raw)
 
     def _fetch_head(self, length: int) -> tuple[int, bytes | None]:
         """The file size and its first ``length`` bytes (fewer for a smaller file) in one request."""
         headers = {"Range": f"bytes=0-{length - 1}", "Accept-Encoding": "identity"}
         with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
             self._check_status(resp, (0, length))
+            self.validator = validator_from(resp.headers)
             cr = parse_content_range(resp.headers.get("Content-Range"))
             if resp.status_code == 206 and cr is not None and cr[0] == 0 and cr[2] is not None:
                 data = resp.raw.read(cr[1] + 1, decode_content=False)
