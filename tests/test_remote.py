@@ -671,3 +671,19 @@ def test_read_dataset_prefetches_the_chunk_index(server, tmp_path):
     assert all(inside)
     for a, b in ranges:  # every request starts at a chunk (none at a B-tree node or a metadata block)
         assert any(o == a for o, _ in chunks), (a, b)
+
+
+def test_cloud_optimised_file_opens_in_three_requests(server, tmp_path):
+    """A file repacked with cloud=True (paged metadata) opens with read_nwb in at most 3 requests."""
+    want = _many_series_file(tmp_path / "plain.nwb", 40)
+    nwb_dask.repack(tmp_path / "plain.nwb", tmp_path / "cloud.nwb", cloud=True, progress=False)
+    counts = {}
+    for name in ("plain.nwb", "cloud.nwb"):
+        _fresh_handles()
+        server.reset_counts()
+        nwbfile = nwb_dask.read_nwb(server.url(name))
+        counts[name] = len(server.requests)
+        for key in ("ts000", "ts017", "ts039"):
+            np.testing.assert_array_equal(np.asarray(nwbfile.acquisition[key].data[:]), want[key])
+        nwbfile.read_io.close()
+    assert counts["cloud.nwb"] <= 3, counts
