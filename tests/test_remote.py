@@ -687,3 +687,19 @@ def test_cloud_optimised_file_opens_in_three_requests(server, tmp_path):
             np.testing.assert_array_equal(np.asarray(nwbfile.acquisition[key].data[:]), want[key])
         nwbfile.read_io.close()
     assert counts["cloud.nwb"] <= 3, counts
+
+
+@pytest.mark.parametrize("mode", ["multipart", "ignore", "first"])
+def test_read_nwb_with_prefetch_survives_faults(server, tmp_path, mode):
+    """5xx replies, resets, truncated bodies and wrong Content-Range during the prefetch: same values."""
+    want = _many_series_file(tmp_path / "many.nwb", 12)
+    server.multirange = mode
+    server.set_faults(0.04, seed=11)
+    _fresh_handles()
+    nwbfile = nwb_dask.read_nwb(server.url("many.nwb"), remote_options={"retries": 10, "backoff": 0.0})
+    try:
+        for name, data in want.items():
+            np.testing.assert_array_equal(np.asarray(nwbfile.acquisition[name].data[:]), data)
+    finally:
+        nwbfile.read_io.close()
+    assert sum(server.faulted.values()) > 0  # faults were injected
