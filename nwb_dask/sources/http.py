@@ -222,10 +222,10 @@ class HTTPByteSource(ByteSource):
     multirange : bool or None
         Whether :meth:`read_scattered` sends multi-range requests
         (``Range: bytes=a-b,c-d,...``, answered ``multipart/byteranges`` by
-        nginx, Apache, most CDNs): None (default) tries once and remembers
-        what the server did; False never; True always tries.  Servers that
-        answer with the whole body (S3 and most object stores) are detected
-        on the first try, whose reply is dropped unread.
+        nginx, Apache, most CDNs): None (default) asks the server once with
+        a ``HEAD`` of two ranges (no body whatever the answer) and remembers;
+        False never; True always sends them (a batch not answered in parts
+        is then fetched range by range).
 
     Notes
     -----
@@ -516,16 +516,13 @@ class HTTPByteSource(ByteSource):
         if not spans:
             return out
         got: dict[tuple[int, int], bytes] = {}
-        if self._multirange_ok is not False and len(spans) > 1:
+        if self._multirange_ok is None and len(spans) > 1:
+            self._multirange_ok = self._probe_multirange(spans[0][0], spans[1][0])
+        if self._multirange_ok and len(spans) > 1:
             batches = _batches(spans, MULTIRANGE_PARTS, self.max_request)
-            first, rest = batches[0], batches[1:]
-            answered = self._multi(first)  # the first batch alone: it tells whether the server answers
-            if answered is not None:
-                got.update(answered)
-                if rest:
-                    with ThreadPoolExecutor(min(self.max_workers, len(rest)), thread_name_prefix="nwb_dask-http-multi") as pool:
-                        for part in pool.map(self._multi, rest):
-                            got.update(part or {})
+            with ThreadPoolExecutor(min(self.max_workers, len(batches)), thread_name_prefix="nwb_dask-http-multi") as pool:
+                for part in pool.map(self._multi, batches):
+                    got.update(part or {})  # a batch not answered in parts: its ranges one by one below
         todo = [sp for sp in spans if (sp[0], sp[1]) not in got]
         if todo:
             ranges_todo = [(a, b - a) for a, b, _ in todo]
@@ -539,25 +536,32 @@ class HTTPByteSource(ByteSource):
                 out[i] = buf[off - start : off - start + length]
         return out
 
+    def _probe_multirange(self, a: int, b: int) -> bool:
+        """Whether the server answers multi-range requests in parts: a ``HEAD`` with two ranges, no body either way.
+
+        A ``GET`` would do as well where the answer is yes, but a server that
+        answers no (S3 and most object stores) sends the whole object.
+        """
+        def attempt() -> bool:
+            headers = {"Range": f"bytes={a}-{a},{b}-{b}", "Accept-Encoding": "identity"}
+            resp = self._session().head(self.url, headers=headers, timeout=self.timeout, allow_redirects=True)
+            if resp.status_code in _RETRY_STATUS or resp.status_code >= 500:
+                self._check_status(resp, None)
+            return resp.status_code == 206 and resp.headers.get("Content-Type", "").lower().startswith("multipart/byteranges")
+
+        try:
+            return self._with_retries(None, attempt)
+        except RemoteReadError:
+            return False
+
     def _multi(self, spans: list[Span]) -> dict[tuple[int, int], bytes] | None:
-        """One multi-range request for ``spans`` (with retries); None when the server does not answer it."""
+        """One multi-range request for ``spans`` (with retries); None when the server does not answer it in parts."""
         if len(spans) == 1:
-            start, end, _ = spans[0]
-            return {(start, end): self._fetch(start, end - start)}
-        if self._multirange_ok is False:
             return None
         rng = (spans[0][0], spans[-1][1] - spans[0][0])
-        try:
-            parts = self._with_retries(rng, lambda: self._multi_once(spans))
-        except RemoteReadError:
-            if self._multirange_ok is None:
-                self._multirange_ok = False
-                return None
-            raise
-        if parts is None:
-            self._multirange_ok = False
-            return None
-        self._multirange_ok = True
+        parts = self._with_retries(rng, lambda: self._multi_once(spans))
+        if parts is None and self.multirange is None:
+            self._multirange_ok = False  # said yes to the probe, no to this: one range per request from now on
         return parts
 
     def _multi_once(self, spans: list[Span]) -> dict[tuple[int, int], bytes] | None:

@@ -180,15 +180,20 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     import h5py
 
     from nwb_dask.errors import open_hdf5
+    from nwb_dask.hdf5.prefetch import prefetch_metadata
     from nwb_dask.hdf5.read import is_url, options_key
     from nwb_dask.sources import byte_source
+    from nwb_dask.sources.cache import remember
 
     remote = is_url(path)
     if remote:
         # a fresh handle, not reader.open_remote's: that cache is keyed by the URL alone and
         # would describe a file replaced at the same URL as it was when first opened
-        fobj = byte_source(str(path), **dict(options_key(remote_options))).open()
+        source = byte_source(str(path), **dict(options_key(remote_options)))
+        fobj = source.open()
         try:
+            if hasattr(fobj.raw, "prefetch"):  # info visits every object: a hierarchy level per round trip
+                prefetch_metadata(fobj.raw)
             f = open_hdf5(fobj, name=str(path))
         except BaseException:
             fobj.close()
@@ -247,6 +252,8 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         f.visititems_links(visit)
         version = f.attrs.get("nwb_version")
         version = version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
+        if remote:
+            remember(source, fobj)  # the metadata just read, for the next open (nwb_dask.sources.cache)
         return FileInfo(where, file_bytes, version, groups + 1, datasets)
     finally:
         f.close()
