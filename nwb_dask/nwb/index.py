@@ -1,0 +1,523 @@
+"""NWB files opened through an index: LINDI JSON (``.lindi.json``) and kerchunk reference files.
+
+An index is a JSON file holding an HDF5 file's whole structure (groups,
+attributes, small datasets inline) and, for every chunk of the large
+datasets, where its bytes are in the original file: ``[url, offset,
+length]``.  Opening an NWB file through one costs one request (the index)
+and none to the HDF5 file.  The format is fsspec's reference file system,
+version 1 (``{"version": 1, "refs": {...}, "templates": {...}}``); LINDI adds
+attributes for HDF5 references, soft links and scalars that pynwb needs.
+
+* :class:`IndexStore`: the index as a read-only Zarr v2 store.  Zarr (and
+  through it ``lindi.LindiH5pyFile``, which pynwb reads like an h5py file)
+  decodes the chunks with the numcodecs pipeline each ``.zarray`` names; the
+  store only fetches their bytes, with nwb_dask's byte sources
+  (:func:`nwb_dask.sources.byte_source`: coalesced, parallel, retried
+  ranges), never lindi's serial reader.
+* :func:`read_nwb_index` / :func:`read_index_dataset`: ``read_nwb`` and
+  ``read_dataset`` through an index; large datasets become dask arrays of
+  whole chunks whose tasks fetch their own chunks.
+* Staleness: :func:`nwb_dask.tools.index.write_index` records each source's
+  size and ETag/Last-Modified (local files: size and modification time) in
+  the index's ``generationMetadata``; before the first chunk of a source is
+  read (once per process), :func:`check_source` compares them with the
+  source and raises :class:`StaleIndexError` naming the index and the source.
+  Indexes written by other tools carry no such record; for them only the
+  source's size is checked against the chunk references.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import urllib.parse
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
+
+__all__ = [
+    "INDEX_BLOCK_SIZE",
+    "IndexStore",
+    "StaleIndexError",
+    "check_source",
+    "is_index",
+    "load_index",
+    "read_index_dataset",
+    "read_nwb_index",
+    "require_lindi",
+    "source_state",
+]
+
+#: Block size of the read of a remote index: an index smaller than this is one request.
+INDEX_BLOCK_SIZE = 64 << 20
+#: The key of nwb_dask's record in an index's ``generationMetadata``.
+RECORD_KEY = "nwb_dask"
+
+
+class StaleIndexError(OSError):
+    """An index no longer describes its source file (size, ETag, Last-Modified or mtime changed)."""
+
+
+def require_lindi():
+    """The ``lindi`` package, or an ImportError naming the extra that installs it."""
+    try:
+        import lindi
+    except ImportError as exc:
+        raise ImportError(
+            "opening or writing a LINDI / kerchunk index needs the lindi package: "
+            'pip install "nwb-dask[index]"'
+        ) from exc
+    return lindi
+
+
+def _url_path(path: str) -> str:
+    return urllib.parse.urlsplit(path).path if "://" in path else path
+
+
+def is_index(path: Any) -> bool:
+    """Whether ``path`` names an index: a file or URL whose name ends in ``.json`` (``.lindi.json``, kerchunk's)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    return _url_path(os.fspath(path)).lower().endswith(".json")
+
+
+# --------------------------------------------------------------------------- #
+# Loading an index                                                             #
+# --------------------------------------------------------------------------- #
+def load_index(path: str | os.PathLike, remote_options: dict | None = None) -> dict:
+    """The reference file system of an index (local path or URL), checked, with templates expanded.
+
+    A URL is read through nwb_dask's byte source (one request for an index
+    smaller than :data:`INDEX_BLOCK_SIZE`, with its retries).  Returns a dict
+    with ``refs`` (key -> inline ``str``/``dict`` or ``(url, offset, length)``),
+    ``name`` (the index, for messages) and ``metadata`` (``generationMetadata``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing local index.
+    ValueError
+        Not JSON, or not a version-1 reference file system; each names the index.
+    """
+    name = os.fspath(path)
+    if "://" in name:
+        from nwb_dask.sources import byte_source
+
+        src = byte_source(name, **(remote_options or {}))
+        with src.open(block_size=INDEX_BLOCK_SIZE, cache_blocks=4) as f:
+            text = f.read()
+    else:
+        name = os.path.abspath(name)
+        if os.path.isdir(name):
+            raise IsADirectoryError(f"{name} is a directory, not an index (a .lindi.json or kerchunk JSON file)")
+        with open(name, "rb") as f:  # FileNotFoundError names the path
+            text = f.read()
+    try:
+        rfs = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{name} is not an index: not JSON ({exc}); expected a LINDI (.lindi.json) or "
+                         "kerchunk reference file") from None
+    return _checked(rfs, name)
+
+
+def _checked(rfs: Any, name: str) -> dict:
+    """The refs of an rfs dict as plain values (templates expanded), or a ValueError naming the index."""
+    if not isinstance(rfs, dict) or not isinstance(rfs.get("refs"), dict):
+        raise ValueError(f"{name} is not an index: no 'refs' object (expected a LINDI or kerchunk reference file, "
+                         "version 1)")
+    if rfs.get("version", 1) != 1:
+        raise ValueError(f"{name}: reference file version {rfs.get('version')!r} is not supported (only version 1)")
+    if rfs.get("gen"):
+        raise ValueError(f"{name}: kerchunk 'gen' (generated) references are not supported; expand them first")
+    templates = rfs.get("templates") or {}
+    refs: dict[str, Any] = {}
+    for key, val in rfs["refs"].items():
+        if isinstance(val, list):
+            if len(val) != 3 or not isinstance(val[0], str) or not all(isinstance(v, int) and v >= 0 for v in val[1:]):
+                raise ValueError(f"{name}: reference {key!r} is {val!r}; expected [url, offset, length] "
+                                 "(whole-file [url] references are not supported)")
+            url = val[0]
+            if "{{" in url:
+                for t, v in templates.items():
+                    url = url.replace("{{" + t + "}}", v)
+                if "{{" in url:
+                    raise ValueError(f"{name}: reference {key!r} uses an undefined template: {val[0]!r}")
+            refs[key] = (url, val[1], val[2])
+        elif isinstance(val, (str, dict)):
+            refs[key] = val
+        else:
+            raise ValueError(f"{name}: reference {key!r} is a {type(val).__name__}; expected a string, an object "
+                             "or [url, offset, length]")
+    meta = rfs.get("generationMetadata")
+    return {"refs": refs, "name": name, "metadata": meta if isinstance(meta, dict) else {}}
+
+
+def _inline(val: Any) -> bytes:
+    """The bytes of an inline reference (fsspec's rules: ``base64:`` prefix, else UTF-8; objects as JSON)."""
+    if isinstance(val, dict):
+        return json.dumps(val).encode()
+    if val.startswith("base64:"):
+        import base64
+
+        return base64.b64decode(val[len("base64:"):])
+    return val.encode()
+
+
+# --------------------------------------------------------------------------- #
+# Staleness                                                                    #
+# --------------------------------------------------------------------------- #
+def source_state(url: str, remote_options: dict | None = None) -> dict:
+    """What identifies the current version of a source: ``size`` and, when known, ``etag``/``last_modified`` (``mtime`` locally).
+
+    http(s) URLs (and public ``s3://`` ones, over HTTPS): one ``HEAD``,
+    retried on 5xx, 429 and connection errors.  Written here because the
+    byte sources expose only the size, not the validators.  Other fsspec
+    URLs: the size from their byte source.
+    """
+    from nwb_dask.sources import byte_source, s3_to_https
+
+    options = dict(remote_options or {})
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if not scheme or scheme == "file":
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if scheme else url
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime": st.st_mtime_ns}
+    if scheme in ("http", "https") or (scheme == "s3" and "storage_options" not in options and options.get("anon") is not False):
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util import Retry
+
+        from nwb_dask.sources import DEFAULT_TIMEOUT, RemoteReadError
+
+        target = s3_to_https(url) if scheme == "s3" else url
+        retries = int(options.get("retries", 5))
+        session = requests.Session()
+        retry = Retry(total=retries, backoff_factor=float(options.get("backoff", 0.05)),
+                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("HEAD",), raise_on_status=False)
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        try:
+            resp = session.head(target, timeout=options.get("timeout", DEFAULT_TIMEOUT), allow_redirects=True,
+                                headers={"Accept-Encoding": "identity"})
+        except requests.RequestException as exc:
+            raise RemoteReadError(target, None, retries + 1, f"HEAD failed: {exc}") from exc
+        finally:
+            session.close()
+        if resp.status_code == 404:
+            raise FileNotFoundError(f"{url}: HTTP 404 Not Found")
+        if resp.status_code >= 400 or "Content-Length" not in resp.headers:
+            size = byte_source(url, **options).size  # HEAD refused (e.g. presigned GET URLs): the size the long way
+            return {"size": int(size)}
+        state = {"size": int(resp.headers["Content-Length"])}
+        if resp.headers.get("ETag"):
+            state["etag"] = resp.headers["ETag"]
+        if resp.headers.get("Last-Modified"):
+            state["last_modified"] = resp.headers["Last-Modified"]
+        return state
+    return {"size": int(byte_source(url, **options).size)}
+
+
+def state_differences(recorded: Mapping, now: Mapping) -> list[str]:
+    """How ``now`` differs from ``recorded`` (only keys both have), as ``"size 10 -> 12"`` strings."""
+    keys = ["size", "etag"] if recorded.get("etag") and now.get("etag") else ["size", "etag", "last_modified", "mtime"]
+    return [f"{k} {recorded[k]!r} -> {now[k]!r}" for k in keys if k in recorded and k in now and recorded[k] != now[k]]
+
+
+@functools.lru_cache(maxsize=256)
+def check_source(index: str, url: str, recorded: tuple, min_size: int, options: tuple = ()) -> None:
+    """Raise :class:`StaleIndexError` if ``url`` changed since ``index`` recorded it (once per process and source).
+
+    ``recorded`` is the frozen record of the source (may be empty: indexes
+    of other tools); ``min_size`` the end of the last byte the index
+    references in it, which the source must reach whatever was recorded.
+    """
+    from nwb_dask.sources import thaw
+
+    now = source_state(url, {k: thaw(v) for k, v in options})
+    diffs = state_differences(dict(recorded), now)
+    if diffs:
+        raise StaleIndexError(f"index {index} is stale: {url} changed since it was indexed ({'; '.join(diffs)}); "
+                              "write a new index (nwb-dask index)")
+    if now["size"] < min_size:
+        raise StaleIndexError(f"index {index} does not match {url}: it references bytes up to {min_size}, the file "
+                              f"has {now['size']}; write a new index (nwb-dask index)")
+
+
+@functools.lru_cache(maxsize=64)
+def _source(url: str, options: tuple = ()):
+    """This process's byte source for ``url`` (its connection pool reused across tasks)."""
+    from nwb_dask.sources import byte_source, thaw
+
+    return byte_source(url, **{k: thaw(v) for k, v in options})
+
+
+# --------------------------------------------------------------------------- #
+# The store                                                                    #
+# --------------------------------------------------------------------------- #
+def _zarr_base():
+    from zarr.storage import BaseStore
+
+    return BaseStore
+
+
+class IndexStore(_zarr_base()):
+    """An index as a read-only Zarr v2 store whose chunk bytes come from nwb_dask's byte sources.
+
+    Parameters
+    ----------
+    index : dict
+        As :func:`load_index` returns it.
+    remote_options : dict, optional
+        Settings of the byte sources (as for :func:`nwb_dask.read_nwb`).
+    source : str, optional
+        Read the references to the index's one source from this file or URL
+        instead (e.g. an index written from a local copy, read from the
+        archive's URL); only the recorded size is checked then (ETags and
+        modification times belong to the file that was indexed).
+
+    ``getitems`` (what zarr calls for the chunks of one read) fetches the
+    bytes of all the keys asked for with one ``map_ranges`` call per source
+    file: coalesced, parallel, retried; keys the index lacks are left out,
+    so zarr fills them with the fill value.
+    """
+
+    def __init__(self, index: dict, remote_options: dict | None = None, *, source: str | None = None):
+        from nwb_dask.sources import freeze_options
+
+        self.name = index["name"]
+        self.options = freeze_options(remote_options)
+        refs = index["refs"]
+        record = (index.get("metadata", {}).get(RECORD_KEY) or {}).get("sources") or {}
+        if source is not None:
+            urls = sorted({v[0] for v in refs.values() if isinstance(v, tuple)})
+            if len(urls) > 1:
+                raise ValueError(f"index {self.name} references {len(urls)} files ({', '.join(urls)}); it cannot be "
+                                 f"read from the one file {source}")
+            if urls and urls[0] != source:
+                record = {source: {k: v for k, v in (record.get(urls[0]) or {}).items() if k == "size"}}
+                refs = {k: (source, *v[1:]) if isinstance(v, tuple) else v for k, v in refs.items()}
+        self.refs = refs
+        self.record = {u: _freeze(r) for u, r in record.items()}
+        ends: dict[str, int] = {}
+        for v in refs.values():
+            if isinstance(v, tuple):
+                ends[v[0]] = max(ends.get(v[0], 0), v[1] + v[2])
+        self.ends = ends
+        self._children: dict[str, list[str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"IndexStore({self.name!r}, {len(self.refs)} keys)"
+
+    # -- Mapping ------------------------------------------------------------ #
+    def __getitem__(self, key: str) -> bytes:
+        out = self.getitems([key], contexts={})
+        if key not in out:
+            raise KeyError(key)
+        return out[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.refs
+
+    def __iter__(self):
+        return iter(self.refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __setitem__(self, key, value):
+        raise PermissionError(f"index {self.name} is read-only")
+
+    def __delitem__(self, key):
+        raise PermissionError(f"index {self.name} is read-only")
+
+    def is_writeable(self) -> bool:
+        return False
+
+    def listdir(self, path: str = "") -> list[str]:
+        """The names directly under ``path`` (built once from the keys; zarr asks this for every group)."""
+        if self._children is None:
+            children: dict[str, set[str]] = {}
+            for key in self.refs:
+                parts = key.split("/")
+                for i in range(len(parts)):
+                    children.setdefault("/".join(parts[:i]), set()).add(parts[i])
+            self._children = {k: sorted(v) for k, v in children.items()}
+        return list(self._children.get(path.strip("/"), []))
+
+    def subset(self, key: str) -> "IndexStore":
+        """The keys of the dataset ``key`` as a store of their own, relative to it (what its dask tasks carry)."""
+        sub = IndexStore.__new__(IndexStore)
+        sub.__dict__.update(self.__dict__)
+        head = key.strip("/") + "/"
+        sub.refs = {k[len(head):]: v for k, v in self.refs.items() if k.startswith(head)}
+        sub._children = None
+        return sub
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_children"] = None
+        return state
+
+    # -- reading -------------------------------------------------------------- #
+    def getitems(self, keys: Iterable[str], *, contexts: Mapping | None = None) -> dict[str, bytes]:
+        """The bytes of ``keys`` (missing keys left out): inline ones decoded, the others fetched per source file."""
+        out: dict[str, bytes] = {}
+        wanted: dict[str, list[tuple[str, int, int]]] = {}
+        for key in keys:
+            val = self.refs.get(key)
+            if val is None:
+                continue
+            if isinstance(val, tuple):
+                wanted.setdefault(val[0], []).append((key, val[1], val[2]))
+            else:
+                out[key] = _inline(val)
+        for url, items in wanted.items():
+            check_source(self.name, url, self.record.get(url, ()), self.ends.get(url, 0), self.options)
+            datas = _source(url, self.options).map_ranges([(o, n) for _, o, n in items], lambda i, d: d, spread=True)
+            for (key, _, _), data in zip(items, datas):
+                out[key] = self._padded(key, data)
+        return out
+
+    def _padded(self, key: str, data: bytes) -> bytes:
+        """An uncompressed chunk shorter than a whole chunk, zero-padded (LINDI's rule for split contiguous datasets)."""
+        head, _, leaf = key.rpartition("/")
+        if not leaf.replace(".", "").isdigit():
+            return data
+        meta = self.refs.get(f"{head}/.zarray" if head else ".zarray")
+        if meta is None:
+            return data
+        meta = meta if isinstance(meta, dict) else json.loads(_inline(meta))
+        if meta.get("compressor") or meta.get("filters"):
+            return data
+        dtype = np.dtype(meta["dtype"]) if not isinstance(meta["dtype"], list) else None
+        if dtype is None or dtype.kind not in "iuf":
+            return data
+        full = int(np.prod(meta["chunks"])) * dtype.itemsize
+        return data + b"\0" * (full - len(data)) if len(data) < full else data
+
+
+def _freeze(record: Any) -> tuple:
+    return tuple(sorted((k, v) for k, v in record.items() if k in ("size", "etag", "last_modified", "mtime")))
+
+
+# --------------------------------------------------------------------------- #
+# Datasets and files                                                           #
+# --------------------------------------------------------------------------- #
+def _meta(store: IndexStore, key: str) -> dict | None:
+    val = store.refs.get(key)
+    if val is None:
+        return None
+    return val if isinstance(val, dict) else json.loads(_inline(val))
+
+
+def _dataset(store: IndexStore, name: str, block_bytes: int, remote_options: dict | None):
+    """The dataset ``name`` of an index as a dask array (``None`` if it is not an array of the index)."""
+    import zarr
+
+    from nwb_dask.zarr.read import zarr_dask
+
+    key = name.strip("/")
+    zarray = _meta(store, f"{key}/.zarray" if key else ".zarray")
+    attrs = _meta(store, f"{key}/.zattrs" if key else ".zattrs") or {}
+    link = attrs.get("_EXTERNAL_ARRAY_LINK")
+    if isinstance(link, dict) and link.get("link_type") == "hdf5_dataset":  # LINDI: read from the HDF5 file itself
+        from nwb_dask.hdf5.read import read_dataset
+
+        return read_dataset(link["url"], link["name"], block_bytes=block_bytes, remote_options=remote_options)
+    if zarray is None:
+        return None
+    if attrs.get("_SCALAR"):
+        raise TypeError(f"{store.name}:{name} is a scalar dataset; read it with lindi (lindi.LindiH5pyFile)")
+    return zarr_dask(zarr.open_array(store.subset(key), mode="r"), block_bytes)
+
+
+def read_index_dataset(index: str | os.PathLike, name: str, *, block_bytes: int | None = None,
+                       remote_options: dict | None = None, source: str | None = None):
+    """One dataset of a file, through its index, as a lazy dask array of whole chunks.
+
+    Parameters
+    ----------
+    index : str or PathLike
+        Path or URL of a LINDI (``.lindi.json``) or kerchunk reference file.
+    name : str
+        Dataset path, e.g. ``"acquisition/ElectricalSeries/data"``.
+    block_bytes, remote_options
+        As for :func:`nwb_dask.read_dataset`.
+    source : str, optional
+        Read the chunks from this file or URL instead of the one the index names.
+
+    Raises
+    ------
+    KeyError
+        The index has no such dataset (named with the index).
+    """
+    store = IndexStore(load_index(index, remote_options), remote_options, source=source)
+    arr = _dataset(store, name, block_bytes or DEFAULT_BLOCK_BYTES, remote_options)
+    if arr is None:
+        raise KeyError(f"{store.name} has no dataset {name!r}")
+    return arr
+
+
+def daskify_index(nwbfile, store: IndexStore, *, min_bytes: int = READ_MIN_BYTES,
+                  block_bytes: int = DEFAULT_BLOCK_BYTES, remote_options: dict | None = None) -> list[str]:
+    """Replace the large numeric datasets of an NWBFile read through an index with dask arrays, in place."""
+    import h5py
+
+    changed = []
+    objects = nwbfile.objects if hasattr(nwbfile, "objects") else nwbfile.all_objects
+    for obj in objects.values():
+        fields = obj.fields
+        for key, val in list(fields.items()):
+            if isinstance(val, h5py.Dataset) and is_large_numeric(val.shape, val.dtype, min_bytes):
+                arr = _dataset(store, val.name, block_bytes, remote_options)
+                if arr is not None:
+                    fields[key] = arr
+                    changed.append(f"{obj.name}/{key}")
+    return changed
+
+
+def read_nwb_index(index: str | os.PathLike, *, source: str | None = None, min_bytes: int = READ_MIN_BYTES,
+                   block_bytes: int | None = None, remote_options: dict | None = None):
+    """Open an NWB file through its index (see :func:`nwb_dask.read_nwb`); one request for a remote index.
+
+    pynwb reads the structure through ``lindi.LindiH5pyFile`` over an
+    :class:`IndexStore`; large numeric datasets become dask arrays.
+
+    Raises
+    ------
+    ImportError
+        lindi is not installed (names the ``index`` extra).
+    ValueError
+        pynwb cannot read the file through the index, e.g. a kerchunk file
+        without LINDI's references and links (names the index).
+    """
+    lindi = require_lindi()
+    from pynwb import NWBHDF5IO
+
+    loaded = load_index(index, remote_options)
+    store = IndexStore(loaded, remote_options, source=source)
+    try:
+        f = lindi.LindiH5pyFile.from_zarr_store(store, mode="r")
+    except Exception as exc:  # lindi raises bare Exceptions
+        raise ValueError(f"{store.name}: lindi cannot open this index: {exc}") from exc
+    io = NWBHDF5IO(file=f, mode="r")
+    try:
+        nwbfile = io.read()
+        daskify_index(nwbfile, store, min_bytes=min_bytes, block_bytes=block_bytes or DEFAULT_BLOCK_BYTES,
+                      remote_options=remote_options)
+    except (OSError, ImportError):
+        io.close()
+        raise
+    except Exception as exc:
+        io.close()
+        lindi_made = any(isinstance(v, dict) and "_REFERENCE" in json.dumps(v) for v in loaded["refs"].values()) or \
+            RECORD_KEY in loaded["metadata"] or "generatedBy" in loaded["metadata"]
+        hint = "" if lindi_made else (" (it looks like a kerchunk reference file: pynwb needs LINDI's extras, "
+                                      "HDF5 object references and links, which kerchunk does not record; write a "
+                                      "LINDI index with nwb-dask index, or read single datasets with read_dataset)")
+        raise ValueError(f"{store.name}: pynwb cannot read the NWB file through this index: "
+                         f"{type(exc).__name__}: {exc}{hint}") from exc
+    return nwbfile
