@@ -135,3 +135,21 @@ def assert_same_nwb(a: Path, b: Path) -> None:
             assert sorted(va) == sorted(vb), f"{where}: fields {sorted(set(va) ^ set(vb))}"
             for key in va:
                 assert same(nwb_value(va[key]), nwb_value(vb[key])), f"{where}.{key} differs"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server of ``tmp_path`` (tests/http_server.py: request counts, faults), shut down after the test."""
+    import threading
+
+    from http_server import Server
+
+    srv = Server(tmp_path)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)

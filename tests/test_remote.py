@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-import random
-import re
-import socket
-import struct
 import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import h5py
@@ -23,128 +17,11 @@ import nwb_dask.hdf5.read
 import nwb_dask.codecs
 from nwb_dask.sources import HTTPByteSource, LocalByteSource, RemoteReadError, byte_source, s3_to_https
 
-FAULT_KINDS = ("error", "reset", "truncate", "badrange")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 10  # idle keep-alive connections end by themselves
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_HEAD(self):
-        self._serve(head=True)
-
-    def do_GET(self):
-        self._serve(head=False)
-
-    def _send(self, status: int, headers: dict, body: bytes = b"") -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        if body:
-            self.wfile.write(body)
-
-    def _serve(self, head: bool) -> None:
-        srv: _Server = self.server  # type: ignore[assignment]
-        fault = srv.record(self.command, self.headers.get("Range"))
-        if fault == "error":
-            self._send(srv.pick_error(), {"Content-Length": 5}, b"" if head else b"fault")
-            return
-        if fault == "reset":  # no response: RST the connection
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            return
-        path = srv.root / urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
-        if not path.is_file():
-            self._send(404, {"Content-Length": 0})
-            return
-        data = srv.file_bytes(path)
-        size = len(data)
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
-        if m is None or srv.ignore_range:
-            status, start, body, headers = 200, 0, data, {}
-        else:
-            start = int(m.group(1))
-            stop = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
-            if start >= size:
-                self._send(416, {"Content-Range": f"bytes */{size}", "Content-Length": 0})
-                return
-            body = data[start : stop + 1]
-            shown = start + 1 if fault == "badrange" else start
-            status, headers = 206, {"Content-Range": f"bytes {shown}-{shown + len(body) - 1}/{size}"}
-        headers["Content-Length"] = len(body)
-        headers["Accept-Ranges"] = "bytes"
-        if head:
-            self._send(status, headers)
-        elif fault == "truncate" and len(body) > 0:
-            self._send(status, headers, body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-        else:
-            self._send(status, headers, body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, root: Path):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.root = root
-        self.lock = threading.Lock()
-        self.rng = random.Random(1234)
-        self.faults: dict[str, float] = {}
-        self.ignore_range = False
-        self.requests: list[tuple[str, str | None]] = []
-        self.faulted: dict[str, int] = {}
-        self._cache: dict[Path, bytes] = {}
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-    def set_faults(self, p: float = 0.0, kinds: tuple[str, ...] = FAULT_KINDS, seed: int = 1234) -> None:
-        with self.lock:
-            self.faults = {k: p for k in kinds}
-            self.rng = random.Random(seed)
-
-    def reset_counts(self) -> None:
-        with self.lock:
-            self.requests.clear()
-
-    def record(self, method: str, rng: str | None) -> str | None:
-        """Count the request and draw its fault (independent draws per kind)."""
-        with self.lock:
-            self.requests.append((method, rng))
-            for kind, p in self.faults.items():
-                if self.rng.random() < p:
-                    self.faulted[kind] = self.faulted.get(kind, 0) + 1
-                    return kind
-        return None
-
-    def pick_error(self) -> int:
-        with self.lock:
-            return self.rng.choice((500, 503))
-
-    def file_bytes(self, path: Path) -> bytes:
-        with self.lock:
-            if path not in self._cache:
-                self._cache[path] = path.read_bytes()
-            return self._cache[path]
-
-
-@pytest.fixture
-def server(tmp_path):
-    srv = _Server(tmp_path)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+# The loopback server lives in tests/http_server.py (shared with tests/test_index.py).
+# The fixture `server` is in tests/conftest.py; tests/test_cli_errors.py imports _Server from here.
+from http_server import FAULT_KINDS
+from http_server import Handler as _Handler  # noqa: F401
+from http_server import Server as _Server  # noqa: F401
 
 
 @pytest.fixture
