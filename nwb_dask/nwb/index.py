@@ -32,6 +32,7 @@ import functools
 import json
 import os
 import urllib.parse
+import uuid
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -227,12 +228,15 @@ def state_differences(recorded: Mapping, now: Mapping) -> list[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def check_source(index: str, url: str, recorded: tuple, min_size: int, options: tuple = ()) -> None:
-    """Raise :class:`StaleIndexError` if ``url`` changed since ``index`` recorded it (once per process and source).
+def check_source(index: str, url: str, recorded: tuple, min_size: int, options: tuple = (), opened: str = "") -> None:
+    """Raise :class:`StaleIndexError` if ``url`` changed since ``index`` recorded it.
 
     ``recorded`` is the frozen record of the source (may be empty: indexes
     of other tools); ``min_size`` the end of the last byte the index
     references in it, which the source must reach whatever was recorded.
+    Cached: one check per opening of the index (``opened``, a token each
+    :class:`IndexStore` draws and its pickles keep), source and process,
+    so every ``read_nwb`` checks again and each worker checks once.
     """
     from nwb_dask.sources import thaw
 
@@ -289,6 +293,7 @@ class IndexStore(_zarr_base()):
 
         self.name = index["name"]
         self.options = freeze_options(remote_options)
+        self.opened = uuid.uuid4().hex  # staleness is checked once per opening (check_source)
         refs = index["refs"]
         record = (index.get("metadata", {}).get(RECORD_KEY) or {}).get("sources") or {}
         if source is not None:
@@ -375,7 +380,7 @@ class IndexStore(_zarr_base()):
             else:
                 out[key] = _inline(val)
         for url, items in wanted.items():
-            check_source(self.name, url, self.record.get(url, ()), self.ends.get(url, 0), self.options)
+            check_source(self.name, url, self.record.get(url, ()), self.ends.get(url, 0), self.options, self.opened)
             datas = _source(url, self.options).map_ranges([(o, n) for _, o, n in items], lambda i, d: d, spread=True)
             for (key, _, _), data in zip(items, datas):
                 out[key] = self._padded(key, data)
