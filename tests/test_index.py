@@ -499,3 +499,53 @@ def test_indexing_a_url_reads_it_through_nwb_dask(tmp_path, server):
             assert a[key] == b[key], key
     # two HEADs (before and after) and the metadata blocks (1 MiB each) of a 25 MB file
     assert ours <= 10, (ours, seconds, server.requests)
+
+
+def test_lindi_external_array_links_are_read_from_the_hdf5_file(tmp_path):
+    """lindi's default (datasets of > 1000 chunks point back at the HDF5 file) reads through nwb_dask's HDF5 reader."""
+    from lindi.LindiH5ZarrStore.LindiH5ZarrStore import LindiH5ZarrStore
+
+    values = np.arange(24_000, dtype="int32") * 3
+    with h5py.File(tmp_path / "many.h5", "w") as f:
+        f.create_dataset("many", data=values, chunks=(20,), compression="gzip")  # 1200 chunks
+    store = LindiH5ZarrStore.from_file(str(tmp_path / "many.h5"), url=str(tmp_path / "many.h5"))
+    rfs = store.to_reference_file_system()
+    store.close()
+    assert "_EXTERNAL_ARRAY_LINK" in json.dumps(rfs["refs"]["many/.zattrs"])
+    (tmp_path / "lindi-default.lindi.json").write_text(json.dumps(rfs))
+    x = nwb_dask.read_dataset(tmp_path / "lindi-default.lindi.json", "many")
+    np.testing.assert_array_equal(x.compute(), values)
+    # nwb_dask's own index references every chunk
+    write_index(tmp_path / "many.h5")
+    refs = json.loads((tmp_path / "many.h5.lindi.json").read_text())["refs"]
+    assert sum(1 for k in refs if k.startswith("many/") and k[5:].isdigit()) == 1200
+
+
+def test_urls_that_are_not_hdf5_are_named(tmp_path, server):
+    (tmp_path / "page.html").write_text("<!DOCTYPE html><html><body>log in</body></html>")
+    with pytest.raises(OSError, match=rf"{server.url('page.html')}.*HTML page"):
+        write_index(server.url("page.html"), tmp_path / "page.lindi.json")
+    with pytest.raises((FileNotFoundError, OSError), match=server.url("missing.nwb")):
+        write_index(server.url("missing.nwb"), tmp_path / "missing.lindi.json")
+    with pytest.raises((FileNotFoundError, OSError), match=server.url("missing.lindi.json")):
+        nwb_dask.read_nwb(server.url("missing.lindi.json"))
+    assert not list(tmp_path.glob("*.lindi.json"))
+
+
+def test_a_corrupt_chunk_names_the_index_dataset_chunk_and_bytes(tmp_path):
+    from nwb_dask.codecs import CodecError
+
+    values = _layouts(tmp_path / "layouts.h5")
+    write_index(tmp_path / "layouts.h5")
+    refs = load_index(tmp_path / "layouts.h5.lindi.json")["refs"]
+    url, offset, length = refs["gzip_shuffle/3.0"]
+    st = os.stat(tmp_path / "layouts.h5")
+    with open(tmp_path / "layouts.h5", "r+b") as f:  # garbage in one chunk, size and mtime kept
+        f.seek(offset)
+        f.write(b"\x00garbage" * (length // 8))
+    os.utime(tmp_path / "layouts.h5", ns=(st.st_atime_ns, st.st_mtime_ns))
+    x = nwb_dask.read_dataset(tmp_path / "layouts.h5.lindi.json", "gzip_shuffle")
+    np.testing.assert_array_equal(x[:3 * 256].compute(), values["gzip_shuffle"][:3 * 256])  # other chunks fine
+    with pytest.raises(CodecError, match=rf"layouts.h5.lindi.json: dataset gzip_shuffle: chunk 3.0 \(bytes at "
+                                         rf"offset {offset} of {url}, {length} bytes\) does not decode"):
+        x.compute()

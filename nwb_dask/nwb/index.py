@@ -312,6 +312,8 @@ class IndexStore(_zarr_base()):
                 ends[v[0]] = max(ends.get(v[0], 0), v[1] + v[2])
         self.ends = ends
         self._children: dict[str, list[str]] | None = None
+        self.dataset = ""  # the dataset of a store made by subset()
+        self.decoders: tuple = ()  # the decode pipeline run on fetched chunks (subset(decode=True))
 
     def __repr__(self) -> str:
         return f"IndexStore({self.name!r}, {len(self.refs)} keys)"
@@ -352,13 +354,28 @@ class IndexStore(_zarr_base()):
             self._children = {k: sorted(v) for k, v in children.items()}
         return list(self._children.get(path.strip("/"), []))
 
-    def subset(self, key: str) -> "IndexStore":
-        """The keys of the dataset ``key`` as a store of their own, relative to it (what its dask tasks carry)."""
+    def subset(self, key: str, *, decode: bool = False) -> "IndexStore":
+        """The keys of the dataset ``key`` as a store of their own, relative to it (what its dask tasks carry).
+
+        With ``decode`` (numeric arrays), the store decodes each chunk with
+        the numcodecs pipeline its ``.zarray`` names in the thread that
+        fetched it, while the other requests are still in flight, and shows
+        zarr the array as uncompressed.
+        """
         sub = IndexStore.__new__(IndexStore)
         sub.__dict__.update(self.__dict__)
         head = key.strip("/") + "/"
         sub.refs = {k[len(head):]: v for k, v in self.refs.items() if k.startswith(head)}
-        sub._children = None
+        sub.dataset, sub._children, sub.decoders = key.strip("/"), None, ()
+        meta = _meta(sub, ".zarray")
+        if decode and meta is not None and (meta.get("compressor") or meta.get("filters")) \
+                and not isinstance(meta["dtype"], list) and np.dtype(meta["dtype"]).kind in "biufc":
+            import numcodecs
+
+            chain = [meta["compressor"]] if meta.get("compressor") else []
+            chain += list(reversed(meta.get("filters") or []))
+            sub.decoders = tuple(numcodecs.get_codec(dict(c)) for c in chain)
+            sub.refs[".zarray"] = {**meta, "compressor": None, "filters": None}
         return sub
 
     def __getstate__(self) -> dict:
@@ -367,9 +384,9 @@ class IndexStore(_zarr_base()):
         return state
 
     # -- reading -------------------------------------------------------------- #
-    def getitems(self, keys: Iterable[str], *, contexts: Mapping | None = None) -> dict[str, bytes]:
+    def getitems(self, keys: Iterable[str], *, contexts: Mapping | None = None) -> dict[str, Any]:
         """The bytes of ``keys`` (missing keys left out): inline ones decoded, the others fetched per source file."""
-        out: dict[str, bytes] = {}
+        out: dict[str, Any] = {}
         wanted: dict[str, list[tuple[str, int, int]]] = {}
         for key in keys:
             val = self.refs.get(key)
@@ -378,13 +395,32 @@ class IndexStore(_zarr_base()):
             if isinstance(val, tuple):
                 wanted.setdefault(val[0], []).append((key, val[1], val[2]))
             else:
-                out[key] = _inline(val)
+                out[key] = self._chunk(key, _inline(val), None)
         for url, items in wanted.items():
             check_source(self.name, url, self.record.get(url, ()), self.ends.get(url, 0), self.options, self.opened)
-            datas = _source(url, self.options).map_ranges([(o, n) for _, o, n in items], lambda i, d: d, spread=True)
+
+            def land(i: int, data: bytes, url=url, items=items):  # in the thread that fetched it
+                return self._chunk(items[i][0], data, (url, items[i][1]))
+
+            datas = _source(url, self.options).map_ranges([(o, n) for _, o, n in items], land, spread=True)
             for (key, _, _), data in zip(items, datas):
-                out[key] = self._padded(key, data)
+                out[key] = data
         return out
+
+    def _chunk(self, key: str, data: bytes, where: tuple | None):
+        """A fetched value as zarr is to see it: padded (LINDI's rule) or, with ``decoders``, decoded."""
+        if not self.decoders or key.rpartition("/")[2].startswith("."):
+            return self._padded(key, data)
+        try:
+            for codec in self.decoders:
+                data = codec.decode(data)
+        except Exception as exc:  # numcodecs raises RuntimeError, zlib.error, ValueError, ...
+            from nwb_dask.codecs import CodecError
+
+            at = f" (bytes at offset {where[1]} of {where[0]}, {len(data)} bytes)" if where else " (inline)"
+            raise CodecError(f"index {self.name}: dataset {self.dataset}: chunk {key}{at} does not decode with "
+                             f"{[c.codec_id for c in self.decoders]}: {type(exc).__name__}: {exc}") from exc
+        return data
 
     def _padded(self, key: str, data: bytes) -> bytes:
         """An uncompressed chunk shorter than a whole chunk, zero-padded (LINDI's rule for split contiguous datasets)."""
@@ -436,7 +472,7 @@ def _dataset(store: IndexStore, name: str, block_bytes: int, remote_options: dic
         return None
     if attrs.get("_SCALAR"):
         raise TypeError(f"{store.name}:{name} is a scalar dataset; read it with lindi (lindi.LindiH5pyFile)")
-    return zarr_dask(zarr.open_array(store.subset(key), mode="r"), block_bytes)
+    return zarr_dask(zarr.open_array(store.subset(key, decode=True), mode="r"), block_bytes)
 
 
 def read_index_dataset(index: str | os.PathLike, name: str, *, block_bytes: int | None = None,
