@@ -176,10 +176,18 @@ def test_any_shape_chunks_dtype_and_codec(tmp_path_factory, shape, chunk_frac, d
             half = shape[0] // 2
             d[:half] = data[:half]
             data[half:] = 3
-    write_index(tmp / "x.h5")
     with h5py.File(tmp / "x.h5", "r") as f:
         want = f["x"][()]
+        masks = []
+        if f["x"].chunks and data.size and codec != "none":
+            f["x"].id.chunk_iter(lambda info: masks.append(info.filter_mask))
     np.testing.assert_array_equal(want, data)
+    if any(masks):  # HDF5 skipped a filter for a chunk it did not shrink: an index cannot say so
+        with pytest.raises(ValueError, match=r"x.h5: dataset /x: the chunk at .* filter mask"):
+            write_index(tmp / "x.h5")
+        assert not (tmp / "x.h5.lindi.json").exists()
+        return
+    write_index(tmp / "x.h5")
     got = nwb_dask.read_dataset(tmp / "x.h5.lindi.json", "x").compute()
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_array_equal(got, want)
@@ -388,6 +396,16 @@ def test_writer_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"lz4.h5: lindi cannot index this file: .*lz4"):
         write_index(tmp_path / "lz4.h5")
     assert not (tmp_path / "lz4.h5.lindi.json").exists()
+    noise = np.random.default_rng(0).integers(-128, 128, (28, 36), dtype="int8")
+    with h5py.File(tmp_path / "masked.h5", "w") as f:  # blosc does not shrink noise: HDF5 stores it unfiltered
+        f.create_dataset("x", data=noise, chunks=(28, 36), **hdf5plugin.Blosc())
+        masks = []
+        f["x"].id.chunk_iter(lambda info: masks.append(info.filter_mask))
+    assert masks == [1]
+    with pytest.raises(ValueError, match=r"masked.h5: dataset /x: the chunk at \(0, 0\) was stored with HDF5 filter "
+                                         r"mask 0x1 .* repack"):
+        write_index(tmp_path / "masked.h5")
+    assert not (tmp_path / "masked.h5.lindi.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nwb_dask.nwb.index import RECORD_KEY, StaleIndexError, require_lindi, source_state, state_differences
 
-__all__ = ["IndexResult", "default_index_path", "write_index"]
+__all__ = ["IndexResult", "check_filter_masks", "default_index_path", "write_index"]
 
 SUFFIX = ".lindi.json"
 
@@ -56,6 +56,35 @@ class IndexResult:
         return (f"wrote {self.output}: {self.datasets} dataset(s), {self.chunk_refs} chunk reference(s) into "
                 f"{self.source}, {self.inline_refs} inline value(s), {self.index_bytes / 1e6:.2f} MB, "
                 f"{self.seconds:.2f} s")
+
+
+def check_filter_masks(f, url: str) -> None:
+    """Refuse chunks HDF5 stored with a filter skipped (a non-zero filter mask): a LINDI index cannot say so.
+
+    HDF5 skips an optional filter for a chunk it does not shrink (blosc and
+    deflate of incompressible bytes, for instance) and records that in the
+    chunk's filter mask; an index lists every chunk with the dataset's full
+    pipeline, so such a chunk would not decode.
+    """
+    import h5py
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset) or obj.chunks is None or not obj._filters:
+            return None
+        bad = []
+
+        def look(info):
+            if info.filter_mask and not bad:
+                bad.append(info)
+
+        obj.id.chunk_iter(look)
+        if bad:
+            raise ValueError(f"{url}: dataset /{name}: the chunk at {tuple(bad[0].chunk_offset)} was stored with HDF5 "
+                             f"filter mask {bad[0].filter_mask:#x} (a filter skipped because it did not shrink the "
+                             "chunk), which a LINDI index cannot describe; repack the file (nwb-dask repack) first")
+        return None
+
+    f.visititems(visit)
 
 
 def _version() -> str:
@@ -144,9 +173,11 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
     store = LindiH5ZarrStore(_file=handle.id, _url=url, _opts=opts, _entities_to_close=[handle])
     try:
-        rfs = store.to_reference_file_system()
-    except Exception as exc:  # lindi raises bare Exceptions
-        raise ValueError(f"{url}: lindi cannot index this file: {exc}") from exc
+        try:
+            rfs = store.to_reference_file_system()
+        except Exception as exc:  # lindi raises bare Exceptions
+            raise ValueError(f"{url}: lindi cannot index this file: {exc}") from exc
+        check_filter_masks(handle, url)
     finally:
         store.close()
     after = source_state(url, remote_options)
