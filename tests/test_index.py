@@ -222,7 +222,9 @@ def test_open_through_a_served_index_is_one_request(tmp_path, server):
 
     # the HDF5 URL with index= gives the same file
     nwbfile = nwb_dask.read_nwb(server.url("rec.nwb"), index=server.url("rec.nwb.lindi.json"), min_bytes=2**20)
-    np.testing.assert_array_equal(nwbfile.acquisition["ElectricalSeries"].data.compute(), values)
+    data = nwbfile.acquisition["ElectricalSeries"].data
+    nwbfile.read_io.close()  # the dask arrays stay usable
+    np.testing.assert_array_equal(data.compute(), values)
 
 
 def test_an_index_of_a_local_copy_reads_the_url(tmp_path, server):
@@ -481,6 +483,19 @@ def test_cli_index_writes_what_plain_lindi_and_pynwb_read(tmp_path, server):
                            str(tmp_path / "out2.npy")], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out2.npy"), values)
+
+
+def test_cli_index_without_lindi_names_the_extra(tmp_path):
+    _layouts(tmp_path / "layouts.h5")
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "lindi.py").write_text("raise ImportError('No module named lindi (hidden by the test)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-m", "nwb_dask.cli", "index", str(tmp_path / "layouts.h5")],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr
+    assert 'pip install "nwb-dask[index]"' in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "layouts.h5.lindi.json").exists()
 
 
 def test_cli_index_bad_input_is_one_line(tmp_path):
