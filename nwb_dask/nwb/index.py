@@ -312,6 +312,7 @@ class IndexStore(_zarr_base()):
                 ends[v[0]] = max(ends.get(v[0], 0), v[1] + v[2])
         self.ends = ends
         self._children: dict[str, list[str]] | None = None
+        self._parents: dict[str, list[str]] | None = None  # keys by their parent path (subset's lookup)
         self.dataset = ""  # the dataset of a store made by subset()
         self.decoders: tuple = ()  # the decode pipeline run on fetched chunks (subset(decode=True))
         self.hdf5_codec = None  # nwb_dask's codec doing the same (HDF5 deflate [+ shuffle]), if one does
@@ -366,9 +367,19 @@ class IndexStore(_zarr_base()):
         """
         sub = IndexStore.__new__(IndexStore)
         sub.__dict__.update(self.__dict__)
-        head = key.strip("/") + "/"
-        sub.refs = {k[len(head):]: v for k, v in self.refs.items() if k.startswith(head)}
-        sub.dataset, sub._children, sub.decoders = key.strip("/"), None, ()
+        key = key.strip("/")
+        head = key + "/"
+        meta = _meta(self, head + ".zarray")
+        if meta is not None and meta.get("dimension_separator", ".") == ".":  # flat chunk keys: one pass, kept
+            if self._parents is None:
+                parents: dict[str, list[str]] = {}
+                for k in self.refs:
+                    parents.setdefault(k.rpartition("/")[0], []).append(k)
+                self._parents = parents
+            sub.refs = {k[len(head):]: self.refs[k] for k in self._parents.get(key, [])}
+        else:
+            sub.refs = {k[len(head):]: v for k, v in self.refs.items() if k.startswith(head)}
+        sub.dataset, sub._children, sub._parents, sub.decoders = key, None, None, ()
         meta = _meta(sub, ".zarray")
         if decode and meta is not None and (meta.get("compressor") or meta.get("filters")) \
                 and not isinstance(meta["dtype"], list) and np.dtype(meta["dtype"]).kind in "biufc":
@@ -384,7 +395,7 @@ class IndexStore(_zarr_base()):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_children"] = None
+        state["_children"] = state["_parents"] = None
         return state
 
     # -- reading -------------------------------------------------------------- #
