@@ -261,6 +261,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
         options["retries"] = args.retries
     if options and not is_url(args.file):
         raise UsageError(f"--timeout and --retries apply to URLs; {args.file} is a local path")
+    from nwb_dask.nwb.index import is_index
+
+    if is_index(args.file):  # a LINDI / kerchunk index: its datasets and whether its sources changed
+        from nwb_dask.tools.index import describe_index
+
+        result = describe_index(args.file, remote_options=options or None)
+        _out(result.to_json() if args.json else result.report(all_datasets=args.all))
+        return CHECK_FAILED if any(s["stale"] for s in result.sources.values()) else OK
     result = info(args.file, remote_options=options or None)
     _out(result.to_json() if args.json else result.report(all_datasets=args.all))
     return OK

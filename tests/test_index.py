@@ -582,3 +582,26 @@ def test_a_corrupt_chunk_names_the_index_dataset_chunk_and_bytes(tmp_path):
     with pytest.raises(CodecError, match=rf"layouts.h5.lindi.json: dataset gzip_shuffle: chunk 3.0 \(bytes at "
                                          rf"offset {offset} of {url}, {length} bytes\) does not decode"):
         x.compute()
+
+
+def test_cli_info_on_an_index(tmp_path, server):
+    values = _layouts(tmp_path / "layouts.h5")
+    server.validators = True
+    index = tmp_path / "layouts.lindi.json"
+    write_index(server.url("layouts.h5"), index)
+    out = _cli("info", index)
+    assert out.returncode == 0, out.stderr
+    assert f"source {server.url('layouts.h5')}: current" in out.stdout
+    assert "/big_contiguous" in out.stdout and "/gzip_shuffle" not in out.stdout  # under 1 MiB: --all
+    assert "/gzip_shuffle" in _cli("info", index, "--all").stdout
+    report = json.loads(_cli("info", index, "--json").stdout)
+    rows = {d["path"]: d for d in report["datasets"]}
+    assert rows["/gzip_shuffle"]["codec"] == "shuffle+zlib" and rows["/gzip_shuffle"]["shape"] == [3000, 7]
+    assert rows["/gzip_shuffle"]["chunk_refs"] == 12 and rows["/compact"]["inline"]
+    with h5py.File(tmp_path / "layouts.h5", "r") as f:
+        stored = sum(f["gzip_shuffle"].id.get_chunk_info(i).size for i in range(f["gzip_shuffle"].id.get_num_chunks()))
+    assert rows["/gzip_shuffle"]["stored_bytes"] == stored
+    assert rows["/big_contiguous"]["logical_bytes"] == values["big_contiguous"].nbytes
+    _change_in_place(tmp_path / "layouts.h5")
+    out = _cli("info", index)
+    assert out.returncode == 1 and "STALE: changed since indexed (etag" in out.stdout, out.stdout

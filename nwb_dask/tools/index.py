@@ -34,7 +34,7 @@ from pathlib import Path
 
 from nwb_dask.nwb.index import RECORD_KEY, StaleIndexError, require_lindi, source_state, state_differences
 
-__all__ = ["IndexResult", "check_filter_masks", "default_index_path", "write_index"]
+__all__ = ["IndexInfo", "IndexResult", "check_filter_masks", "default_index_path", "describe_index", "write_index"]
 
 SUFFIX = ".lindi.json"
 
@@ -199,3 +199,86 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     return IndexResult(source=url, output=str(target), datasets=datasets, chunk_refs=chunk_refs,
                        inline_refs=len(rfs["refs"]) - chunk_refs - datasets, index_bytes=len(body),
                        seconds=time.perf_counter() - t0, state=before)
+
+
+@dataclass
+class IndexInfo:
+    """What an index holds (``nwb-dask info INDEX``): its datasets, sources and whether they changed."""
+
+    index: str
+    generated_by: str | None
+    sources: dict  # url -> {"recorded": {...}, "now": {...} or None, "stale": str or None}
+    datasets: list  # each: path, shape, dtype, chunks, codec, chunk_refs, stored_bytes, logical_bytes, inline
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "generated_by": self.generated_by, "sources": self.sources,
+                "datasets": self.datasets}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def report(self, *, all_datasets: bool = False) -> str:
+        """A table like ``nwb-dask info`` prints for a file (datasets of 1 MiB or more unless ``all_datasets``)."""
+        stored = sum(d["stored_bytes"] for d in self.datasets)
+        lines = [f"{self.index}: index ({self.generated_by or 'generator not recorded'}) of "
+                 f"{len(self.sources)} file(s), {len(self.datasets)} datasets "
+                 f"({sum(d['chunk_refs'] for d in self.datasets)} chunk references, {stored / 1e6:.1f} MB stored)"]
+        for url, src in self.sources.items():
+            state = "STALE: " + src["stale"] if src["stale"] else ("current" if src["now"] else "not checked")
+            lines.append(f"  source {url}: {state}")
+        shown = [d for d in self.datasets if all_datasets or d["logical_bytes"] >= 2**20]
+        lines.append(f"{'path':<52} {'shape':>16} {'dtype':>8} {'chunks':>14} {'codec':>22} {'refs':>7} {'stored MB':>10}")
+        for d in shown:
+            lines.append(f"{d['path']:<52} {str(tuple(d['shape'])):>16} {d['dtype']:>8} "
+                         f"{str(tuple(d['chunks'])):>14} {d['codec']:>22} {d['chunk_refs']:>7} "
+                         f"{d['stored_bytes'] / 1e6:>10.2f}")
+        if len(shown) < len(self.datasets):
+            lines.append(f"({len(self.datasets) - len(shown)} datasets under 1 MiB not shown; --all lists them)")
+        return "\n".join(lines)
+
+
+def describe_index(index: str | os.PathLike, remote_options: dict | None = None, *, check: bool = True) -> IndexInfo:
+    """What an index (LINDI or kerchunk) holds, and (``check``) whether its sources changed since it was written."""
+    import math
+
+    import numpy as np
+
+    from nwb_dask.nwb.index import load_index
+
+    loaded = load_index(index, remote_options)
+    refs, meta = loaded["refs"], loaded["metadata"]
+    record = (meta.get(RECORD_KEY) or {}).get("sources") or {}
+    parents: dict[str, list] = {}
+    for key, val in refs.items():
+        parents.setdefault(key.rpartition("/")[0], []).append(val)
+    datasets = []
+    for key in sorted(k for k in refs if k.endswith(".zarray")):
+        path = key[: -len("/.zarray")] if "/" in key else ""
+        z = refs[key] if isinstance(refs[key], dict) else json.loads(refs[key])
+        chain = [c["id"] for c in (z.get("filters") or [])] + ([z["compressor"]["id"]] if z.get("compressor") else [])
+        chunk_refs = [v for v in parents.get(path, []) if isinstance(v, tuple)]
+        dtype = np.dtype(z["dtype"]) if not isinstance(z["dtype"], list) else None
+        datasets.append({
+            "path": "/" + path, "shape": z["shape"], "dtype": str(dtype) if dtype is not None else "compound",
+            "chunks": z["chunks"], "codec": "+".join(chain) or "none", "chunk_refs": len(chunk_refs),
+            "stored_bytes": sum(v[2] for v in chunk_refs),
+            "logical_bytes": math.prod(z["shape"]) * (dtype.itemsize if dtype is not None else 0),
+            "inline": len(chunk_refs) == 0,
+        })
+    urls = sorted({v[0] for v in refs.values() if isinstance(v, tuple)})
+    sources = {}
+    for url in urls:
+        entry = {"recorded": record.get(url, {}), "now": None, "stale": None}
+        if check:
+            entry["now"] = source_state(url, remote_options)
+            diffs = state_differences(entry["recorded"], entry["now"])
+            end = max(v[1] + v[2] for v in refs.values() if isinstance(v, tuple) and v[0] == url)
+            if diffs:
+                entry["stale"] = "changed since indexed (" + "; ".join(diffs) + ")"
+            elif entry["now"]["size"] < end:
+                entry["stale"] = f"references bytes up to {end}, the file has {entry['now']['size']}"
+        sources[url] = entry
+    generated = meta.get("generatedBy")
+    if generated and meta.get("generatedByVersion"):
+        generated = f"{generated} {meta['generatedByVersion']}"
+    return IndexInfo(index=loaded["name"], generated_by=generated, sources=sources, datasets=datasets)
