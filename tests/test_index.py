@@ -367,6 +367,9 @@ def test_reader_errors_name_the_index(tmp_path):
     (tmp_path / "whole.json").write_text('{"refs": {"x/0": ["/some/file"]}}')
     with pytest.raises(ValueError, match=r"whole.json: reference 'x/0' .*whole-file"):
         nwb_dask.read_dataset(tmp_path / "whole.json", "x")
+    (tmp_path / "rel.json").write_text('{"refs": {"x/0": ["./blobs/a", 0, 4]}}')
+    with pytest.raises(ValueError, match=r"rel.json: reference 'x/0' is relative .*not supported"):
+        nwb_dask.read_dataset(tmp_path / "rel.json", "x")
     (tmp_path / "tmpl.json").write_text('{"refs": {"x/0": ["{{u9}}", 0, 4]}}')
     with pytest.raises(ValueError, match=r"tmpl.json: reference 'x/0' uses an undefined template"):
         nwb_dask.read_dataset(tmp_path / "tmpl.json", "x")

@@ -146,6 +146,10 @@ def _checked(rfs: Any, name: str) -> dict:
                     url = url.replace("{{" + t + "}}", v)
                 if "{{" in url:
                     raise ValueError(f"{name}: reference {key!r} uses an undefined template: {val[0]!r}")
+            if url.startswith("./"):
+                raise ValueError(f"{name}: reference {key!r} is relative ({url!r}: a file inside a .lindi.tar or "
+                                 ".lindi.d index), which is not supported; give an index whose references are "
+                                 "absolute paths or URLs")
             refs[key] = (url, val[1], val[2])
         elif isinstance(val, (str, dict)):
             refs[key] = val
