@@ -1,16 +1,17 @@
 """The loopback HTTP server of the remote-read tests: request counting, fault injection, validators.
 
 Moved here from tests/test_remote.py so that tests/test_index.py (and others)
-serve files the same way.  ``server.requests`` lists ``(method, Range)`` of
-every request, ``server.paths`` their paths; ``set_faults`` injects 5xx
-replies, connection resets, truncated bodies and wrong ``Content-Range``
-headers; ``validators = True`` adds ``ETag`` and ``Last-Modified`` headers
-(from the served file's size and modification time).
+serve files the same way; the fixture ``server`` is in tests/conftest.py.
+``server.requests`` lists ``(method, Range)`` of every request and
+``server.paths`` their paths (``server.count(name)``: requests for one file);
+``set_faults`` injects 5xx replies, connection resets, truncated bodies and
+wrong ``Content-Range`` headers; ``validators`` adds ``ETag`` and/or
+``Last-Modified`` headers; ``multirange`` picks how multi-range requests are
+answered.
 """
 
 from __future__ import annotations
 
-import email.utils
 import random
 import re
 import socket
@@ -60,7 +61,16 @@ class Handler(BaseHTTPRequestHandler):
             return
         data = srv.file_bytes(path)
         size = len(data)
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        rng_header = self.headers.get("Range") or ""
+        many = re.fullmatch(r"bytes=\d+-\d+(,\d+-\d+)+", rng_header)
+        if many and not srv.ignore_range and srv.multirange != "ignore":
+            pairs = [tuple(int(v) for v in p.split("-")) for p in rng_header[6:].split(",")]
+            if srv.multirange == "first":
+                rng_header = f"bytes={pairs[0][0]}-{pairs[0][1]}"
+            else:
+                self._multipart(srv, data, pairs, fault, head)
+                return
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng_header)
         if m is None or srv.ignore_range:
             status, start, body, headers = 200, 0, data, {}
         else:
@@ -74,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
             status, headers = 206, {"Content-Range": f"bytes {shown}-{shown + len(body) - 1}/{size}"}
         headers["Content-Length"] = len(body)
         headers["Accept-Ranges"] = "bytes"
-        headers.update(srv.validator_headers(path))
+        headers.update(srv.validator_headers(path, data))
         if head:
             self._send(status, headers)
         elif fault == "truncate" and len(body) > 0:
@@ -83,6 +93,33 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self._send(status, headers, body)
+
+
+    def _multipart(self, srv, data: bytes, pairs: list, fault: str | None, head: bool) -> None:
+        """A ``multipart/byteranges`` reply, as nginx sends for a multi-range request."""
+        size = len(data)
+        if any(a >= size for a, _ in pairs):
+            self._send(416, {"Content-Range": f"bytes */{size}", "Content-Length": 0})
+            return
+        srv.multipart_replies += 1
+        boundary = "00000000001"
+        chunks = []
+        for k, (a, b) in enumerate(pairs):
+            b = min(b, size - 1)
+            shown = a + 1 if fault == "badrange" and k == 0 else a
+            chunks.append(f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                          f"Content-Range: bytes {shown}-{shown + b - a}/{size}\r\n\r\n".encode() + data[a : b + 1])
+        chunks.append(f"\r\n--{boundary}--\r\n".encode())
+        body = b"".join(chunks)
+        headers = {"Content-Type": f"multipart/byteranges; boundary={boundary}", "Content-Length": len(body)}
+        if head:
+            self._send(206, headers)
+        elif fault == "truncate":
+            self._send(206, headers, body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self._send(206, headers, body)
 
 
 class Server(ThreadingHTTPServer):
@@ -95,11 +132,14 @@ class Server(ThreadingHTTPServer):
         self.rng = random.Random(1234)
         self.faults: dict[str, float] = {}
         self.ignore_range = False
+        self.multirange = "multipart"  # or "ignore" (200, whole body: S3) or "first" (206, first range only)
+        self.multipart_replies = 0
         self.requests: list[tuple[str, str | None]] = []
         self.paths: list[str] = []
-        self.validators = False
         self.faulted: dict[str, int] = {}
-        self._cache: dict[tuple, bytes] = {}
+        self._cache: dict[Path, tuple[tuple, bytes]] = {}
+        #: Validators sent with every reply: "etag" and/or "last-modified" (none by default).
+        self.validators: tuple[str, ...] = ()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
@@ -135,18 +175,22 @@ class Server(ThreadingHTTPServer):
             return self.rng.choice((500, 503))
 
     def file_bytes(self, path: Path) -> bytes:
-        """The file's bytes (cached until it changes)."""
+        """The file's bytes, read again when the file was rewritten (new mtime or size)."""
         st = path.stat()
-        key = (path, st.st_mtime_ns, st.st_size)
+        stamp = (st.st_mtime_ns, st.st_size)
         with self.lock:
-            if key not in self._cache:
-                self._cache[key] = path.read_bytes()
-            return self._cache[key]
+            if path not in self._cache or self._cache[path][0] != stamp:
+                self._cache[path] = (stamp, path.read_bytes())
+            return self._cache[path][1]
 
-    def validator_headers(self, path: Path) -> dict:
-        """``ETag`` and ``Last-Modified`` of a served file, when ``validators`` is on."""
-        if not self.validators:
-            return {}
-        st = path.stat()
-        return {"ETag": f'"{st.st_size:x}-{st.st_mtime_ns:x}"',
-                "Last-Modified": email.utils.formatdate(st.st_mtime, usegmt=True)}
+    def validator_headers(self, path: Path, data: bytes) -> dict:
+        """``ETag`` (a hash of the bytes) and ``Last-Modified`` (the file's mtime), as ``validators`` asks."""
+        import email.utils
+        import hashlib
+
+        out = {}
+        if "etag" in self.validators:
+            out["ETag"] = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+        if "last-modified" in self.validators:
+            out["Last-Modified"] = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+        return out

@@ -23,7 +23,6 @@ from http_server import FAULT_KINDS
 from http_server import Handler as _Handler  # noqa: F401
 from http_server import Server as _Server  # noqa: F401
 
-
 @pytest.fixture
 def blob(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
@@ -364,3 +363,51 @@ def test_remote_window_fetches_only_its_chunks(server, tmp_path):
     finally:
         del src.map_ranges
     assert len(fetched) == 3  # chunk 5000-6000, then chunks 3000-4000 and 4000-5000
+
+
+# --------------------------------------------------------------------------- #
+# Scattered reads (metadata prefetching): multi-range requests and fallbacks    #
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("mode", ["multipart", "ignore", "first"])
+@pytest.mark.parametrize("faults", [0.0, 0.05])
+def test_read_scattered_matches_local_in_few_requests(server, blob, mode, faults):
+    """Every range's bytes equal the file's, whatever the server does with multi-range requests."""
+    server.multirange = mode
+    server.set_faults(faults, seed=7)
+    rng = np.random.default_rng(3)
+    ranges = sorted({(int(o), int(n)) for o, n in zip(rng.integers(0, len(blob) - 5000, 400), rng.integers(0, 4000, 400))})
+    src = HTTPByteSource(server.url("blob.bin"), backoff=0.0, retries=8)
+    server.reset_counts()
+    got = src.read_scattered(ranges)
+    assert got == [blob[o : o + n] for o, n in ranges]
+    gets = [r for m, r in server.requests if m == "GET"]
+    spans = len(nwb_dask.sources.ranges.coalesce(ranges, 0, 1 << 30))
+    if mode == "multipart" and not faults:
+        # 160 ranges per request: ceil(spans / 160) requests, each a multi-range one
+        assert len(gets) == -(-spans // nwb_dask.sources.http.MULTIRANGE_PARTS)
+        assert src._multirange_ok is True
+    elif not faults:
+        # one probing multi-range request, then one request per span
+        assert len(gets) == 1 + spans
+        assert src._multirange_ok is False
+        server.reset_counts()
+        assert src.read_scattered(ranges[:50]) == [blob[o : o + n] for o, n in ranges[:50]]
+        assert all("," not in (r or "") for m, r in server.requests)  # remembered: no second probe
+
+
+def test_read_scattered_errors_name_the_range(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"), backoff=0.0, retries=1)
+    server.set_faults(1.0, kinds=("error",))
+    with pytest.raises(RemoteReadError, match=r"blob\.bin after 2 attempt"):
+        src.read_scattered([(0, 10), (100_000, 10)])
+
+
+def test_multirange_off_and_on(server, blob):
+    ranges = [(i * 200_000, 100) for i in range(10)]
+    for setting, multipart in ((False, 0), (True, 1)):
+        server.multipart_replies = 0
+        src = HTTPByteSource(server.url("blob.bin"), multirange=setting)
+        assert src.read_scattered(ranges) == [blob[o : o + n] for o, n in ranges]
+        assert server.multipart_replies == multipart
+    with pytest.raises(ValueError, match="multirange must be"):
+        HTTPByteSource(server.url("blob.bin"), multirange="yes")

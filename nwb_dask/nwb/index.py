@@ -18,7 +18,8 @@ attributes for HDF5 references, soft links and scalars that pynwb needs.
   ``read_dataset`` through an index; large datasets become dask arrays of
   whole chunks whose tasks fetch their own chunks.
 * Staleness: :func:`nwb_dask.tools.index.write_index` records each source's
-  size and ETag/Last-Modified (local files: size and modification time) in
+  size and validator (ETag, else Last-Modified; local files: size and
+  modification time) in
   the index's ``generationMetadata``; before the first chunk of a source is
   read (once per process), :func:`check_source` compares them with the
   source and raises :class:`StaleIndexError` naming the index and the source.
@@ -175,59 +176,38 @@ def _inline(val: Any) -> bytes:
 # Staleness                                                                    #
 # --------------------------------------------------------------------------- #
 def source_state(url: str, remote_options: dict | None = None) -> dict:
-    """What identifies the current version of a source: ``size`` and, when known, ``etag``/``last_modified`` (``mtime`` locally).
+    """What identifies the current version of a source: ``size`` and ``validator`` (``mtime`` for a local file).
 
-    http(s) URLs (and public ``s3://`` ones, over HTTPS): one ``HEAD``,
-    retried on 5xx, 429 and connection errors.  Written here because the
-    byte sources expose only the size, not the validators.  Other fsspec
-    URLs: the size from their byte source.
+    The validator is what the byte source reports with the size
+    (:attr:`nwb_dask.sources.HTTPByteSource.validator`: the reply's strong
+    ``ETag``, else its ``Last-Modified``; fsspec: ``fs.info``'s), the one
+    rule the metadata cache uses too; a new source is asked (one ``HEAD``
+    for HTTP, with its retries), so nothing remembered is reported.
     """
-    from nwb_dask.sources import byte_source, s3_to_https
+    from nwb_dask.sources import byte_source
 
-    options = dict(remote_options or {})
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if not scheme or scheme == "file":
         path = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if scheme else url
         st = os.stat(path)
         return {"size": st.st_size, "mtime": st.st_mtime_ns}
-    if scheme in ("http", "https") or (scheme == "s3" and "storage_options" not in options and options.get("anon") is not False):
-        import requests
-        from requests.adapters import HTTPAdapter
-        from urllib3.util import Retry
+    from nwb_dask.sources import RemoteReadError
 
-        from nwb_dask.sources import DEFAULT_TIMEOUT, RemoteReadError
-
-        target = s3_to_https(url) if scheme == "s3" else url
-        retries = int(options.get("retries", 5))
-        session = requests.Session()
-        retry = Retry(total=retries, backoff_factor=float(options.get("backoff", 0.05)),
-                      status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("HEAD",), raise_on_status=False)
-        session.mount("http://", HTTPAdapter(max_retries=retry))
-        session.mount("https://", HTTPAdapter(max_retries=retry))
-        try:
-            resp = session.head(target, timeout=options.get("timeout", DEFAULT_TIMEOUT), allow_redirects=True,
-                                headers={"Accept-Encoding": "identity"})
-        except requests.RequestException as exc:
-            raise RemoteReadError(target, None, retries + 1, f"HEAD failed: {exc}") from exc
-        finally:
-            session.close()
-        if resp.status_code == 404:
-            raise FileNotFoundError(f"{url}: HTTP 404 Not Found")
-        if resp.status_code >= 400 or "Content-Length" not in resp.headers:
-            size = byte_source(url, **options).size  # HEAD refused (e.g. presigned GET URLs): the size the long way
-            return {"size": int(size)}
-        state = {"size": int(resp.headers["Content-Length"])}
-        if resp.headers.get("ETag"):
-            state["etag"] = resp.headers["ETag"]
-        if resp.headers.get("Last-Modified"):
-            state["last_modified"] = resp.headers["Last-Modified"]
-        return state
-    return {"size": int(byte_source(url, **options).size)}
+    src = byte_source(url, **(remote_options or {}))
+    try:
+        state: dict[str, Any] = {"size": int(src.size)}
+    except RemoteReadError as exc:
+        if "HTTP 404" in exc.last_error or "HTTP 410" in exc.last_error:
+            raise FileNotFoundError(f"{url}: no such file ({exc.last_error})") from exc
+        raise
+    if getattr(src, "validator", None):
+        state["validator"] = src.validator
+    return state
 
 
 def state_differences(recorded: Mapping, now: Mapping) -> list[str]:
     """How ``now`` differs from ``recorded`` (only keys both have), as ``"size 10 -> 12"`` strings."""
-    keys = ["size", "etag"] if recorded.get("etag") and now.get("etag") else ["size", "etag", "last_modified", "mtime"]
+    keys = ("size", "validator", "mtime")
     return [f"{k} {recorded[k]!r} -> {now[k]!r}" for k in keys if k in recorded and k in now and recorded[k] != now[k]]
 
 
@@ -244,7 +224,10 @@ def check_source(index: str, url: str, recorded: tuple, min_size: int, options: 
     """
     from nwb_dask.sources import thaw
 
-    now = source_state(url, {k: thaw(v) for k, v in options})
+    try:
+        now = source_state(url, {k: thaw(v) for k, v in options})
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"index {index} references {url}, which does not exist: {exc}") from None
     diffs = state_differences(dict(recorded), now)
     if diffs:
         raise StaleIndexError(f"index {index} is stale: {url} changed since it was indexed ({'; '.join(diffs)}); "
@@ -283,8 +266,8 @@ class IndexStore(_zarr_base()):
     source : str, optional
         Read the references to the index's one source from this file or URL
         instead (e.g. an index written from a local copy, read from the
-        archive's URL); only the recorded size is checked then (ETags and
-        modification times belong to the file that was indexed).
+        archive's URL); only the recorded size is checked then (validators
+        and modification times belong to the file that was indexed).
 
     ``getitems`` (what zarr calls for the chunks of one read) fetches the
     bytes of all the keys asked for with one ``map_ranges`` call per source
@@ -485,7 +468,7 @@ def _same_as_hdf5_deflate(decoders: tuple, dtype: np.dtype):
 
 
 def _freeze(record: Any) -> tuple:
-    return tuple(sorted((k, v) for k, v in record.items() if k in ("size", "etag", "last_modified", "mtime")))
+    return tuple(sorted((k, v) for k, v in record.items() if k in ("size", "validator", "mtime")))
 
 
 # --------------------------------------------------------------------------- #

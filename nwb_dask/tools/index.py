@@ -17,7 +17,7 @@ lindi's own generator makes the references (``LindiH5ZarrStore``, as
   are opened by nwb_dask (:func:`nwb_dask.errors.open_hdf5`, errors naming
   the file) and given to lindi as an open h5py file id.
 
-The size and ETag/Last-Modified (local: size and mtime) of the source are
+The size and validator (ETag, else Last-Modified; local: size and mtime) of the source are
 recorded in ``generationMetadata["nwb_dask"]`` before and checked after the
 generation (a file that changes meanwhile is refused), and the reader checks
 them before it reads a chunk.
