@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.hdf5": 3,
     "nwb_dask.hdf5.read": 3,
     "nwb_dask.hdf5.prefetch": 3,
+    "nwb_dask.hdf5.structures": 3,
     "nwb_dask.hdf5.write": 3,
     "nwb_dask.zarr": 3,
     "nwb_dask.zarr.read": 3,
