@@ -10,12 +10,17 @@ lindi's own generator makes the references (``LindiH5ZarrStore``, as
 
 * every chunk is referenced (``num_dataset_chunks_threshold=None``; lindi's
   default sends datasets of more than 1000 chunks back to the HDF5 file);
-* the HDF5 metadata of a URL is read through nwb_dask's byte source (a
-  block-cached file over coalesced, parallel, retried ranges) instead of
-  lindi's own ``LindiRemfile``: ``LindiH5ZarrStore.from_file`` offers no
-  way to pass an open file, so its constructor is called with one.  Both
-  are opened by nwb_dask (:func:`nwb_dask.errors.open_hdf5`, errors naming
-  the file) and given to lindi as an open h5py file id.
+* the HDF5 metadata of a URL is read as :func:`nwb_dask.read_nwb` reads it
+  (the byte source's block-cached file: coalesced, parallel, retried ranges;
+  the whole file's metadata prefetched a hierarchy level per round trip,
+  :func:`nwb_dask.hdf5.prefetch.prefetch_metadata`; remembered in the
+  metadata cache) instead of through lindi's own ``LindiRemfile``:
+  ``LindiH5ZarrStore.from_file`` offers no way to pass an open file, so its
+  constructor is called with our h5py handle's file id (``h5py.File(file_id)``
+  shares it).  The handle is this call's own, not the per-process one of
+  :func:`nwb_dask.hdf5.read.open_remote`, which could describe an older
+  version of a file that changed.  A local file is opened by
+  :func:`nwb_dask.errors.open_hdf5` (errors naming the file).
 
 The size and validator (ETag, else Last-Modified; local: size and mtime) of the source are
 recorded in ``generationMetadata["nwb_dask"]`` before and checked after the
@@ -158,16 +163,23 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     target = check_output(target, overwrite=overwrite, tool="nwb-dask index", source=None if _is_url(text) else url)
     t0 = time.perf_counter()
     if _is_url(text):
+        from nwb_dask.hdf5.prefetch import prefetch_metadata
         from nwb_dask.sources import byte_source
 
-        handle = open_hdf5(byte_source(url, **(remote_options or {})).open(), name=url)
+        source = byte_source(url, **(remote_options or {}))
+        view = source.open()  # one GET: the size, the validator and the first block (+ the cached metadata)
+        handle = open_hdf5(view, name=url)  # not HDF5: an error naming the URL
+        before = {"size": source.size, **({"validator": source.validator} if getattr(source, "validator", None) else {})}
+        if hasattr(view.raw, "prefetch"):
+            prefetch_metadata(view.raw)  # the whole file's metadata, a hierarchy level per round trip
     else:
+        source = view = None
         handle = open_hdf5(url)  # missing, a directory or not HDF5: an error naming it
-    try:
-        before = source_state(url, remote_options)
-    except BaseException:
-        handle.close()
-        raise
+        try:
+            before = source_state(url, remote_options)
+        except BaseException:
+            handle.close()
+            raise
     # lindi's generator over our open handle (h5py.File(file_id) shares it): lindi's
     # public from_file() would read a URL through its own serial LindiRemfile.
     opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
@@ -178,6 +190,10 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
         except Exception as exc:  # lindi raises bare Exceptions
             raise ValueError(f"{url}: lindi cannot index this file: {exc}") from exc
         check_filter_masks(handle, url)
+        if source is not None:
+            from nwb_dask.sources.cache import remember
+
+            remember(source, view)  # the metadata read, for the next open of this version (sources/cache.py)
     finally:
         store.close()
     after = source_state(url, remote_options)
