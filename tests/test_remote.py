@@ -411,3 +411,83 @@ def test_multirange_off_and_on(server, blob):
         assert server.multipart_replies == multipart
     with pytest.raises(ValueError, match="multirange must be"):
         HTTPByteSource(server.url("blob.bin"), multirange="yes")
+
+
+# --------------------------------------------------------------------------- #
+# Metadata prefetch over HTTP: an open costs round trips per level, not per object
+# --------------------------------------------------------------------------- #
+def _many_series_file(path: Path, n: int) -> dict:
+    import pynwb
+
+    from nwb_dask.testing import ephys_nwbfile
+
+    nwbfile = ephys_nwbfile(np.zeros((10, 4), "int16"))
+    want = {}
+    for i in range(n):
+        data = np.arange(150_000, dtype="f8") * (i + 1)  # 1.2 MB apart: one metadata block per object
+        nwbfile.add_acquisition(pynwb.TimeSeries(name=f"ts{i:03d}", data=data, unit="V", rate=10.0,
+                                                 description=f"series {i}", comments=f"c{i}"))
+        want[f"ts{i:03d}"] = data
+    with pynwb.NWBHDF5IO(str(path), "w") as io:
+        io.write(nwbfile)
+    return want
+
+
+def _fresh_handles() -> None:
+    nwb_dask.hdf5.read.open_remote.cache_clear()
+    nwb_dask.hdf5.read._remote_view.cache_clear()
+    nwb_dask.hdf5.read._source.cache_clear()
+
+
+@pytest.mark.parametrize("mode", ["multipart", "ignore"])
+def test_read_nwb_prefetch_costs_round_trips_per_level_not_per_object(server, tmp_path, mode):
+    """A pynwb file of 40 series: every value equals pynwb's local read; prefetching cuts the requests."""
+    import pynwb
+
+    want = _many_series_file(tmp_path / "many.nwb", 40)
+    server.multirange = mode
+    counts = {}
+    for prefetch in (False, True):
+        _fresh_handles()
+        server.reset_counts()
+        nwbfile = nwb_dask.read_nwb(server.url("many.nwb"), remote_options={"prefetch": prefetch})
+        counts[prefetch] = len(server.requests)
+        with pynwb.NWBHDF5IO(str(tmp_path / "many.nwb"), "r") as io:
+            local = io.read()
+            for name, data in want.items():
+                got = nwbfile.acquisition[name]
+                np.testing.assert_array_equal(np.asarray(got.data[:]), data)
+                assert (got.description, got.comments, got.rate, got.unit) == (
+                    local.acquisition[name].description, local.acquisition[name].comments,
+                    local.acquisition[name].rate, local.acquisition[name].unit)
+        nwbfile.read_io.close()
+    assert counts[False] > 40  # a request per object, or more
+    if mode == "multipart":
+        assert counts[True] <= 20, counts  # a multi-range request per hierarchy level
+    else:
+        # no multi-range: one request per structure, but in parallel, a hierarchy level per round trip
+        _fresh_handles()
+        stats = nwb_dask.hdf5.read.prefetch_remote(server.url("many.nwb"))
+        assert stats.rounds <= 12 and not stats.stopped, stats
+
+
+def test_read_dataset_prefetches_the_chunk_index(server, tmp_path):
+    """After read_dataset over HTTP, computing fetches chunk bytes only: no request for a B-tree node."""
+    path = tmp_path / "chunks.h5"
+    x = (np.arange(400_000) % 1013).astype("int16").reshape(-1, 8)
+    with h5py.File(path, "w") as f:
+        for i in range(5):
+            f.create_dataset(f"pad{i}", data=np.zeros(50_000))
+        f.create_dataset("g/data", data=x, chunks=(500, 8), compression="gzip")  # 100 chunks: B-tree of several nodes
+    with h5py.File(path, "r") as f:
+        d = f["g/data"]
+        chunks = [(c.byte_offset, c.size) for c in (d.id.get_chunk_info(i) for i in range(d.id.get_num_chunks()))]
+    _fresh_handles()
+    arr = nwb_dask.read_dataset(server.url("chunks.h5"), "g/data")
+    server.reset_counts()
+    np.testing.assert_array_equal(arr.compute(scheduler="threads"), x)
+    ranges = [tuple(int(v) for v in r.split("=")[1].split("-")) for m, r in server.requests if r]
+    inside = [any(a <= o and o + n - 1 <= b for a, b in ranges) for o, n in chunks]
+    assert all(inside)
+    for a, b in ranges:  # every request starts at a chunk (none at a B-tree node or a metadata block)
+        assert any(o == a for o, _ in chunks), (a, b)

@@ -233,6 +233,7 @@ def test_source_ranges_and_map_ranges(s3):
     out = src.map_ranges(ranges, fn, spread=True)
     assert out == [(i, blob[o : o + min(n, 3)], n) for i, (o, n) in enumerate(ranges)]
     assert any(name.startswith("nwb_dask-fsspec") for name in threads)
+    assert src.read_scattered(ranges) == [blob[o : o + n] for o, n in ranges]  # metadata prefetching's reads
     f = src.open(block_size=4096)
     f.seek(123_456)
     assert f.read(10_000) == blob[123_456:133_456]

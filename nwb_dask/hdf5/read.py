@@ -120,7 +120,8 @@ def _hard_link_address(f, path: str) -> int | None:
 
     parent, name = posixpath.split(path.rstrip("/"))
     try:
-        info = f[parent or "/"].id.links.get_info(name.encode())
+        group = f[parent or "/"]  # held: a temporary group's id closes before get_info runs
+        info = group.id.links.get_info(name.encode())
     except (KeyError, ValueError):
         return None
     return info.u if info.type == h5py.h5l.TYPE_HARD else None

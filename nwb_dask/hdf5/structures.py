@@ -266,6 +266,29 @@ class Walker:
             return self.shared(data[tpos : tpos + tsize])
         return self.values(data[tpos : tpos + tsize], data[dpos:])
 
+    def attribute_length(self, data: bytes, pos: int) -> int | None:
+        """Bytes of the (v2/v3, unshared) attribute message at ``pos``, from its dataspace and datatype; None if unknown."""
+        version = data[pos]
+        if version not in (1, 2, 3) or (version > 1 and data[pos + 1] & 0x03):
+            return None
+        nsize, tsize, ssize = struct.unpack_from("<HHH", data, pos + 2)
+        pad = (lambda n: (n + 7) & ~7) if version == 1 else (lambda n: n)  # noqa: E731  (v1 pads to 8)
+        tpos = pos + 8 + (1 if version == 3 else 0) + pad(nsize)
+        spos = tpos + pad(tsize)
+        if spos + ssize > len(data) or tsize < 8 or ssize < 2:
+            return None
+        ssize = pad(ssize)
+        elem = int.from_bytes(data[tpos + 4 : tpos + 8], "little")
+        sversion, rank = data[spos], data[spos + 1]
+        if sversion == 2 and data[spos + 3] == 2:  # null dataspace
+            count = 0
+        else:
+            dims_at = spos + (8 if sversion == 1 else 4)
+            count = 1
+            for i in range(rank):
+                count *= self.length(data, dims_at + i * self.L)
+        return spos + ssize + count * elem - pos
+
     def values(self, dtype: bytes, raw: bytes) -> list[tuple]:
         """Global heap collections (variable-length data) and objects (references) that ``raw`` points to."""
         if not dtype:
@@ -290,7 +313,7 @@ class Walker:
     def layout(self, data: bytes, msgs: list) -> list[tuple]:
         version = data[0] if data else 0
         dtype = next((d for t, f, d in msgs if t == 0x03 and not f & 0x02), b"")
-        if version in (3, 4) and len(data) >= 2:
+        if version >= 3 and len(data) >= 2:  # v5 (HDF5 2.0) lays chunked indexes out as v4
             cls = data[1]
             if cls == 0 and len(data) >= 4:  # compact: the data is here
                 size = int.from_bytes(data[2:4], "little")
@@ -433,11 +456,46 @@ class Walker:
             self.skip(f"filtered fractal heap ({what})")
             return []
         checksum = bool(flags & 0x02)
+        items: list[tuple] = []
+        huge = self.addr(head, 14 + L)  # objects too large for the heap's blocks are indexed by a v2 B-tree
+        if huge is not None:
+            items.append(("bthd", huge))
         if rows:
             width = int.from_bytes(head[pos : pos + 2], "little")
             max_direct = self.length(head, pos + 2 + L)
-            return [("fhib", root, rows, width, start_block, max_direct, max_heap_bits, checksum, what)]
-        return [("fhdb", root, start_block, max_heap_bits, checksum, what)]
+            return items + [("fhib", root, rows, width, start_block, max_direct, max_heap_bits, checksum, what)]
+        return items + [("fhdb", root, start_block, max_heap_bits, checksum, what)]
+
+    def huge_objects(self, at: int) -> list[tuple]:
+        """A fractal heap's v2 B-tree of huge objects: the objects, when its root is a leaf."""
+        head = self.get(at, 16 + self.O + 2 + self.L + 4)
+        if head[:4] != b"BTHD":
+            self.skip("v2 B-tree (bad signature)")
+            return []
+        btype = head[5]
+        record = int.from_bytes(head[10:12], "little")
+        depth = int.from_bytes(head[12:14], "little")
+        root = self.addr(head, 16)
+        count = int.from_bytes(head[16 + self.O : 18 + self.O], "little")
+        if root is None or btype not in (1, 2, 3, 4) or not count:
+            return []
+        if depth:
+            self.skip("huge objects in a deep v2 B-tree")
+            return []
+        return [("btlf", root, count, record)]
+
+    def huge_leaf(self, at: int, count: int, record: int) -> list[tuple]:
+        buf = self.get(at, 6 + count * record + 4)
+        if buf[:4] != b"BTLF":
+            self.skip("v2 B-tree leaf (bad signature)")
+            return []
+        items = []
+        for i in range(count):  # every huge-object record starts with (address, length)
+            pos = 6 + i * record
+            a = self.addr(buf, pos)
+            if a is not None:
+                items.append(("raw", a, self.length(buf, pos + self.O)))
+        return items
 
     def indirect_block(self, at: int, rows: int, width: int, start_block: int, max_direct: int, heap_bits: int,
                        checksum: bool, what: str) -> list[tuple]:
@@ -465,10 +523,17 @@ class Walker:
         if buf[:4] != b"FHDB":
             self.skip("fractal heap direct block (bad signature)")
             return []
-        if what != "links":
-            return []  # attribute messages' vlen data: h5py reads them when asked
         pos = 5 + self.O + (heap_bits + 7) // 8 + (4 if checksum else 0)
         items: list[tuple] = []
+        if what != "links":
+            # Attribute messages back to back: their variable-length values' global heaps.
+            while pos + 8 < size and buf[pos] in (1, 2, 3):
+                n = self.attribute_length(buf, pos)
+                if not n or pos + n > size:
+                    break
+                items += self.attribute(buf[pos : pos + n])
+                pos += n
+            return items
         # Link messages are stored back to back as heap objects; read them in order until one does
         # not parse (free space, or a layout this does not know: h5py reads the rest itself).
         while pos + 3 < size and buf[pos] == 1:
@@ -513,6 +578,8 @@ class Walker:
             return at, min(5 + self.O + 16 + item[2] * item[3] * self.O + 4, self.size - at)
         if kind == "ctree":
             return at, min(self.node_size(item[2]), self.size - at)
+        if kind == "btlf":
+            return at, min(6 + item[2] * item[3] + 4, self.size - at)
         return at, WINDOW
 
     def parse(self, item: tuple) -> list[tuple]:
@@ -541,6 +608,10 @@ class Walker:
             return self.direct_block(*item[1:])
         if kind == "fhib":
             return self.indirect_block(*item[1:])
+        if kind == "bthd":
+            return self.huge_objects(item[1])
+        if kind == "btlf":
+            return self.huge_leaf(*item[1:])
         if kind == "data":
             _, at, size, dtype = item
             return self.values(dtype, self.get(at, size))

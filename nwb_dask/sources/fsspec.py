@@ -211,6 +211,17 @@ class FsspecByteSource(ByteSource):
         jobs = balance(spans, self.max_workers)
         return map_spans(ranges, jobs, self._fetch_spans, fn, self.max_workers, "nwb_dask-fsspec")
 
+    def read_scattered(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Many small ranges far apart (metadata prefetching): not joined across gaps, all fetched concurrently.
+
+        Object stores answer one range per request, so each range is its own
+        request; they go to the filesystem in one ``cat_ranges`` call per
+        thread, which async filesystems (s3fs, gcsfs, ...) run concurrently.
+        """
+        ranges, spans = plan(ranges, 0, self.max_request, self.max_workers, False)
+        jobs = balance(spans, self.max_workers)
+        return map_spans(ranges, jobs, self._fetch_spans, lambda i, d: d, self.max_workers, "nwb_dask-fsspec")
+
     def _past_end(self, offset: int, length: int, got: int | None = None) -> RemoteReadError:
         got_text = f"got {got} of {length} bytes; " if got is not None else ""
         size = f" (file size {self._size})" if self._size is not None else ""
