@@ -13,10 +13,17 @@ from typing import Any
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.io import write_nwb as write_nwb_hdf5
+from nwb_dask.nwb.index import is_index
 from nwb_dask.nwb.read import is_zarr, read_daskified, read_dataset, read_nwb_hdf5
 from nwb_dask.zarr.io import write_nwb_zarr
 
 __all__ = ["is_zarr", "read_dataset", "read_nwb", "write_nwb"]
+
+
+def _absolute(path: str | os.PathLike) -> str:
+    """A URL as it is, a local path made absolute (how indexes name their files)."""
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
@@ -41,6 +48,7 @@ def read_nwb(
     block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,
+    index: str | os.PathLike | None = None,
 ):
     """Open an NWB file with its large datasets as dask arrays.
 
@@ -50,7 +58,10 @@ def read_nwb(
         Local NWB (HDF5) file, an NWB-Zarr store (directory, read with
         hdmf-zarr), or a ``http(s)://`` / ``s3://`` (or other fsspec) URL of
         an NWB HDF5 file; local datasets behind external links and virtual
-        datasets are read from their sources.
+        datasets are read from their sources.  Or an index of one: a name
+        ending in ``.json`` (LINDI's ``.lindi.json``, a kerchunk reference
+        file), local or a URL, opened in one request, chunks read from the
+        file the index names (needs ``pip install "nwb-dask[index]"``).
     min_bytes : int
         Numeric datasets at least this large become dask arrays; smaller
         ones, strings, references and attributes stay as pynwb gives them.
@@ -58,7 +69,12 @@ def read_nwb(
         As for :func:`read_dataset`.
     remote_options : dict, optional
         As for :func:`read_dataset`, e.g. ``{"storage_options": {"key": ...,
-        "secret": ...}}`` for a private S3 bucket.
+        "secret": ...}}`` for a private S3 bucket.  Also used for the index
+        and the files it references.
+    index : str or PathLike, optional
+        Open ``path`` (an HDF5 file or URL) through this index (see
+        :mod:`nwb_dask.nwb.index`): the structure comes from the index, the
+        chunks from ``path``.
 
     Returns
     -------
@@ -75,6 +91,12 @@ def read_nwb(
         data = nwbfile.acquisition["ElectricalSeries"].data    # dask.array.Array
         data.mean(axis=0).compute()
     """
+    if index is not None or is_index(path):  # LINDI / kerchunk: the structure from the index
+        from nwb_dask.nwb.index import read_nwb_index
+
+        return read_nwb_index(index if index is not None else path,
+                              source=None if index is None else _absolute(path), min_bytes=min_bytes,
+                              block_bytes=block_bytes, remote_options=remote_options)
     if is_zarr(path):  # NWB-Zarr (hdmf-zarr layout)
         from hdmf_zarr.nwb import NWBZarrIO
 

@@ -142,3 +142,21 @@ def assert_same_nwb(a: Path, b: Path) -> None:
 def _own_metadata_cache(tmp_path_factory, monkeypatch):
     """Each test's remote opens get an empty metadata cache of their own (nwb_dask.sources.cache), never ~/.cache."""
     monkeypatch.setenv("NWB_DASK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "metadata-cache" / os.urandom(6).hex()))
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A loopback HTTP server of ``tmp_path`` (tests/http_server.py: request counts, faults), shut down after the test."""
+    import threading
+
+    from http_server import Server
+
+    srv = Server(tmp_path)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)

@@ -75,6 +75,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.nwb.links": 4,
     "nwb_dask.nwb.virtual": 4,
     "nwb_dask.nwb.read": 4,
+    "nwb_dask.nwb.index": 4,
     "nwb_dask.nwb.io": 4,
     # L5
     "nwb_dask.zarr.io": 5,
@@ -86,6 +87,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.tools.convert": 6,
     "nwb_dask.tools.consolidate": 6,
     "nwb_dask.tools.info": 6,
+    "nwb_dask.tools.index": 6,
     "nwb_dask.tools.verify": 6,
     "nwb_dask.mpi": 6,
     # L7

@@ -8,6 +8,7 @@ import os
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
 from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, prefetch_remote, remember, remote_dataset_array
 from nwb_dask.hdf5.read import read_dataset as read_hdf5_dataset
+from nwb_dask.nwb.index import is_index
 from nwb_dask.zarr.read import is_zarr_path, zarr_array, zarr_dask
 
 __all__ = ["READ_MIN_BYTES", "daskify", "is_zarr", "read_daskified", "read_dataset", "read_nwb_hdf5"]
@@ -161,7 +162,16 @@ def read_dataset(
     block_bytes: int | None = None,
     direct: bool = True,
     remote_options: dict | None = None,
+    index: str | os.PathLike | None = None,
 ):
+    if index is not None or is_index(path):
+        from nwb_dask.nwb.index import read_index_dataset
+
+        source = None
+        if index is not None:
+            source = os.fspath(path) if is_url(path) else os.path.abspath(os.fspath(path))
+        return read_index_dataset(index if index is not None else path, name, block_bytes=block_bytes,
+                                  remote_options=remote_options, source=source)
     if is_zarr(path):
         return zarr_array(os.fspath(path), name, block_bytes or DEFAULT_BLOCK_BYTES)
     return read_hdf5_dataset(path, name, block_bytes=block_bytes, direct=direct, remote_options=remote_options)
@@ -171,4 +181,6 @@ read_dataset.__doc__ = (read_hdf5_dataset.__doc__ or "").replace(
     "One HDF5 dataset as a lazy dask array.",
     "One dataset of an HDF5 file or a Zarr store as a lazy dask array.", 1).replace(
     ":func:`nwb_dask.read_dataset` also takes Zarr stores.",
-    "Or a Zarr store (a directory or a name ending in ``.zarr``; NWB-Zarr included).", 1)
+    "Or a Zarr store (a directory or a name ending in ``.zarr``; NWB-Zarr included), or an index "
+    "(a name ending in ``.json``: LINDI, kerchunk; or ``index=`` with the file as ``path``), "
+    "see :func:`nwb_dask.read_nwb`.", 1)
