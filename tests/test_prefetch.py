@@ -181,7 +181,7 @@ def _make(path, *, libver, track_order, groups, attrs, userblock, paged, big_att
             f.create_virtual_dataset("virtual", layout, fillvalue=-1)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     libver=st.sampled_from(["earliest", "latest", ("v108", "latest")]),
     track_order=st.booleans(),

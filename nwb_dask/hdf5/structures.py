@@ -244,7 +244,7 @@ class Walker:
         if heap is not None:
             items.append(("frhp", heap, what))
         if index is not None:
-            items.append(("raw", index, WINDOW))  # the name index's header (h5py reads it to look names up)
+            items.append(("bthd", index))  # the name index (h5py reads it to look names up)
         return items
 
     # -- attributes and datasets ---------------------------------------------- #
@@ -466,23 +466,29 @@ class Walker:
             return items + [("fhib", root, rows, width, start_block, max_direct, max_heap_bits, checksum, what)]
         return items + [("fhdb", root, start_block, max_heap_bits, checksum, what)]
 
-    def huge_objects(self, at: int) -> list[tuple]:
-        """A fractal heap's v2 B-tree of huge objects: the objects, when its root is a leaf."""
+    def v2_btree(self, at: int) -> list[tuple]:
+        """A v2 B-tree (a dense group's or attribute store's name index, or a heap's huge objects): its root node.
+
+        A root leaf of huge objects is parsed for the objects; other roots are fetched whole
+        (h5py reads them to look names up); deeper nodes are left to h5py.
+        """
         head = self.get(at, 16 + self.O + 2 + self.L + 4)
         if head[:4] != b"BTHD":
             self.skip("v2 B-tree (bad signature)")
             return []
         btype = head[5]
+        node = int.from_bytes(head[6:10], "little")
         record = int.from_bytes(head[10:12], "little")
         depth = int.from_bytes(head[12:14], "little")
         root = self.addr(head, 16)
         count = int.from_bytes(head[16 + self.O : 18 + self.O], "little")
-        if root is None or btype not in (1, 2, 3, 4) or not count:
+        if root is None or not count:
             return []
         if depth:
-            self.skip("huge objects in a deep v2 B-tree")
-            return []
-        return [("btlf", root, count, record)]
+            self.skip("v2 B-tree nodes below the root")
+        if btype in (1, 2, 3, 4) and not depth:
+            return [("btlf", root, count, record)]
+        return [("raw", root, node)]
 
     def huge_leaf(self, at: int, count: int, record: int) -> list[tuple]:
         buf = self.get(at, 6 + count * record + 4)
@@ -609,7 +615,7 @@ class Walker:
         if kind == "fhib":
             return self.indirect_block(*item[1:])
         if kind == "bthd":
-            return self.huge_objects(item[1])
+            return self.v2_btree(item[1])
         if kind == "btlf":
             return self.huge_leaf(*item[1:])
         if kind == "data":
