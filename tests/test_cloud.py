@@ -29,7 +29,7 @@ from conftest import read_with_plain_pynwb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
-from test_any_shape import CODECS, DTYPES, FAST, arrays, assert_chunks_within, ts_file, values
+from test_any_shape import CODECS, FAST, arrays, assert_chunks_within, ts_file, values
 
 import nwb_dask
 from nwb_dask.chunking import CLOUD_CHUNK_BYTES, DEFAULT_CHUNK_BYTES, guess_chunk_shape
@@ -138,6 +138,35 @@ def test_cloud_refuses_zarr_and_open_files(tmp_path):
         NWBDaskIO(tmp_path / "x.nwb", "w", driver="ros3", cloud=True)
     with pytest.raises(ValueError, match=r"write_nwb writes a new file"):
         write_nwb(None, tmp_path / "y.nwb", mode="a", cloud=True)
+
+
+@pytest.mark.parametrize("entry", ["nwb_dask.write_nwb", "write_nwb_zarr", "write_nwb_zarr URL", "NWBZarrDaskIO"])
+def test_cloud_refused_for_zarr_outputs(tmp_path, signal, entry):
+    """Every way of writing an NWB-Zarr store refuses cloud=True naming the option and the store, before
+    anything is written; an existing store (overwrite=True) is left as it was."""
+    from nwb_dask.zarr.io import NWBZarrDaskIO, write_nwb_zarr
+
+    store = tmp_path / "session.nwb.zarr"
+    nwb_dask.write_nwb(nwbfile_with(da.from_array(signal[:1000], chunks=(500, 32))), store, cloud=False,
+                       progress=False)  # cloud=False is accepted for Zarr (the default)
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
+    target = store if entry != "write_nwb_zarr URL" else "memory://bucket/session.nwb.zarr"
+    nwbfile = nwbfile_with(da.from_array(signal, chunks=(30_000, 32)))
+    write = {
+        "nwb_dask.write_nwb": lambda: nwb_dask.write_nwb(nwbfile, target, cloud=True, overwrite=True, progress=False),
+        "write_nwb_zarr": lambda: write_nwb_zarr(nwbfile, target, cloud=True, overwrite=True, progress=False),
+        "write_nwb_zarr URL": lambda: write_nwb_zarr(nwbfile, target, cloud=True, progress=False),
+        "NWBZarrDaskIO": lambda: NWBZarrDaskIO(target, "w", cloud=True),
+    }[entry]
+    with pytest.raises(ValueError, match=rf"cannot write {re.escape(str(target))} with cloud=True: a Zarr store: "
+                                         r"cloud=True lays out an HDF5 file .*drop cloud=True"):
+        write()
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["session.nwb.zarr"]  # no temporary left either
+    if entry == "write_nwb_zarr URL":
+        import fsspec
+
+        assert not fsspec.filesystem("memory").exists("/bucket/session.nwb.zarr")
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +280,7 @@ def long_arrays(draw):
     channels = draw(st.sampled_from([1, 3, 4]))
     dtype = draw(st.sampled_from(["i2", "f4", "u1"]))
     row = channels * np.dtype(dtype).itemsize
-    n = draw(st.integers(5 * CLOUD_CHUNK_BYTES // (4 * row), 3 * CLOUD_CHUNK_BYTES // row))  # 2.5-6 MiB
+    n = draw(st.integers(5 * CLOUD_CHUNK_BYTES // (4 * row), 2 * CLOUD_CHUNK_BYTES // row))  # 2.5-4 MiB
     block = draw(st.integers(20_000, n))
     rows = draw(st.one_of(
         st.just((block,) * (n // block) + ((n % block,) if n % block else ())),
