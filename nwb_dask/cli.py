@@ -9,7 +9,7 @@ One convention for every command (docs/cli.md):
   130: interrupted.  A reader that closes the pipe early (``| head``) ends the
   command quietly with status 0.
 * ``--json`` on every command that reports (demo, repack, convert,
-  consolidate, info, links, clean): one JSON object on stdout instead of the text.
+  consolidate, info, links, clean, cache): one JSON object on stdout instead of the text.
 * ``--scheduler`` (local, threads, processes, sync) and ``--workers`` on every
   command that computes (demo, repack, convert, consolidate).
 """
@@ -259,10 +259,30 @@ def _cmd_info(args: argparse.Namespace) -> int:
         options["timeout"] = args.timeout
     if args.retries is not None:
         options["retries"] = args.retries
+    if args.no_cache:
+        options["metadata_cache"] = False
     if options and not is_url(args.file):
-        raise UsageError(f"--timeout and --retries apply to URLs; {args.file} is a local path")
+        raise UsageError(f"--timeout, --retries and --no-cache apply to URLs; {args.file} is a local path")
     result = info(args.file, remote_options=options or None)
     _out(result.to_json() if args.json else result.report(all_datasets=args.all))
+    return OK
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from nwb_dask.sources import MetadataCache
+
+    cache = MetadataCache(args.dir) if args.dir else MetadataCache()
+    if args.action == "clear":
+        removed = cache.clear()
+        _emit(args, {"directory": str(cache.directory), "removed": removed},
+              f"removed {removed} metadata cache entr{'y' if removed == 1 else 'ies'} from {cache.directory}")
+        return OK
+    report = cache.info()
+    lines = [f"{row['url']}  {row['size']} bytes  {row['validator']}  {row['metadata_bytes']} metadata bytes "
+             f"in {row['runs']} runs" for row in report["files"]]
+    lines.append(f"{report['entries']} entr{'y' if report['entries'] == 1 else 'ies'}, {report['bytes']} bytes "
+                 f"of {report['max_bytes']} in {report['directory']}")
+    _emit(args, report, "\n".join(lines))
     return OK
 
 
@@ -427,7 +447,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "seconds (default 5 to connect, 10 to read)")
     inf.add_argument("--retries", type=_non_negative_int, metavar="N",
                      help="URL only: retries of a failed request (default 5, of which 1 after a timeout)")
+    inf.add_argument("--no-cache", action="store_true",
+                     help="URL only: do not use the on-disk metadata cache (docs/reader.md, Metadata cache)")
     inf.set_defaults(func=_cmd_info)
+
+    cac = sub.add_parser(
+        "cache",
+        help="list or clear the on-disk metadata cache of remote files",
+        description="Remote opens keep the metadata they read in an on-disk cache (default "
+        "$NWB_DASK_CACHE_DIR, else $XDG_CACHE_HOME/nwb_dask/metadata, else ~/.cache/nwb_dask/metadata), "
+        "checked against each file's size and ETag/Last-Modified. 'info' lists the entries, 'clear' removes them.",
+    )
+    cac.add_argument("action", choices=("info", "clear"))
+    cac.add_argument("--dir", help="the cache directory (default: as above)")
+    _add_json_argument(cac)
+    cac.set_defaults(func=_cmd_cache)
 
     rec = sub.add_parser(
         "recover",

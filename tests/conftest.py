@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,9 @@ def assert_same_nwb(a: Path, b: Path) -> None:
             assert sorted(va) == sorted(vb), f"{where}: fields {sorted(set(va) ^ set(vb))}"
             for key in va:
                 assert same(nwb_value(va[key]), nwb_value(vb[key])), f"{where}.{key} differs"
+
+
+@pytest.fixture(autouse=True)
+def _own_metadata_cache(tmp_path_factory, monkeypatch):
+    """Each test's remote opens get an empty metadata cache of their own (nwb_dask.sources.cache), never ~/.cache."""
+    monkeypatch.setenv("NWB_DASK_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "metadata-cache" / os.urandom(6).hex()))

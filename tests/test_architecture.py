@@ -61,6 +61,8 @@ LAYERS: dict[str, int] = {
     # L3: HDF5 and Zarr without NWB knowledge
     "nwb_dask.hdf5": 3,
     "nwb_dask.hdf5.read": 3,
+    "nwb_dask.hdf5.prefetch": 3,
+    "nwb_dask.hdf5.structures": 3,
     "nwb_dask.hdf5.write": 3,
     "nwb_dask.zarr": 3,
     "nwb_dask.zarr.read": 3,

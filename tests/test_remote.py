@@ -63,7 +63,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = srv.file_bytes(path)
         size = len(data)
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        rng_header = self.headers.get("Range") or ""
+        many = re.fullmatch(r"bytes=\d+-\d+(,\d+-\d+)+", rng_header)
+        if many and not srv.ignore_range and srv.multirange != "ignore":
+            pairs = [tuple(int(v) for v in p.split("-")) for p in rng_header[6:].split(",")]
+            if srv.multirange == "first":
+                rng_header = f"bytes={pairs[0][0]}-{pairs[0][1]}"
+            else:
+                self._multipart(srv, data, pairs, fault, head)
+                return
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng_header)
         if m is None or srv.ignore_range:
             status, start, body, headers = 200, 0, data, {}
         else:
@@ -77,6 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = 206, {"Content-Range": f"bytes {shown}-{shown + len(body) - 1}/{size}"}
         headers["Content-Length"] = len(body)
         headers["Accept-Ranges"] = "bytes"
+        headers.update(srv.validator_headers(path, data))
         if head:
             self._send(status, headers)
         elif fault == "truncate" and len(body) > 0:
@@ -85,6 +95,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             self._send(status, headers, body)
+
+
+    def _multipart(self, srv, data: bytes, pairs: list, fault: str | None, head: bool) -> None:
+        """A ``multipart/byteranges`` reply, as nginx sends for a multi-range request."""
+        size = len(data)
+        if any(a >= size for a, _ in pairs):
+            self._send(416, {"Content-Range": f"bytes */{size}", "Content-Length": 0})
+            return
+        srv.multipart_replies += 1
+        boundary = "00000000001"
+        chunks = []
+        for k, (a, b) in enumerate(pairs):
+            b = min(b, size - 1)
+            shown = a + 1 if fault == "badrange" and k == 0 else a
+            chunks.append(f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                          f"Content-Range: bytes {shown}-{shown + b - a}/{size}\r\n\r\n".encode() + data[a : b + 1])
+        chunks.append(f"\r\n--{boundary}--\r\n".encode())
+        body = b"".join(chunks)
+        headers = {"Content-Type": f"multipart/byteranges; boundary={boundary}", "Content-Length": len(body)}
+        if head:
+            self._send(206, headers)
+        elif fault == "truncate":
+            self._send(206, headers, body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self._send(206, headers, body)
 
 
 class _Server(ThreadingHTTPServer):
@@ -97,9 +134,13 @@ class _Server(ThreadingHTTPServer):
         self.rng = random.Random(1234)
         self.faults: dict[str, float] = {}
         self.ignore_range = False
+        self.multirange = "multipart"  # or "ignore" (200, whole body: S3) or "first" (206, first range only)
+        self.multipart_replies = 0
         self.requests: list[tuple[str, str | None]] = []
         self.faulted: dict[str, int] = {}
-        self._cache: dict[Path, bytes] = {}
+        self._cache: dict[Path, tuple[tuple, bytes]] = {}
+        #: Validators sent with every reply: "etag" and/or "last-modified" (none by default).
+        self.validators: tuple[str, ...] = ()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
@@ -128,10 +169,25 @@ class _Server(ThreadingHTTPServer):
             return self.rng.choice((500, 503))
 
     def file_bytes(self, path: Path) -> bytes:
+        """The file's bytes, read again when the file was rewritten (new mtime or size)."""
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
         with self.lock:
-            if path not in self._cache:
-                self._cache[path] = path.read_bytes()
-            return self._cache[path]
+            if path not in self._cache or self._cache[path][0] != stamp:
+                self._cache[path] = (stamp, path.read_bytes())
+            return self._cache[path][1]
+
+    def validator_headers(self, path: Path, data: bytes) -> dict:
+        """``ETag`` (a hash of the bytes) and ``Last-Modified`` (the file's mtime), as ``validators`` asks."""
+        import email.utils
+        import hashlib
+
+        out = {}
+        if "etag" in self.validators:
+            out["ETag"] = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+        if "last-modified" in self.validators:
+            out["Last-Modified"] = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+        return out
 
 
 @pytest.fixture
@@ -487,3 +543,51 @@ def test_remote_window_fetches_only_its_chunks(server, tmp_path):
     finally:
         del src.map_ranges
     assert len(fetched) == 3  # chunk 5000-6000, then chunks 3000-4000 and 4000-5000
+
+
+# --------------------------------------------------------------------------- #
+# Scattered reads (metadata prefetching): multi-range requests and fallbacks    #
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("mode", ["multipart", "ignore", "first"])
+@pytest.mark.parametrize("faults", [0.0, 0.05])
+def test_read_scattered_matches_local_in_few_requests(server, blob, mode, faults):
+    """Every range's bytes equal the file's, whatever the server does with multi-range requests."""
+    server.multirange = mode
+    server.set_faults(faults, seed=7)
+    rng = np.random.default_rng(3)
+    ranges = sorted({(int(o), int(n)) for o, n in zip(rng.integers(0, len(blob) - 5000, 400), rng.integers(0, 4000, 400))})
+    src = HTTPByteSource(server.url("blob.bin"), backoff=0.0, retries=8)
+    server.reset_counts()
+    got = src.read_scattered(ranges)
+    assert got == [blob[o : o + n] for o, n in ranges]
+    gets = [r for m, r in server.requests if m == "GET"]
+    spans = len(nwb_dask.sources.ranges.coalesce(ranges, 0, 1 << 30))
+    if mode == "multipart" and not faults:
+        # 160 ranges per request: ceil(spans / 160) requests, each a multi-range one
+        assert len(gets) == -(-spans // nwb_dask.sources.http.MULTIRANGE_PARTS)
+        assert src._multirange_ok is True
+    elif not faults:
+        # one probing multi-range request, then one request per span
+        assert len(gets) == 1 + spans
+        assert src._multirange_ok is False
+        server.reset_counts()
+        assert src.read_scattered(ranges[:50]) == [blob[o : o + n] for o, n in ranges[:50]]
+        assert all("," not in (r or "") for m, r in server.requests)  # remembered: no second probe
+
+
+def test_read_scattered_errors_name_the_range(server, blob):
+    src = HTTPByteSource(server.url("blob.bin"), backoff=0.0, retries=1)
+    server.set_faults(1.0, kinds=("error",))
+    with pytest.raises(RemoteReadError, match=r"blob\.bin after 2 attempt"):
+        src.read_scattered([(0, 10), (100_000, 10)])
+
+
+def test_multirange_off_and_on(server, blob):
+    ranges = [(i * 200_000, 100) for i in range(10)]
+    for setting, multipart in ((False, 0), (True, 1)):
+        server.multipart_replies = 0
+        src = HTTPByteSource(server.url("blob.bin"), multirange=setting)
+        assert src.read_scattered(ranges) == [blob[o : o + n] for o, n in ranges]
+        assert server.multipart_replies == multipart
+    with pytest.raises(ValueError, match="multirange must be"):
+        HTTPByteSource(server.url("blob.bin"), multirange="yes")

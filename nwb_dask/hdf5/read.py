@@ -26,7 +26,8 @@ import numpy as np
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
 
-__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "read_dataset", "release_handles", "remote_dataset_array"]
+__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset",
+           "release_handles", "remember", "remote_dataset_array"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -68,11 +69,75 @@ def _source(url: str, options: tuple = ()):
 
 
 @functools.lru_cache(maxsize=16)
+def _remote_view(url: str, options: tuple = ()):
+    """This process's block-cached file object over a remote file (what h5py reads its metadata through)."""
+    return _source(url, options).open()
+
+
+@functools.lru_cache(maxsize=16)
 def open_remote(url: str, options: tuple = ()):
-    """This process's h5py handle on a remote file (metadata through the cached byte source)."""
+    """This process's h5py handle on a remote file (metadata through the cached byte source).
+
+    The source's ``open`` preloads what the on-disk metadata cache holds for
+    this version of the file (:mod:`nwb_dask.sources.cache`).
+    """
     from nwb_dask.errors import open_hdf5
 
-    return open_hdf5(_source(url, options).open(), name=url)
+    return open_hdf5(_remote_view(url, options), name=url)
+
+
+def prefetch_remote(url: str, options: tuple = (), paths=None):
+    """Fetch a remote file's metadata ahead of h5py, a hierarchy level per round trip.
+
+    Without ``paths``, the whole file's, for readers about to walk it all
+    (pynwb's ``read()`` does); with paths of objects in the file (e.g. a
+    dataset about to be read), only theirs (attributes, chunk index).  See
+    :mod:`nwb_dask.hdf5.prefetch`.  Returns its
+    :class:`~nwb_dask.hdf5.prefetch.PrefetchStats`, or None for a source
+    whose file object keeps no extents (local files).
+    """
+    from nwb_dask.hdf5.prefetch import prefetch_metadata
+
+    raw = getattr(_remote_view(url, options), "raw", None)
+    if not hasattr(raw, "prefetch"):
+        return None
+    addrs = None
+    if paths is not None:
+        f = open_remote(url, options)
+        addrs = [a for a in (_hard_link_address(f, p) for p in paths) if a is not None]
+    return prefetch_metadata(raw, objects=addrs)
+
+
+def _hard_link_address(f, path: str) -> int | None:
+    """The object header address behind the hard link ``path`` (None for soft or external links).
+
+    From the parent group's link (cheap); ``h5py.h5o.get_info`` would also
+    walk a dataset's whole chunk index to report its size.
+    """
+    import posixpath
+
+    import h5py
+
+    parent, name = posixpath.split(path.rstrip("/"))
+    try:
+        info = f[parent or "/"].id.links.get_info(name.encode())
+    except (KeyError, ValueError):
+        return None
+    return info.u if info.type == h5py.h5l.TYPE_HARD else None
+
+
+def remember(url: str, options: tuple = ()) -> bool:
+    """Store the metadata the :func:`open_remote` handle of ``url`` has read so far in the on-disk cache.
+
+    The readers call it once a remote open is done (``read_nwb`` after
+    ``io.read()`` and daskify, ``read_dataset`` after the dataset's chunk
+    layout is known), so the next open of the unchanged file, in any process,
+    costs one request.  Returns whether an entry was written (False when the
+    cache is off, the file has no ETag/Last-Modified, or nothing new was read).
+    """
+    from nwb_dask.sources.cache import remember as store
+
+    return store(_source(url, options), _remote_view(url, options))
 
 
 def release_handles() -> None:
@@ -99,6 +164,7 @@ def _close_handles() -> None:
     import gc
 
     open_remote.cache_clear()
+    _remote_view.cache_clear()
     _source.cache_clear()
     _open.cache_clear()
     gc.collect()
@@ -301,7 +367,11 @@ def _remote_array(url: str, name: str, block_bytes: int, direct: bool, options: 
     dset = f[name]
     if not isinstance(dset, h5py.Dataset):
         raise TypeError(f"{url}:{name} is a {type(dset).__name__}, not a dataset")
-    return remote_dataset_array(dset, url, options, block_bytes, direct)
+    if dset.chunks:  # the chunk index in a round trip per B-tree level, not a request per node
+        prefetch_remote(url, options, [name])
+    array = remote_dataset_array(dset, url, options, block_bytes, direct)
+    remember(url, options)
+    return array
 
 
 def remote_dataset_array(dset, url: str, options: tuple, block_bytes: int, direct: bool):

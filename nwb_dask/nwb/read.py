@@ -6,7 +6,7 @@ import os
 
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
-from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, remote_dataset_array
+from nwb_dask.hdf5.read import dataset_array, is_url, open_remote, options_key, prefetch_remote, remember, remote_dataset_array
 from nwb_dask.hdf5.read import read_dataset as read_hdf5_dataset
 from nwb_dask.zarr.read import is_zarr_path, zarr_array, zarr_dask
 
@@ -86,7 +86,10 @@ def read_nwb_hdf5(
         As for :func:`read_dataset`.
     remote_options : dict, optional
         As for :func:`read_dataset`, e.g. ``{"storage_options": {"key": ...,
-        "secret": ...}}`` for a private S3 bucket.
+        "secret": ...}}`` for a private S3 bucket; and ``"prefetch"``
+        (default True): fetch the file's metadata a hierarchy level per round
+        trip before pynwb reads it (:mod:`nwb_dask.hdf5.prefetch`), instead of
+        one object at a time.
 
     Returns
     -------
@@ -108,7 +111,11 @@ def read_nwb_hdf5(
     block_bytes = block_bytes or DEFAULT_BLOCK_BYTES
     url = None
     if is_url(path):
+        remote_options = dict(remote_options or {})
+        prefetch = remote_options.pop("prefetch", True)
         options = options_key(remote_options)
+        if prefetch:  # pynwb reads every object: fetch the metadata a hierarchy level per round trip
+            prefetch_remote(path, options)
         io = NWBHDF5IO(file=open_remote(path, options), mode="r")
         url = path
     else:
@@ -117,8 +124,11 @@ def read_nwb_hdf5(
         path = os.path.abspath(os.fspath(path))
         check_input_file(path)  # missing or not HDF5: an error naming the path
         io = NWBHDF5IO(path, "r")
-    return read_daskified(io, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url,
-                          remote_options=remote_options)
+    nwbfile = read_daskified(io, min_bytes=min_bytes, block_bytes=block_bytes, direct=direct, url=url,
+                             remote_options=remote_options)
+    if url is not None:
+        remember(url, options)  # the metadata just read, for the next open (nwb_dask.sources.cache)
+    return nwbfile
 
 
 def read_daskified(io, **daskify_options):

@@ -12,6 +12,8 @@ source decides how to fetch them.  Every source implements the small
   ranges (pure functions);
 * :mod:`nwb_dask.sources.http`, :mod:`nwb_dask.sources.fsspec`,
   :mod:`nwb_dask.sources.local`: the sources;
+* :mod:`nwb_dask.sources.cache`: the on-disk metadata cache their ``open``
+  preloads from (:class:`MetadataCache`);
 * here: :func:`byte_source`, which picks one for a URL or path.
 
 :class:`HTTPByteSource` coalesces ranges into parallel GET requests, retries
@@ -59,6 +61,7 @@ from nwb_dask.sources.base import (
     thaw,
     url_scheme,
 )
+from nwb_dask.sources.cache import MetadataCache, metadata_cache
 from nwb_dask.sources.fsspec import FSSPEC_SETTINGS, FsspecByteSource
 from nwb_dask.sources.http import DEFAULT_TIMEOUT, REMOTE_SCHEMES, HTTPByteSource, s3_to_https
 from nwb_dask.sources.local import LocalByteSource
@@ -75,6 +78,7 @@ __all__ = [
     "FsspecByteSource",
     "HTTPByteSource",
     "LocalByteSource",
+    "MetadataCache",
     "RemoteReadError",
     "byte_source",
     "freeze_options",
@@ -132,6 +136,11 @@ def byte_source(
         ``max_request`` and ``max_workers`` (retries are the filesystem's,
         configured in ``storage_options``).  Local files take none.
 
+        ``metadata_cache``: the on-disk metadata cache of remote sources
+        (:func:`nwb_dask.sources.cache.metadata_cache`): absent or True the
+        default one (off when ``$NWB_DASK_METADATA_CACHE`` is ``0``), False
+        none, ``{"directory": ..., "max_bytes": ...}`` that one.
+
     Returns
     -------
     HTTPByteSource, FsspecByteSource or LocalByteSource
@@ -150,6 +159,7 @@ def byte_source(
     options = {k: thaw(v) for k, v in options.items()}
     storage_options = options.pop("storage_options", None)
     anon = options.pop("anon", None)
+    cache_option = options.pop("metadata_cache", None)
     if scheme == "file":
         return LocalByteSource(urllib.parse.unquote(urllib.parse.urlsplit(text).path))
     if not scheme:
@@ -157,7 +167,9 @@ def byte_source(
     if storage_options is not None and not isinstance(storage_options, dict):
         raise TypeError(f"storage_options must be a dict, got {type(storage_options).__name__}")
     if storage_options is None and anon is not False and scheme in REMOTE_SCHEMES:
-        return HTTPByteSource(text, **options)  # plain HTTP(S) and public S3 over HTTPS
+        source = HTTPByteSource(text, **options)  # plain HTTP(S) and public S3 over HTTPS
+        source.metadata_cache = metadata_cache(cache_option)
+        return source
     if storage_options is None and anon is False and scheme in ("http", "https"):
         raise ValueError(
             f"anon=False does not apply to {text!r}: http(s) URLs are read as they are; give "
@@ -175,4 +187,6 @@ def byte_source(
     storage_options = dict(storage_options or {})
     if anon is not None:
         storage_options.setdefault("anon", anon)
-    return FsspecByteSource(text, storage_options, **options)
+    source = FsspecByteSource(text, storage_options, **options)
+    source.metadata_cache = metadata_cache(cache_option)
+    return source

@@ -19,9 +19,14 @@ import collections
 import io
 from typing import Any, Callable, Sequence, TypeVar
 
+from nwb_dask.sources.extents import Extents
+
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_CACHE_BLOCKS",
+    "EXTENT_BYTES",
+    "JOURNAL_BYTES",
+    "PREFETCH_GAP",
     "BlockCacheFile",
     "ByteSource",
     "RemoteReadError",
@@ -176,6 +181,17 @@ class ByteSource(abc.ABC):
         """
         return self.map_ranges(ranges, lambda i, data: data)
 
+    def read_scattered(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many small ranges spread over the file, in as few round trips as the source can.
+
+        For metadata prefetching: the ranges are small and far apart, so
+        joining them across the gaps (as :meth:`read_ranges` does) would
+        download the data between them.  The default is :meth:`read_ranges`;
+        :class:`~nwb_dask.sources.http.HTTPByteSource` sends multi-range
+        requests where the server answers them, else many parallel requests.
+        """
+        return self.read_ranges(ranges)
+
     def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
         """A read-only, seekable file object over the file.
 
@@ -190,11 +206,53 @@ class ByteSource(abc.ABC):
         """Drop this process's connections (new ones open on next use)."""
 
 
+#: Most bytes a :class:`BlockCacheFile` holds in :attr:`~BlockCacheFile.extents` (prefetched or preloaded).
+EXTENT_BYTES = 256 << 20
+#: Most bytes a :class:`BlockCacheFile` records in its :attr:`~BlockCacheFile.journal`.
+JOURNAL_BYTES = 64 << 20
+#: Gaps up to this size between prefetched ranges (and stored extents) are fetched too: HDF5's
+#: metadata accumulator reads across such gaps, which would otherwise each cost a request.
+PREFETCH_GAP = 4096
+
+
+def _close_gaps(ranges: Sequence[tuple[int, int]], extents: Extents, gap: int) -> list[tuple[int, int]]:
+    """``ranges`` merged where at most ``gap`` bytes apart, and stretched over such gaps to stored extents."""
+    spans = sorted((o, o + n) for o, n in ranges if n > 0)
+    merged: list[list[int]] = []
+    for start, end in spans:
+        if merged and start - merged[-1][1] <= gap:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out = []
+    for start, end in merged:
+        prev_end = extents.end_before(start)
+        if prev_end is not None and start - prev_end <= gap:
+            start = prev_end
+        next_start = extents.start_after(end)
+        if next_start is not None and next_start - end <= gap:
+            end = next_start
+        out.append((start, end - start))
+    return out
+
+
 class BlockCacheFile(io.RawIOBase):
     """Raw read-only file over a byte source, with an LRU block cache.
 
     ``first``, when given, is the file's first block, already fetched (an
     HTTP source gets it together with the size in one request).
+
+    Two :class:`~nwb_dask.sources.extents.Extents` stores sit beside the
+    blocks.  :attr:`extents` holds bytes fetched ahead (:meth:`prefetch`) or
+    loaded from elsewhere (:meth:`preload`, e.g. the metadata cache); reads
+    are served from it first, without a request.  :attr:`journal` records
+    every byte read through this file (up to :data:`JOURNAL_BYTES`; past
+    that its ``full`` is set), i.e. exactly the metadata h5py needed.
+
+    A read that starts inside a stored extent returns only the bytes up to
+    the extent's end (a short read, as raw files may); use it through
+    :class:`io.BufferedReader` (as :meth:`ByteSource.open` does), which
+    reads on until it has what was asked.
     """
 
     def __init__(self, source: ByteSource, block_size: int, cache_blocks: int, first: bytes | None = None):
@@ -210,6 +268,50 @@ class BlockCacheFile(io.RawIOBase):
         self._pos = 0
         if first is not None and len(first) == min(self._bs, self._size):
             self._cache[0] = first
+        self.extents = Extents(EXTENT_BYTES)
+        self.journal = Extents(JOURNAL_BYTES)
+
+    @property
+    def size(self) -> int:
+        """File size in bytes."""
+        return self._size
+
+    def peek_bytes(self, offset: int, length: int) -> bytes | None:
+        """Bytes ``offset:offset + length`` if held here (extents or cached blocks), else None; no request."""
+        if offset < 0 or length < 0 or offset + length > self._size:
+            return None
+        got = self.extents.get(offset, length)
+        if got is not None:
+            return got
+        bs = self._bs
+        parts = []
+        for i in range(offset // bs, (offset + max(length, 1) - 1) // bs + 1):
+            block = self._cache.get(i)
+            if block is None:
+                return None
+            parts.append(block)
+        if not parts:
+            return b""
+        lo = offset - (offset // bs) * bs
+        return b"".join(parts)[lo : lo + length]
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Fetch the parts of ``ranges`` not held here into :attr:`extents` (:meth:`ByteSource.read_scattered`).
+
+        Ranges are clipped to the file.  Returns the number of bytes fetched.
+        """
+        clipped = [(o, min(n, self._size - o)) for o, n in ranges if 0 <= o < self._size and n > 0]
+        missing = [(o, n) for o, n in self.extents.missing(_close_gaps(clipped, self.extents, PREFETCH_GAP))
+                   if self.peek_bytes(o, n) is None]
+        if not missing:
+            return 0
+        for (offset, _), data in zip(missing, self.source.read_scattered(missing)):
+            self.extents.add(offset, data)
+        return sum(n for _, n in missing)
+
+    def preload(self, items: Sequence[tuple[int, bytes]]) -> None:
+        """Store ``(offset, bytes)`` runs of this file (known to be current) in :attr:`extents`."""
+        self.extents.update(items)
 
     def readable(self) -> bool:
         return True
@@ -239,13 +341,21 @@ class BlockCacheFile(io.RawIOBase):
         if n == 0:
             return 0
         bs, pos = self._bs, self._pos
-        blocks = self._blocks(range(pos // bs, (pos + n - 1) // bs + 1))
-        done = 0
-        for index, block in blocks:
-            lo = max(pos + done - index * bs, 0)
-            take = min(len(block) - lo, n - done)
-            out[done : done + take] = block[lo : lo + take]
-            done += take
+        run = self.extents.run_at(pos)
+        if run is not None:  # a short read up to the extent's end (BufferedReader reads on)
+            start, data = run
+            done = min(n, start + len(data) - pos)
+            out[:done] = data[pos - start : pos - start + done]
+        else:
+            blocks = self._blocks(range(pos // bs, (pos + n - 1) // bs + 1))
+            done = 0
+            for index, block in blocks:
+                lo = max(pos + done - index * bs, 0)
+                take = min(len(block) - lo, n - done)
+                out[done : done + take] = block[lo : lo + take]
+                done += take
+        if not self.journal.full:
+            self.journal.add(pos, out[:done])
         self._pos += done
         return done
 

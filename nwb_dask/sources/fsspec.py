@@ -12,11 +12,13 @@ process.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import threading
 from typing import Any, Callable, Sequence, TypeVar
 
-from nwb_dask.sources.base import ByteSource, RemoteReadError, url_scheme
+from nwb_dask.sources.base import DEFAULT_BLOCK_SIZE, DEFAULT_CACHE_BLOCKS, BlockCacheFile, ByteSource, RemoteReadError, url_scheme
+from nwb_dask.sources.cache import preload
 from nwb_dask.sources.ranges import Span, balance, map_spans, plan
 
 __all__ = ["FSSPEC_SETTINGS", "FsspecByteSource"]
@@ -72,6 +74,11 @@ class FsspecByteSource(ByteSource):
     :class:`RemoteReadError` naming the URL and byte range (``attempts`` is 1:
     one call to the filesystem), a missing object ``FileNotFoundError``.
     """
+
+    #: The on-disk metadata cache :meth:`open` preloads from (set by :func:`~nwb_dask.sources.byte_source`)
+    #: and the object's version from ``fs.info()`` (ETag, else modification time; None: not cached).
+    metadata_cache = None
+    validator: str | None = None
 
     def __init__(
         self,
@@ -148,17 +155,25 @@ class FsspecByteSource(ByteSource):
     # -- size ---------------------------------------------------------------- #
     @property
     def size(self) -> int:
-        """File size in bytes (``fs.size``)."""
+        """File size in bytes (``fs.info``, which also gives :attr:`validator`; ``fs.size`` asks the same)."""
         if self._size is None:
             fs, path = self._filesystem()
             try:
-                size = fs.size(path)
+                info = fs.info(path)
             except Exception as exc:
                 raise self._error(exc, None) from exc
+            size = info.get("size")
             if size is None:
                 raise RemoteReadError(self.url, None, 1, "the filesystem reports no size")
+            self.validator = _info_validator(info)
             self._size = int(size)
         return self._size
+
+    def open(self, block_size: int = DEFAULT_BLOCK_SIZE, cache_blocks: int = DEFAULT_CACHE_BLOCKS) -> io.BufferedReader:
+        """As :meth:`ByteSource.open`, with the metadata cached for this version of the object preloaded."""
+        raw = BlockCacheFile(self, block_size, cache_blocks)
+        preload(self, raw)
+        return io.BufferedReader(raw)
 
     # -- reading ------------------------------------------------------------- #
     def map_ranges(self, ranges: Sequence[tuple[int, int]], fn: Callable[[int, bytes], _T], *, spread: bool = False) -> list[_T]:
@@ -219,3 +234,16 @@ class FsspecByteSource(ByteSource):
                 raise self._past_end(off, length, len(data))
             parts[k].append(data)
         return [p[0] if len(p) == 1 else b"".join(p) for p in parts]
+
+
+def _info_validator(info: dict) -> str | None:
+    """The object's version in an ``fs.info()`` reply: its ETag (s3fs, gcsfs, adlfs, HTTP), else its modification time."""
+    for key in ("ETag", "etag", "e_tag"):
+        value = info.get(key)
+        if value and not str(value).startswith("W/"):
+            return f"etag:{value}"
+    for key in ("LastModified", "last_modified", "mtime", "updated", "modified"):
+        value = info.get(key)
+        if value:
+            return f"modified:{value}"
+    return None

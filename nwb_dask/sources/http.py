@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 from nwb_dask.sources.base import (
@@ -36,14 +37,18 @@ from nwb_dask.sources.base import (
     RemoteReadError,
     url_scheme,
 )
-from nwb_dask.sources.ranges import Span, map_spans, plan
+from nwb_dask.sources.cache import preload, validator_from
+from nwb_dask.sources.ranges import Span, check_ranges, coalesce, map_spans, plan
 
-__all__ = ["DEFAULT_TIMEOUT", "REMOTE_SCHEMES", "HTTPByteSource", "parse_content_range", "s3_to_https"]
+__all__ = ["DEFAULT_TIMEOUT", "MULTIRANGE_PARTS", "REMOTE_SCHEMES", "HTTPByteSource", "parse_content_range", "s3_to_https"]
 
 #: URL schemes :class:`HTTPByteSource` reads.
 REMOTE_SCHEMES = ("http", "https", "s3")
 #: Default ``(connect, read)`` timeouts of :class:`HTTPByteSource` requests, in seconds.
 DEFAULT_TIMEOUT = (5.0, 10.0)
+
+#: Most ranges in one multi-range request (keeps the Range header within servers' 4-8 KiB header limits).
+MULTIRANGE_PARTS = 160
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -120,6 +125,51 @@ def parse_content_range(value: str | None) -> tuple[int | None, int | None, int 
     )
 
 
+def _batches(spans: list[Span], parts: int, max_bytes: int) -> list[list[Span]]:
+    """Spans in offset order, cut into groups of at most ``parts`` spans and ``max_bytes`` bytes."""
+    out: list[list[Span]] = []
+    size = 0
+    for span in spans:
+        n = span[1] - span[0]
+        if not out or len(out[-1]) >= parts or size + n > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(span)
+        size += n
+    return out
+
+
+def _multipart(body: bytes, boundary: bytes) -> list[tuple[int, bytes]]:
+    """The ``(start, bytes)`` parts of a ``multipart/byteranges`` body (RFC 9110 14.6)."""
+    delim = b"--" + boundary
+    parts = []
+    pos = body.find(delim)
+    while pos >= 0:
+        pos += len(delim)
+        if body[pos : pos + 2] == b"--":
+            break
+        head_end = body.find(b"\r\n\r\n", pos)
+        if head_end < 0:
+            raise _Retry("truncated multipart reply (part headers)")
+        cr = None
+        for line in body[pos:head_end].split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-range":
+                cr = parse_content_range(value.decode("latin-1"))
+        if cr is None or cr[0] is None:
+            raise _Retry("multipart reply part without a valid Content-Range")
+        start = head_end + 4
+        n = cr[1] - cr[0] + 1
+        data = body[start : start + n]
+        if len(data) != n:
+            raise _Retry(f"truncated multipart reply: {len(data)} of {n} bytes of a part")
+        parts.append((cr[0], data))
+        pos = body.find(delim, start + n)
+    if not parts:
+        raise _Retry("multipart reply without parts")
+    return parts
+
+
 def _retry_after(resp) -> float | None:
     """The ``Retry-After`` delay in seconds, if given as a number."""
     try:
@@ -164,6 +214,18 @@ class HTTPByteSource(ByteSource):
         Threads fetching requests in parallel in :meth:`read_ranges`.
     max_backoff : float
         Cap on any single retry delay, in seconds.
+    scatter_workers : int
+        Parallel requests in :meth:`read_scattered` (metadata prefetching:
+        many small ranges far apart) when the server does not answer
+        multi-range requests; object stores serve many connections at once,
+        so this is larger than ``max_workers``.
+    multirange : bool or None
+        Whether :meth:`read_scattered` sends multi-range requests
+        (``Range: bytes=a-b,c-d,...``, answered ``multipart/byteranges`` by
+        nginx, Apache, most CDNs): None (default) tries once and remembers
+        what the server did; False never; True always tries.  Servers that
+        answer with the whole body (S3 and most object stores) are detected
+        on the first try, whose reply is dropped unread.
 
     Notes
     -----
@@ -172,6 +234,12 @@ class HTTPByteSource(ByteSource):
     within the file can be read; a range past the end raises
     :class:`RemoteReadError` at once (no retries).
     """
+
+    #: The on-disk metadata cache :meth:`open` preloads from (:mod:`nwb_dask.sources.cache`; set by
+    #: :func:`~nwb_dask.sources.byte_source`), and the file's version (ETag / Last-Modified) as the
+    #: reply that gave the size named it (None: unknown, nothing cached).
+    metadata_cache = None
+    validator: str | None = None
 
     def __init__(
         self,
@@ -185,6 +253,8 @@ class HTTPByteSource(ByteSource):
         max_request: int = 16 << 20,
         max_workers: int = 8,
         max_backoff: float = 10.0,
+        scatter_workers: int = 32,
+        multirange: bool | None = None,
     ):
         scheme = url_scheme(url)
         if scheme not in REMOTE_SCHEMES:
@@ -197,8 +267,10 @@ class HTTPByteSource(ByteSource):
             raise ValueError(f"timeout must be a positive number of seconds or (connect, read) seconds, got {timeout!r}")
         if retries < 0 or timeout_retries < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("retries, timeout_retries, backoff and max_backoff must be >= 0")
-        if max_gap < 0 or max_request < 1 or max_workers < 1:
-            raise ValueError("max_gap must be >= 0, max_request and max_workers >= 1")
+        if max_gap < 0 or max_request < 1 or max_workers < 1 or scatter_workers < 1:
+            raise ValueError("max_gap must be >= 0, max_request, max_workers and scatter_workers >= 1")
+        if multirange not in (None, True, False):
+            raise ValueError(f"multirange must be None, True or False, got {multirange!r}")
         self.url = s3_to_https(url) if scheme == "s3" else url
         self.original_url = url
         self.retries = int(retries)
@@ -209,6 +281,9 @@ class HTTPByteSource(ByteSource):
         self.max_gap = int(max_gap)
         self.max_request = int(max_request)
         self.max_workers = int(max_workers)
+        self.scatter_workers = int(scatter_workers)
+        self.multirange = multirange
+        self._multirange_ok: bool | None = None if multirange is None else bool(multirange)
         self._size: int | None = None
         self._session_obj = None
         self._session_pid: int | None = None
@@ -237,7 +312,7 @@ class HTTPByteSource(ByteSource):
                     # Retries are counted here, not in urllib3, so attempts are exact.
                     adapter = HTTPAdapter(
                         pool_connections=1,
-                        pool_maxsize=self.max_workers + 2,
+                        pool_maxsize=max(self.max_workers, self.scatter_workers) + 2,
                         max_retries=Retry(total=0, read=False, redirect=5, raise_on_redirect=False),
                     )
                     session.mount("http://", adapter)
@@ -310,9 +385,11 @@ class HTTPByteSource(ByteSource):
         # Other HEAD failures (405, 403 on presigned GET URLs, ...): try the GET below.
         length = resp.headers.get("Content-Length")
         if resp.status_code == 200 and length is not None and "Content-Encoding" not in resp.headers:
+            self.validator = validator_from(resp.headers)
             return int(length)
         with session.get(self.url, headers={"Range": "bytes=0-0"}, timeout=self.timeout, stream=True) as resp:
             self._check_status(resp, None)
+            self.validator = validator_from(resp.headers)
             if resp.status_code == 206:
                 cr = parse_content_range(resp.headers.get("Content-Range"))
                 if cr is None or cr[2] is None:
@@ -424,6 +501,104 @@ class HTTPByteSource(ByteSource):
         ranges, spans = plan(ranges, self.max_gap, self.max_request, self.max_workers, spread)
         return map_spans(ranges, [[span] for span in spans], self._fetch_spans, fn, self.max_workers, "nwb_dask-http")
 
+    def read_scattered(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Read many small ranges far apart: multi-range requests where the server answers them.
+
+        Ranges are grouped, up to :data:`MULTIRANGE_PARTS` ranges and
+        ``max_request`` bytes per request, into multi-range requests fetched
+        in parallel; a server that does not answer them (see ``multirange``)
+        gets one request per range instead, ``scatter_workers`` at a time.
+        Retries and errors are those of :meth:`read_ranges`.
+        """
+        ranges = check_ranges(ranges)
+        spans = coalesce(ranges, 0, self.max_request)
+        out: list[bytes] = [b""] * len(ranges)
+        if not spans:
+            return out
+        got: dict[tuple[int, int], bytes] = {}
+        if self._multirange_ok is not False and len(spans) > 1:
+            batches = _batches(spans, MULTIRANGE_PARTS, self.max_request)
+            first, rest = batches[0], batches[1:]
+            answered = self._multi(first)  # the first batch alone: it tells whether the server answers
+            if answered is not None:
+                got.update(answered)
+                if rest:
+                    with ThreadPoolExecutor(min(self.max_workers, len(rest)), thread_name_prefix="nwb_dask-http-multi") as pool:
+                        for part in pool.map(self._multi, rest):
+                            got.update(part or {})
+        todo = [sp for sp in spans if (sp[0], sp[1]) not in got]
+        if todo:
+            ranges_todo = [(a, b - a) for a, b, _ in todo]
+            data = map_spans(ranges_todo, [[(a, b, [i])] for i, (a, b, _) in enumerate(todo)], self._fetch_spans,
+                             lambda i, d: d, self.scatter_workers, "nwb_dask-http-scatter")
+            got.update({(a, b): d for (a, b, _), d in zip(todo, data)})
+        for start, end, members in spans:
+            buf = got[(start, end)]
+            for i in members:
+                off, length = ranges[i]
+                out[i] = buf[off - start : off - start + length]
+        return out
+
+    def _multi(self, spans: list[Span]) -> dict[tuple[int, int], bytes] | None:
+        """One multi-range request for ``spans`` (with retries); None when the server does not answer it."""
+        if len(spans) == 1:
+            start, end, _ = spans[0]
+            return {(start, end): self._fetch(start, end - start)}
+        if self._multirange_ok is False:
+            return None
+        rng = (spans[0][0], spans[-1][1] - spans[0][0])
+        try:
+            parts = self._with_retries(rng, lambda: self._multi_once(spans))
+        except RemoteReadError:
+            if self._multirange_ok is None:
+                self._multirange_ok = False
+                return None
+            raise
+        if parts is None:
+            self._multirange_ok = False
+            return None
+        self._multirange_ok = True
+        return parts
+
+    def _multi_once(self, spans: list[Span]) -> dict[tuple[int, int], bytes] | None:
+        header = "bytes=" + ",".join(f"{a}-{b - 1}" for a, b, _ in spans)
+        headers = {"Range": header, "Accept-Encoding": "identity"}
+        with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
+            code = resp.status_code
+            if code in _RETRY_STATUS or code >= 500:
+                self._check_status(resp, (spans[0][0], spans[-1][1] - spans[0][0]))
+            if code != 206:
+                return None  # 200 (whole body: dropped unread), 416, 4xx: answer each range on its own
+            ctype = resp.headers.get("Content-Type", "")
+            length = resp.headers.get("Content-Length")
+            if length is None:
+                body = resp.raw.read(decode_content=False)
+            else:
+                body = resp.raw.read(int(length), decode_content=False)
+                if len(body) != int(length):
+                    raise _Retry(f"truncated body: {len(body)} of {length} bytes")
+            if ctype.lower().startswith("multipart/byteranges"):
+                m = re.search(r'boundary="?([^";]+)"?', ctype)
+                if m is None:
+                    return None
+                parts = _multipart(body, m.group(1).encode("latin-1"))
+            else:  # one range for all: the server merged them
+                cr = parse_content_range(resp.headers.get("Content-Range"))
+                if cr is None or cr[0] is None or len(body) != cr[1] - cr[0] + 1:
+                    raise _Retry(f"206 reply with invalid Content-Range {resp.headers.get('Content-Range')!r}")
+                parts = [(cr[0], body)]
+        out = {}
+        for start, end, _ in spans:
+            for p_start, data in parts:
+                if p_start <= start and end <= p_start + len(data):
+                    out[(start, end)] = data[start - p_start : end - p_start]
+                    break
+        if len(out) != len(spans):
+            if len(parts) == 1:  # only part of the ranges answered (some servers answer the first only)
+                return None
+            raise _Retry(f"multipart reply misses {len(spans) - len(out)} of {len(spans)} ranges")
+        return out
+
     def _fetch_spans(self, spans: list[Span]) -> list[bytes]:
         """The bytes of each span, a span larger than ``max_request`` fetched in pieces."""
         step = self.max_request
@@ -435,17 +610,23 @@ class HTTPByteSource(ByteSource):
         Reads go through an LRU cache of ``cache_blocks`` blocks of
         ``block_size`` bytes (blocks missing for one read are fetched together
         by :meth:`read_ranges`).  Enough for h5py: ``h5py.File(src.open(), "r")``.
+        The metadata cached for this version of the file (:attr:`metadata_cache`,
+        checked against :attr:`validator`) is preloaded, so h5py reads it
+        without requests.
         """
         first = None
         if self._size is None:  # one GET gives the size and the first block (no HEAD round trip)
             self._size, first = self._with_retries((0, block_size), lambda: self._fetch_head(block_size))
-        return io.BufferedReader(BlockCacheFile(self, block_size, cache_blocks, first))
+        raw = BlockCacheFile(self, block_size, cache_blocks, first)
+        preload(self, raw)
+        return io.BufferedReader(raw)
 
     def _fetch_head(self, length: int) -> tuple[int, bytes | None]:
         """The file size and its first ``length`` bytes (fewer for a smaller file) in one request."""
         headers = {"Range": f"bytes=0-{length - 1}", "Accept-Encoding": "identity"}
         with self._session().get(self.url, headers=headers, timeout=self.timeout, stream=True) as resp:
             self._check_status(resp, (0, length))
+            self.validator = validator_from(resp.headers)
             cr = parse_content_range(resp.headers.get("Content-Range"))
             if resp.status_code == 206 and cr is not None and cr[0] == 0 and cr[2] is not None:
                 data = resp.raw.read(cr[1] + 1, decode_content=False)
