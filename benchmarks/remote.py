@@ -59,6 +59,7 @@ Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -355,19 +356,31 @@ class ProcessProxy:
 # ``mark()`` once the file is open (pynwb has read the NWBFile; nwb_dask has
 # its lazy array or NWBFile) and returns what it read, so the table can show
 # how many requests opening took apart from the whole read.
-def _fresh_nwb_dask() -> None:
-    """Forget nwb_dask's cached remote handles and byte sources: each run is a fresh client."""
+@contextlib.contextmanager
+def cold_nwb_dask():
+    """A first open by nwb_dask (cold), as a new user's: yields its ``remote_options``.
+
+    Forgets this process's remote handles, views and byte sources, and gives the
+    run an empty on-disk metadata cache (removed afterwards), so nothing an
+    earlier run read is reused; the run still stores its entry, as a first open
+    does.  A warm-open case would keep one directory across its runs instead.
+    """
     from nwb_dask.hdf5 import read as reader
 
-    reader.open_remote.cache_clear()
-    reader._source.cache_clear()
+    for cached in (reader.open_remote, reader._remote_view, reader._source):
+        cached.cache_clear()
+    directory = tempfile.mkdtemp(prefix="nwb_dask_cold_cache_")
+    try:
+        yield {"metadata_cache": {"directory": directory}}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def slice_nwb_dask(url: str, n: int, mark) -> np.ndarray:
-    _fresh_nwb_dask()
-    x = nwb_dask.read_dataset(url, NAME)
-    mark()
-    return x[0:n].compute(scheduler="threads")
+    with cold_nwb_dask() as options:
+        x = nwb_dask.read_dataset(url, NAME, remote_options=options)
+        mark()
+        return x[0:n].compute(scheduler="threads")
 
 
 def _pynwb_slice(f, n: int, mark) -> np.ndarray:
@@ -395,14 +408,14 @@ def slice_fsspec(url: str, n: int, mark) -> np.ndarray:
 
 
 def series_nwb_dask(url: str, name: str, mark) -> np.ndarray:
-    _fresh_nwb_dask()
-    nwb = nwb_dask.read_nwb(url)
-    try:
-        mark()
-        data = nwb.acquisition[name].data
-        return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
-    finally:
-        nwb.read_io.close()
+    with cold_nwb_dask() as options:
+        nwb = nwb_dask.read_nwb(url, remote_options=options)
+        try:
+            mark()
+            data = nwb.acquisition[name].data
+            return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
+        finally:
+            nwb.read_io.close()
 
 
 def _pynwb_series(f, name: str, mark) -> np.ndarray:
