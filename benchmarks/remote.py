@@ -3,13 +3,17 @@
 In one run:
 
 1. writes two files with plain pynwb (as an archive's files are written) into a
-   temporary directory:
+   temporary directory, and repacks each with ``nwb-dask repack --cloud`` (in a
+   process of its own, as a user runs it) into a cloud-optimized copy:
 
    * ``objects.nwb``: ``--objects`` (200) float64 TimeSeries of ``--object-mb``
-     (1 MB) each, contiguous;
+     (1 MB) each, contiguous; ``objects-cloud.nwb``, the same repacked;
    * ``ephys.nwb``: a 384-channel int16 ElectricalSeries of ``--seconds`` (60 s),
-     gzip, chunks (10000, 64);
+     gzip, chunks (10000, 64); ``ephys-cloud.nwb``, the same repacked (gzip,
+     ~2 MiB chunks, 8 MiB HDF5 pages);
 
+   and prints what the cloud layout cost locally: the ``repack --cloud`` time and
+   file size against the original and against a plain ``repack`` (not served);
 2. serves that directory with a real nginx (Debian package; installed with
    ``apt-get`` when missing and running as root, unless ``--no-install``)
    on a free 127.0.0.1 port, with its own minimal config (``daemon off;``);
@@ -18,28 +22,35 @@ In one run:
    supported), every client connection's response bodies are paced as they are
    sent by a token bucket of ``--bandwidth-mbps`` (50 MB/s; object stores serve
    roughly 50-100 MB/s per connection), and it counts requests and body bytes;
-4. times, each with a fresh client:
+4. times the cases (``CASES``; ``--cases`` picks some), each client fresh:
 
    * **objects**: open the many-object file with pynwb and read one series completely
      (``nwb_dask.read_nwb(url)`` and the series' data for nwb_dask);
    * **slice**: open + read samples ``0:n`` of all channels (``n = --read-seconds * 30000``;
      ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``);
+   * **objects-cloud**, **slice-cloud**: the same on the cloud-optimized copies;
 
    with ``remfile`` (``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``)
    and ``fsspec`` (``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
    + ``h5py`` + ``pynwb``), both as in PyNWB's streaming tutorial;
 
-   checks every result is byte-identical to a local read, and prints one table
-   (case x latency x client: median of ``--repeat`` rounds, client order rotating,
-   request count and MB sent) with nwb_dask's speed-up over the faster of remfile /
-   fsspec and issue 17's targets (objects: >= 5x remfile in <= ~15 requests;
-   slice: >= 3x).  All imports happen before timing.
+   checks every result is byte-identical to a local read of the original file, and
+   prints one table (case x latency x client: median of ``--repeat`` rounds, client
+   order rotating; request count, requests until the file was open, MB sent) with
+   nwb_dask's speed-up over the faster of remfile / fsspec and issue 17's targets
+   (objects: >= 5x remfile in <= ~15 requests; slice: >= 3x; a cloud-optimized
+   file: open in <= 3 requests, and each client's speed-up over the original file).
+   All imports happen before timing.
 
 Usage::
 
     python benchmarks/remote.py [--latency-ms 30,100] [--bandwidth-mbps 50] [--objects 200]
-        [--seconds 60] [--read-seconds 10] [--repeat 3] [--cases objects,slice] [--no-install]
+        [--seconds 60] [--read-seconds 10] [--repeat 3]
+        [--cases objects,slice,objects-cloud,slice-cloud] [--no-install]
     python benchmarks/remote.py --quick --no-install     # small files, 1 round, 10 ms (tests)
+
+A case is a function ``files, args -> Case`` listed in ``CASES`` (a warm-open case
+adds one; ``Case.warmup`` runs untimed before each timed call).
 
 Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 ``pip install``-ed unless ``--no-install``.
@@ -48,7 +59,9 @@ Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import os
 import shutil
 import socket
@@ -56,6 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Callable, NamedTuple
 
 import h5py
 import numpy as np
@@ -336,79 +350,104 @@ class ProcessProxy:
 
 
 # --------------------------------------------------------------------------- #
-# the three clients, for both cases
+# the three clients                                                            #
 # --------------------------------------------------------------------------- #
-def _fresh_nwb_dask() -> None:
-    """Forget nwb_dask's cached remote handles and byte sources: each run is a fresh client."""
+# Every client is ``fn(url, arg, mark)``: it opens ``url`` from scratch, calls
+# ``mark()`` once the file is open (pynwb has read the NWBFile; nwb_dask has
+# its lazy array or NWBFile) and returns what it read, so the table can show
+# how many requests opening took apart from the whole read.
+@contextlib.contextmanager
+def cold_nwb_dask():
+    """A first open by nwb_dask (cold), as a new user's: yields its ``remote_options``.
+
+    Forgets this process's remote handles, views and byte sources, and gives the
+    run an empty on-disk metadata cache (removed afterwards), so nothing an
+    earlier run read is reused; the run still stores its entry, as a first open
+    does.  A warm-open case would keep one directory across its runs instead.
+    """
     from nwb_dask.hdf5 import read as reader
 
-    reader.open_remote.cache_clear()
-    reader._source.cache_clear()
+    for cached in (reader.open_remote, reader._remote_view, reader._source):
+        cached.cache_clear()
+    directory = tempfile.mkdtemp(prefix="nwb_dask_cold_cache_")
+    try:
+        yield {"metadata_cache": {"directory": directory}}
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-def slice_nwb_dask(url: str, n: int) -> np.ndarray:
-    _fresh_nwb_dask()
-    return nwb_dask.read_dataset(url, NAME)[0:n].compute(scheduler="threads")
+def slice_nwb_dask(url: str, n: int, mark) -> np.ndarray:
+    with cold_nwb_dask() as options:
+        x = nwb_dask.read_dataset(url, NAME, remote_options=options)
+        mark()
+        return x[0:n].compute(scheduler="threads")
 
 
-def _pynwb_slice(f, n: int) -> np.ndarray:
+def _pynwb_slice(f, n: int, mark) -> np.ndarray:
     import pynwb
 
     with pynwb.NWBHDF5IO(file=f, mode="r") as io:
         nwb = io.read()
+        mark()
         return nwb.acquisition["ElectricalSeries"].data[0:n]
 
 
-def slice_remfile(url: str, n: int) -> np.ndarray:
+def slice_remfile(url: str, n: int, mark) -> np.ndarray:
     import remfile
 
     with h5py.File(remfile.File(url), "r") as f:
-        return _pynwb_slice(f, n)
+        return _pynwb_slice(f, n, mark)
 
 
-def slice_fsspec(url: str, n: int) -> np.ndarray:
+def slice_fsspec(url: str, n: int, mark) -> np.ndarray:
     import fsspec
 
     fs = fsspec.filesystem("http", skip_instance_cache=True)
     with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
-        return _pynwb_slice(f, n)
+        return _pynwb_slice(f, n, mark)
 
 
-def series_nwb_dask(url: str, name: str) -> np.ndarray:
-    _fresh_nwb_dask()
-    nwb = nwb_dask.read_nwb(url)
-    try:
-        data = nwb.acquisition[name].data
-        return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
-    finally:
-        nwb.read_io.close()
+def series_nwb_dask(url: str, name: str, mark) -> np.ndarray:
+    with cold_nwb_dask() as options:
+        nwb = nwb_dask.read_nwb(url, remote_options=options)
+        try:
+            mark()
+            data = nwb.acquisition[name].data
+            return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
+        finally:
+            nwb.read_io.close()
 
 
-def _pynwb_series(f, name: str) -> np.ndarray:
+def _pynwb_series(f, name: str, mark) -> np.ndarray:
     import pynwb
 
     with pynwb.NWBHDF5IO(file=f, mode="r") as io:
         nwb = io.read()
+        mark()
         return nwb.acquisition[name].data[()]
 
 
-def series_remfile(url: str, name: str) -> np.ndarray:
+def series_remfile(url: str, name: str, mark) -> np.ndarray:
     import remfile
 
     with h5py.File(remfile.File(url), "r") as f:
-        return _pynwb_series(f, name)
+        return _pynwb_series(f, name, mark)
 
 
-def series_fsspec(url: str, name: str) -> np.ndarray:
+def series_fsspec(url: str, name: str, mark) -> np.ndarray:
     import fsspec
 
     fs = fsspec.filesystem("http", skip_instance_cache=True)
     with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
-        return _pynwb_series(f, name)
+        return _pynwb_series(f, name, mark)
+
+
+SERIES_CLIENTS = (("nwb_dask", series_nwb_dask), ("remfile", series_remfile), ("fsspec", series_fsspec))
+SLICE_CLIENTS = (("nwb_dask", slice_nwb_dask), ("remfile", slice_remfile), ("fsspec", slice_fsspec))
 
 
 # --------------------------------------------------------------------------- #
-# the files (both written by plain pynwb, as an archive's files are)
+# the files (written by plain pynwb, as an archive's files are; then repacked) #
 # --------------------------------------------------------------------------- #
 SLICE_CHUNKS = (10_000, 64)  # the issue's pynwb-written gzip file
 
@@ -458,33 +497,226 @@ def write_objects_file(path: str, objects: int, object_mb: float) -> None:
         io.write(nwb)
 
 
+def repack_cli(src: str, out: str, cloud: bool) -> dict:
+    """``nwb-dask repack SRC OUT [--cloud]`` in a process of its own (as a user runs it); its ``--json`` report."""
+    cmd = [sys.executable, "-m", "nwb_dask.cli", "repack", src, out, "--quiet", "--json", "--overwrite"]
+    proc = subprocess.run(cmd + (["--cloud"] if cloud else []), capture_output=True, text=True)
+    if proc.returncode:
+        _fail(f"`nwb-dask repack {os.path.basename(src)} {os.path.basename(out)}{' --cloud' if cloud else ''}` "
+              f"failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+class Files:
+    """The served directory: each file written (or repacked) once per run, whichever cases ask for it.
+
+    ``cost`` collects, for each cloud file, what the cloud layout cost locally:
+    the ``repack --cloud`` time and size against the original and against a plain
+    ``repack`` of the same file (the same codec and verification, no cloud layout).
+    """
+
+    def __init__(self, www: str, args: argparse.Namespace):
+        self.www, self.args = www, args
+        self.cost: list[str] = []
+        self._done: dict[str, str] = {}
+
+    def path(self, fname: str) -> str:
+        return os.path.join(self.www, fname)
+
+    def _once(self, fname: str, make) -> str:
+        if fname not in self._done:
+            make(self.path(fname))
+            self._done[fname] = self.path(fname)
+        return self._done[fname]
+
+    def objects(self) -> str:
+        def make(path):
+            t0 = time.perf_counter()
+            write_objects_file(path, self.args.objects, self.args.object_mb)
+            print(f"# wrote {self.args.objects} TimeSeries x {self.args.object_mb:g} MB (pynwb): "
+                  f"objects.nwb, {os.path.getsize(path) / 1e6:.1f} MB, in {time.perf_counter() - t0:.1f} s", flush=True)
+        return self._once("objects.nwb", make)
+
+    def ephys(self) -> str:
+        def make(path):
+            t0 = time.perf_counter()
+            write_slice_file(path, self.args.seconds)
+            print(f"# wrote {self.args.seconds:g} s x 384 ch int16 gzip, chunks {SLICE_CHUNKS} (pynwb): ephys.nwb, "
+                  f"{os.path.getsize(path) / 1e6:.1f} MB, in {time.perf_counter() - t0:.1f} s", flush=True)
+        return self._once("ephys.nwb", make)
+
+    def cloud(self, src: str) -> str:
+        """``src`` repacked with ``nwb-dask repack --cloud`` into ``<name>-cloud.nwb``."""
+        stem = os.path.splitext(os.path.basename(src))[0]
+
+        def make(path):
+            plain = self.path(f"{stem}-plain.nwb")  # not served: the baseline of the local cost
+            base = repack_cli(src, plain, cloud=False)
+            os.remove(plain)
+            cloud = repack_cli(src, path, cloud=True)
+            size_in, size_out, size_plain = cloud["input_bytes"], cloud["output_bytes"], base["output_bytes"]
+            line = (f"{stem}-cloud.nwb: repack --cloud {cloud['seconds']:.1f} s (plain repack {base['seconds']:.1f} s), "
+                    f"{size_out / 1e6:.1f} MB = {size_out / size_in:.2f}x {stem}.nwb ({size_in / 1e6:.1f} MB) "
+                    f"and {size_out / size_plain:.2f}x the plain repack ({size_plain / 1e6:.1f} MB)")
+            print(f"# {line}", flush=True)
+            self.cost.append(line)
+        return self._once(f"{stem}-cloud.nwb", make)
+
+
+# --------------------------------------------------------------------------- #
+# the cases                                                                    #
+# --------------------------------------------------------------------------- #
+class Case(NamedTuple):  # (not a dataclass: tests load this script without registering it in sys.modules)
+    """One row group of the table: a served file, the clients timed on it and what they must return.
+
+    ``clients`` are ``(label, fn(url, arg, mark))``, nwb_dask first; every result
+    must equal ``ref`` byte for byte.  ``warmup(label, url, arg)``, if given, runs
+    untimed (and uncounted) before each timed call, e.g. a warm-open case opens the
+    file once there.  ``target(rows, others)`` returns the summary line's verdict,
+    ``others`` being the rows of the other cases at the same latency.
+    """
+
+    name: str
+    fname: str
+    clients: tuple
+    arg: Any
+    ref: np.ndarray
+    desc: str
+    target: Callable[[list, dict], str]
+    warmup: Callable[[str, str, Any], None] | None = None
+
+
+def _local(path: str, name: str, sel=()) -> np.ndarray:
+    with h5py.File(path, "r") as f:
+        return f[name][sel]
+
+
+def _check_same_local(case: str, path: str, original: str, name: str, sel=()) -> np.ndarray:
+    """The local read of ``path``, which must equal that of ``original`` (a repacked file holds the same bytes)."""
+    ref = _local(original, name, sel)
+    if not same_bytes(_local(path, name, sel), ref):
+        _fail(f"{case}: {os.path.basename(path)}:{name} differs from {os.path.basename(original)} read locally")
+    return ref
+
+
+def _speedup(rows) -> tuple[float, str]:
+    best = min(rows[1:], key=lambda r: r[1])
+    return best[1] / rows[0][1], best[0]
+
+
+def _objects_target(rows, others) -> str:
+    vs_remfile = rows[1][1] / rows[0][1]
+    ok = vs_remfile >= 5 and rows[0][2] <= 15
+    return f"target >= 5x remfile ({vs_remfile:.1f}x) and <= ~15 requests ({rows[0][2]}): {'met' if ok else 'NOT met'}"
+
+
+def _slice_target(rows, others) -> str:
+    return f"target >= 3x: {'met' if _speedup(rows)[0] >= 3 else 'NOT met'}"
+
+
+def _cloud_target(original: str):
+    """A cloud-optimized file opens in <= 3 requests (issue 17); and how much faster each client got."""
+
+    def target(rows, others) -> str:
+        opened = rows[0][3]
+        text = f"target: open in <= 3 requests ({opened}): {'met' if opened <= 3 else 'NOT met'}"
+        if original in others:
+            before = {r[0]: r[1] for r in others[original]}
+            gains = ", ".join(f"{label} {before[label] / dt:.1f}x" for label, dt, *_ in rows if label in before)
+            text += f"; speed-up over {original} (its seconds / these): {gains}"
+        return text
+
+    return target
+
+
+def case_objects(files: Files, args) -> Case:
+    path = files.objects()
+    series = f"ts{args.objects // 2:04d}"
+    ref = _local(path, f"acquisition/{series}/data")
+    return Case("objects", "objects.nwb", SERIES_CLIENTS, series, ref,
+                f"open + read {series} ({ref.nbytes / 1e6:.2f} MB) of {args.objects}, objects.nwb "
+                f"({os.path.getsize(path) / 1e6:.1f} MB, pynwb)", _objects_target)
+
+
+def case_slice(files: Files, args) -> Case:
+    path, n = files.ephys(), read_samples(args)
+    ref = _local(path, NAME, np.s_[0:n])
+    return Case("slice", "ephys.nwb", SLICE_CLIENTS, n, ref,
+                f"open + read [0:{n}, :] ({ref.nbytes / 1e6:.1f} MB decoded), ephys.nwb "
+                f"({os.path.getsize(path) / 1e6:.1f} MB, pynwb, gzip chunks {SLICE_CHUNKS})", _slice_target)
+
+
+def case_objects_cloud(files: Files, args) -> Case:
+    original = files.objects()
+    path = files.cloud(original)
+    series = f"ts{args.objects // 2:04d}"
+    ref = _check_same_local("objects-cloud", path, original, f"acquisition/{series}/data")
+    return Case("objects-cloud", os.path.basename(path), SERIES_CLIENTS, series, ref,
+                f"as objects, on {os.path.basename(path)} ({os.path.getsize(path) / 1e6:.1f} MB, "
+                f"objects.nwb after nwb-dask repack --cloud)", _cloud_target("objects"))
+
+
+def case_slice_cloud(files: Files, args) -> Case:
+    original = files.ephys()
+    path, n = files.cloud(original), read_samples(args)
+    ref = _check_same_local("slice-cloud", path, original, NAME, np.s_[0:n])
+    with h5py.File(path, "r") as f:
+        chunks = f[NAME].chunks
+    return Case("slice-cloud", os.path.basename(path), SLICE_CLIENTS, n, ref,
+                f"as slice, on {os.path.basename(path)} ({os.path.getsize(path) / 1e6:.1f} MB, ephys.nwb after "
+                f"nwb-dask repack --cloud: gzip chunks {chunks})", _cloud_target("slice"))
+
+
+#: The cases in the order they run and are reported; ``--cases`` picks a subset (default: all).
+#: To add one (a warm open, say), write a ``files, args -> Case`` function and list it here.
+CASES: dict[str, Callable[[Files, argparse.Namespace], Case]] = {
+    "objects": case_objects,
+    "slice": case_slice,
+    "objects-cloud": case_objects_cloud,
+    "slice-cloud": case_slice_cloud,
+}
+
+
+def read_samples(args) -> int:
+    return int(round(args.read_seconds * RATE))
+
+
 def same_bytes(out, ref) -> bool:
     out = np.ascontiguousarray(np.asarray(out))
     ref = np.ascontiguousarray(ref)
     return out.shape == ref.shape and out.dtype == ref.dtype and out.tobytes() == ref.tobytes()
 
 
-def run_case(proxy, url, clients, arg, ref, repeat, label_case):
-    """Time ``clients`` (label, fn) on ``fn(url, arg)``; every result must equal ``ref`` byte for byte."""
-    times = {label: [] for label, _ in clients}
+def run_case(proxy, url, case: Case, repeat: int, label_case: str):
+    """Time ``case.clients`` on ``url``: rows ``(label, median seconds, requests, open requests, bytes sent)``.
+
+    Every result must equal ``case.ref`` byte for byte.  Counts are those of the last round.
+    """
+    times = {label: [] for label, _ in case.clients}
     counts = {}
     for r in range(repeat):
         # Rotate the order each round: on these VMs memory freed by one client is
         # returned to the host within seconds, and the next client to touch it pays.
-        order = clients[r % len(clients):] + clients[: r % len(clients)]
+        order = case.clients[r % len(case.clients):] + case.clients[: r % len(case.clients)]
         for label, fn in order:
+            if case.warmup is not None:
+                case.warmup(label, url, case.arg)
             proxy.reset()
+            opened = []
             t0 = time.perf_counter()
-            out = fn(url, arg)
+            out = fn(url, case.arg, lambda: opened.append(proxy.requests))
             dt = time.perf_counter() - t0
-            if not same_bytes(out, ref):
+            if not same_bytes(out, case.ref):
                 _fail(f"{label_case}: {label} read of {url} differs from the local read "
-                      f"(shape {np.shape(out)} {np.asarray(out).dtype} vs {ref.shape} {ref.dtype})")
+                      f"(shape {np.shape(out)} {np.asarray(out).dtype} vs {case.ref.shape} {case.ref.dtype})")
+            if len(opened) != 1:
+                _fail(f"{label_case}: {label} called mark() {len(opened)} times (once, when the file is open)")
             del out
             times[label].append(dt)
-            counts[label] = (proxy.requests, proxy.bytes)
-            print(f"#   {label_case} round {r + 1}: {label}: {dt:.2f} s, {proxy.requests} requests", flush=True)
-    return [(label, float(np.median(times[label])), *counts[label]) for label, _ in clients]
+            counts[label] = (proxy.requests, opened[0], proxy.bytes)
+            print(f"#   {label_case} round {r + 1}: {label}: {dt:.2f} s, {proxy.requests} requests "
+                  f"({opened[0]} to open)", flush=True)
+    return [(label, float(np.median(times[label])), *counts[label]) for label, _ in case.clients]
 
 
 def parse_latencies(text: str) -> list[float]:
@@ -507,7 +739,7 @@ def main() -> None:
                     help="cap per client connection, MB/s (1 MB = 1e6 bytes; 0: no cap)")
     ap.add_argument("--objects", type=int, default=200, help="TimeSeries in the many-object file")
     ap.add_argument("--object-mb", type=float, default=1.0, help="size of each of those TimeSeries (MB)")
-    ap.add_argument("--cases", default="objects,slice", help="which cases to run (objects, slice)")
+    ap.add_argument("--cases", default=",".join(CASES), help=f"which cases to run (default: {','.join(CASES)})")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (client order rotates; the median is reported)")
     ap.add_argument("--quick", action="store_true",
                     help="small files and 1 round (2 s recording, 1 s slice, 20 x 0.1 MB objects, 10 ms)")
@@ -520,14 +752,16 @@ def main() -> None:
         args.objects, args.object_mb = 20, 0.1
         args.latency_ms = args.latency_ms or "10"
     latencies = parse_latencies(args.latency_ms or "30,100")
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = set(cases) - {"objects", "slice"}
-    if unknown or not cases:
-        _fail(f"--cases {args.cases!r}: expected a comma-separated subset of objects,slice")
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CASES]
+    if unknown or not names:
+        _fail(f"--cases {args.cases!r}: expected a comma-separated subset of {','.join(CASES)}")
+    names = [c for c in CASES if c in names]  # the table's order
     if args.objects < 1:
         _fail(f"--objects {args.objects}: need at least one TimeSeries")
+    if args.read_seconds > args.seconds:
+        _fail(f"--read-seconds {args.read_seconds:g} is longer than the recording (--seconds {args.seconds:g})")
     install = not args.no_install
-    n = int(round(args.read_seconds * RATE))
     bandwidth = args.bandwidth_mbps * 1e6
 
     nginx = ensure_nginx(install)
@@ -544,39 +778,14 @@ def main() -> None:
     import remfile  # noqa: F401
     import requests  # noqa: F401
 
-    results = []  # (case, latency_ms, rows, description)
+    results = []  # (case, latency_ms, rows)
+    by_latency: dict[float, dict[str, list]] = {}
     with tempfile.TemporaryDirectory(prefix="nwb_dask_remote_") as tmp:
         www, work = os.path.join(tmp, "www"), os.path.join(tmp, "nginx")
         os.makedirs(www)
         os.makedirs(work)
-        jobs = []  # (case, file name, clients, arg, ref, description)
-        if "objects" in cases:
-            path = os.path.join(www, "objects.nwb")
-            t0 = time.perf_counter()
-            write_objects_file(path, args.objects, args.object_mb)
-            series = f"ts{args.objects // 2:04d}"
-            with h5py.File(path, "r") as f:
-                ref = f[f"acquisition/{series}/data"][()]
-            print(f"# wrote {args.objects} TimeSeries x {ref.nbytes / 1e6:.2f} MB (pynwb), "
-                  f"{os.path.getsize(path) / 1e6:.1f} MB file in {time.perf_counter() - t0:.1f} s")
-            jobs.append(("objects", "objects.nwb",
-                         (("nwb_dask", series_nwb_dask), ("remfile", series_remfile), ("fsspec", series_fsspec)),
-                         series, ref, f"open + read {series} ({ref.nbytes / 1e6:.2f} MB) of {args.objects}"))
-        if "slice" in cases:
-            path = os.path.join(www, "ephys.nwb")
-            t0 = time.perf_counter()
-            write_slice_file(path, args.seconds)
-            with h5py.File(path, "r") as f:
-                d = f[NAME]
-                shape, chunks = d.shape, d.chunks
-                ref = d[0:n]
-            if ref.shape[0] < n:
-                _fail(f"--read-seconds {args.read_seconds} is longer than the recording ({shape[0] / RATE:.1f} s)")
-            print(f"# wrote {shape} {ref.dtype} gzip (pynwb), chunks {chunks}, "
-                  f"{os.path.getsize(path) / 1e6:.1f} MB file in {time.perf_counter() - t0:.1f} s")
-            jobs.append(("slice", "ephys.nwb",
-                         (("nwb_dask", slice_nwb_dask), ("remfile", slice_remfile), ("fsspec", slice_fsspec)),
-                         n, ref, f"open + read [0:{n}, :] ({ref.nbytes / 1e6:.1f} MB decoded)"))
+        files = Files(www, args)
+        cases = [CASES[name](files, args) for name in names]
 
         proc, nginx_port = start_nginx(nginx, www, work)
         try:
@@ -585,35 +794,34 @@ def main() -> None:
                     cap = f"{args.bandwidth_mbps:g} MB/s per connection" if bandwidth else "no bandwidth cap"
                     print(f"# nginx {nginx} on :{nginx_port}, proxy (+{latency_ms:g} ms/request, {cap}) "
                           f"on :{proxy.port}; {os.cpu_count()} cpus", flush=True)
-                    for case, fname, clients, arg, ref, desc in jobs:
-                        url = f"http://127.0.0.1:{proxy.port}/{fname}"
-                        rows = run_case(proxy, url, clients, arg, ref, args.repeat, f"{case} {latency_ms:g} ms")
-                        results.append((case, latency_ms, rows, desc))
+                    for case in cases:
+                        url = f"http://127.0.0.1:{proxy.port}/{case.fname}"
+                        rows = run_case(proxy, url, case, args.repeat, f"{case.name} {latency_ms:g} ms")
+                        results.append((case, latency_ms, rows))
+                        by_latency.setdefault(latency_ms, {})[case.name] = rows
         finally:
             stop(proc)
 
     cap = f"{args.bandwidth_mbps:g} MB/s per connection" if bandwidth else "no bandwidth cap"
     print()
-    print(f"median of {args.repeat} round(s); proxy adds the latency to every request, {cap}")
-    for case, fname, clients, arg, ref, desc in jobs:
-        print(f"\n{case}: {desc}")
+    print(f"median of {args.repeat} round(s); proxy adds the latency to every request, {cap}; "
+          "'open' = requests until the file was open (pynwb's NWBFile read, or nwb_dask's lazy array)")
     print()
-    print(f"{'case':<9}{'latency':>8}  {'method':<10}{'seconds':>9}{'requests':>10}{'MB sent':>9}")
+    for case in cases:
+        print(f"{case.name}: {case.desc}")
+    if files.cost:
+        print("\nlocal cost of the cloud layout (nwb-dask repack, verification included):")
+        print("\n".join(f"  {line}" for line in files.cost))
+    print()
+    print(f"{'case':<14}{'latency':>8}  {'method':<10}{'seconds':>9}{'requests':>10}{'open':>6}{'MB sent':>9}")
     summary = []
-    for case, latency_ms, rows, desc in results:
-        for label, dt, nreq, nbytes in rows:
-            print(f"{case:<9}{latency_ms:>6g}ms  {label:<10}{dt:>9.2f}{nreq:>10d}{nbytes / 1e6:>9.1f}")
-        mine = rows[0]
-        best = min(rows[1:], key=lambda r: r[1])
-        speedup = best[1] / mine[1]
-        if case == "objects":
-            vs_remfile = rows[1][1] / mine[1]
-            ok = vs_remfile >= 5 and mine[2] <= 15
-            target = (f"target >= 5x remfile ({vs_remfile:.1f}x) and <= ~15 requests ({mine[2]}): "
-                      f"{'met' if ok else 'NOT met'}")
-        else:
-            target = f"target >= 3x: {'met' if speedup >= 3 else 'NOT met'}"
-        summary.append(f"{case:<9}{latency_ms:>6g}ms  nwb_dask {speedup:.1f}x the faster other ({best[0]}); {target}")
+    for case, latency_ms, rows in results:
+        for label, dt, nreq, nopen, nbytes in rows:
+            print(f"{case.name:<14}{latency_ms:>6g}ms  {label:<10}{dt:>9.2f}{nreq:>10d}{nopen:>6d}{nbytes / 1e6:>9.1f}")
+        speedup, best = _speedup(rows)
+        others = {k: v for k, v in by_latency[latency_ms].items() if k != case.name}
+        summary.append(f"{case.name:<14}{latency_ms:>6g}ms  nwb_dask {speedup:.1f}x the faster other ({best}); "
+                       f"{case.target(rows, others)}")
     print()
     print("\n".join(summary))
     print("(all results equal the local read, bytes identical)")

@@ -31,10 +31,11 @@ def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
 
     The same rule as :func:`read_nwb` (:func:`is_zarr`): a name ending in
     ``.zarr`` (or an existing directory holding Zarr metadata) is written with :func:`nwb_dask.write_nwb_zarr`
-    (``overwrite``, ``scheduler``, ``progress``, ``storage_options``);
-    anything else with :func:`nwb_dask.nwb.io.write_nwb` (``mode``,
-    ``scheduler``, ``progress``, ``max_inflight_bytes``, NWBDaskIO's
-    keywords).  Returns the write statistics.
+    (``overwrite``, ``scheduler``, ``progress``, ``storage_options``;
+    ``cloud=True`` is refused with ``ValueError``: the cloud layout is an
+    HDF5 one); anything else with :func:`nwb_dask.nwb.io.write_nwb` (``mode``,
+    ``scheduler``, ``progress``, ``max_inflight_bytes``, ``cloud``,
+    NWBDaskIO's keywords).  Returns the write statistics.
     """
     if is_zarr(path):
         return write_nwb_zarr(nwbfile, path, **kwargs)

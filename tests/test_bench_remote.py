@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,54 @@ def _missing() -> str | None:
     return None
 
 
+class _CountingProxy:
+    """What run_case needs of the proxy: counters the fake clients below advance, and reset()."""
+
+    def __init__(self):
+        self.requests = self.bytes = 0
+
+    def reset(self):
+        self.requests = self.bytes = 0
+
+
+def _client(opens: int, reads: int, result):
+    def fn(url, arg, mark, proxy):
+        proxy.requests += opens
+        mark()
+        proxy.requests += reads
+        proxy.bytes += 1000 * (opens + reads)
+        return result
+    return fn
+
+
+def test_run_case_counts_open_and_total_requests_and_runs_the_warmup_uncounted():
+    bench = _load_bench()
+    proxy, ref, warmed = _CountingProxy(), np.arange(6, dtype="i2"), []
+
+    def warmup(label, url, arg):  # the hook a warm-open case uses: runs before each timed call, not counted
+        warmed.append(label)
+        proxy.requests += 50
+
+    clients = tuple((label, lambda url, arg, mark, f=_client(o, r, ref): f(url, arg, mark, proxy))
+                    for label, o, r in (("nwb_dask", 1, 2), ("remfile", 5, 4), ("fsspec", 3, 1)))
+    case = bench.Case("c", "c.nwb", clients, None, ref, "desc", lambda rows, others: "", warmup=warmup)
+    rows = bench.run_case(proxy, "http://x/c.nwb", case, repeat=2, label_case="c 0 ms")
+    assert [(label, nreq, nopen, nbytes) for label, _, nreq, nopen, nbytes in rows] == [
+        ("nwb_dask", 3, 1, 3000), ("remfile", 9, 5, 9000), ("fsspec", 4, 3, 4000)]
+    assert sorted(warmed) == sorted(["nwb_dask", "remfile", "fsspec"] * 2)
+    wrong = case._replace(ref=ref + 1, warmup=None)
+    with pytest.raises(SystemExit, match="c 0 ms: nwb_dask read of http://x/c.nwb differs from the local read"):
+        bench.run_case(proxy, "http://x/c.nwb", wrong, repeat=1, label_case="c 0 ms")
+
+
+def test_cases_are_checked_before_anything_runs():
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--cases", "objects,warm", "--no-install"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--cases 'objects,warm': expected a comma-separated subset of objects,slice,objects-cloud,slice-cloud" \
+        in proc.stderr
+
+
 def test_quick_benchmark_runs_and_results_match():
     reason = _missing()
     if reason:
@@ -115,10 +164,22 @@ def test_quick_benchmark_runs_and_results_match():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "case      latency  method      seconds  requests  MB sent" in out
-    for case in ("objects", "slice"):
+    lines = out.splitlines()
+    assert "case           latency  method      seconds  requests  open  MB sent" in out
+    for case in ("objects", "slice", "objects-cloud", "slice-cloud"):  # the default cases, cloud ones included
         for method in ("nwb_dask", "remfile", "fsspec"):
-            assert any(line.split()[:3] == [case, "10ms", method] for line in out.splitlines()), (case, method, out)
-        assert any(line.startswith(case) and "the faster other" in line and "target" in line
-                   for line in out.splitlines()), out
+            row = [line.split() for line in lines if line.split()[:3] == [case, "10ms", method]
+                   and "the faster other" not in line]  # the table's row, not the verdict below it
+            assert len(row) == 1, (case, method, out)
+            seconds, requests, opened, mb = float(row[0][3]), int(row[0][4]), int(row[0][5]), float(row[0][6])
+            assert seconds > 0 and 1 <= opened <= requests and mb > 0, row
+        assert any(line.startswith(case + " ") and "the faster other" in line and "target" in line
+                   for line in lines), out
+    for case, original in (("objects-cloud", "objects"), ("slice-cloud", "slice")):
+        verdict = next(line for line in lines if line.startswith(case + " ") and "the faster other" in line)
+        assert "open in <= 3 requests" in verdict and f"speed-up over {original}" in verdict, verdict
+    # the local cost of the cloud layout, measured in the same run
+    for stem in ("objects", "ephys"):
+        cost = [line for line in lines if line.strip().startswith(f"{stem}-cloud.nwb: repack --cloud")]
+        assert cost and f"x {stem}.nwb (" in cost[-1] and "the plain repack" in cost[-1], out
     assert "(all results equal the local read, bytes identical)" in out

@@ -55,7 +55,8 @@ from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
 from nwb_dask.nwb.dataio import DaskDataIO
 
-__all__ = ["CLOUD_PAGE_BYTES", "DaskDataIO", "NWBDaskIO", "cloud_file_options", "write_nwb"]
+__all__ = ["CLOUD_PAGE_BYTES", "CLOUD_ZARR_REASON", "DaskDataIO", "NWBDaskIO", "cloud_file_options", "cloud_refusal",
+           "write_nwb"]
 
 
 #: h5py drivers that write one local file, which can be built under a temporary name and renamed.
@@ -91,6 +92,18 @@ def cloud_file_options(page_bytes: int = CLOUD_PAGE_BYTES) -> dict:
                 page_buf_size=4 * int(page_bytes), rdcc_nbytes=_HDMF_RDCC_NBYTES)
 
 
+#: Why ``cloud=True`` does not apply to an NWB-Zarr store; NWBDaskIO, write_nwb_zarr, NWBZarrDaskIO and
+#: nwb_dask.write_nwb on a ``.zarr`` path all refuse it with this reason (:func:`cloud_refusal`).
+CLOUD_ZARR_REASON = ("a Zarr store: cloud=True lays out an HDF5 file (paged aggregation, larger chunks); a Zarr "
+                     "store is already one object per chunk and streams from an object store as it is: drop "
+                     "cloud=True, or write an HDF5 file (a path not ending in .zarr)")
+
+
+def cloud_refusal(where, why: str) -> ValueError:
+    """The one error for ``cloud=True`` where it does not apply, naming the output and the reason."""
+    return ValueError(f"cannot write {os.fspath(where)} with cloud=True: {why}")
+
+
 def _cloud_chunks(container) -> None:
     """``cloud=True``: every DaskDataIO of ``container``'s tree with a default chunk shape aims at CLOUD_CHUNK_BYTES."""
     from hdmf.container import Data
@@ -119,10 +132,9 @@ def _check_cloud(path, mode: str, file, comm, driver) -> None:
     elif driver not in _ONE_FILE_DRIVERS or str(path).startswith(_URL_PREFIXES):
         why = f"driver {driver!r} / a URL: cloud=True writes one local HDF5 file"
     elif path is not None and (str(path).rstrip("/\\").endswith(".zarr") or os.path.isdir(path)):
-        why = ("a Zarr store: cloud=True lays out an HDF5 file; a Zarr store is already one object per chunk "
-               "(write it with nwb_dask.write_nwb_zarr)")
+        why = CLOUD_ZARR_REASON + " (NWBDaskIO writes HDF5; a Zarr store is written by nwb_dask.write_nwb_zarr)"
     if why is not None:
-        raise ValueError(f"cannot write {where} with cloud=True: {why}")
+        raise cloud_refusal(where, why)
 
 
 class _FileExists(FileExistsError, UnsupportedOperation):

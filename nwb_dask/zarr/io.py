@@ -31,6 +31,7 @@ from hdmf_zarr.nwb import NWBZarrIO
 
 from nwb_dask.atomic import AtomicOutput, check_output, guard_sigterm, release_sigterm
 from nwb_dask.nwb.dataio import DaskDataIO
+from nwb_dask.nwb.io import CLOUD_ZARR_REASON, cloud_refusal
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.codecs import numcodecs_pipeline, zarr_codec
 from nwb_dask.compat import mark_written, set_zarr_object_codec, zarr_object_codec
@@ -59,12 +60,18 @@ class NWBZarrDaskIO(NWBZarrIO):
         Dask scheduler or Client for the dask-backed datasets (default: the active one).
     progress : bool
         Progress bar.
+    cloud : bool
+        Refused (``ValueError`` naming the store) when true: ``cloud=True``
+        lays out an HDF5 file; a Zarr store is already one object per chunk.
     **kwargs
         Passed to ``NWBZarrIO``.  Object references are stored with
         ``numcodecs.JSON`` unless ``object_codec_class`` says otherwise.
     """
 
-    def __init__(self, path, mode: str = "r", *, scheduler: Any = None, progress: bool = True, **kwargs: Any):
+    def __init__(self, path, mode: str = "r", *, scheduler: Any = None, progress: bool = True, cloud: bool = False,
+                 **kwargs: Any):
+        if cloud:  # before hdmf-zarr creates anything
+            raise cloud_refusal(path if isinstance(path, (str, os.PathLike)) else "the Zarr store", CLOUD_ZARR_REASON)
         self.scheduler = scheduler
         self.progress = progress
         self._jobs: list = []
@@ -172,7 +179,7 @@ def _compound_with_refs(dtype: Any) -> bool:
 
 
 def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False, scheduler: Any = None,
-                   progress: bool = True, storage_options: dict | None = None) -> WriteStats:
+                   progress: bool = True, storage_options: dict | None = None, cloud: bool = False) -> WriteStats:
     """Write an NWBFile to an NWB-Zarr store, its ``DaskDataIO`` datasets by every dask worker in parallel.
 
     A local store is built under a temporary name next to ``path`` and renamed
@@ -197,11 +204,18 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     storage_options : dict, optional
         fsspec options for a URL (e.g. ``{"key": ..., "secret": ...,
         "client_kwargs": {"endpoint_url": ...}}`` for s3fs).
+    cloud : bool
+        Refused when true (``ValueError`` naming the store, before anything
+        is written): the cloud layout is an HDF5 one (see
+        :func:`nwb_dask.nwb.io.write_nwb`); a Zarr store is already one
+        object per chunk.
 
     Returns
     -------
     WriteStats
     """
+    if cloud:
+        raise cloud_refusal(path, CLOUD_ZARR_REASON)
     if "://" in os.fspath(path):
         return _write_url(nwbfile, os.fspath(path), overwrite, scheduler, progress, storage_options or {})
     out = check_output(path, overwrite=overwrite, tool="write_nwb_zarr")
