@@ -29,6 +29,10 @@ In one run:
    * **slice**: open + read samples ``0:n`` of all channels (``n = --read-seconds * 30000``;
      ``nwb_dask.read_dataset(url, name)[0:n].compute(scheduler="threads")``);
    * **objects-cloud**, **slice-cloud**: the same on the cloud-optimized copies;
+   * **objects-warm**: objects again as a second open: before each timed run an
+     untimed nwb_dask open fills a metadata cache directory that the timed run (a new
+     client: no handle of the first kept) uses; remfile and fsspec keep nothing
+     between clients, so theirs is a first open again;
 
    with ``remfile`` (``h5py.File(remfile.File(url))`` + ``pynwb.NWBHDF5IO(file=...)``)
    and ``fsspec`` (``fsspec.filesystem("http").open(url, "rb", cache_type="blockcache")``
@@ -39,18 +43,19 @@ In one run:
    order rotating; request count, requests until the file was open, MB sent) with
    nwb_dask's speed-up over the faster of remfile / fsspec and issue 17's targets
    (objects: >= 5x remfile in <= ~15 requests; slice: >= 3x; a cloud-optimized
-   file: open in <= 3 requests, and each client's speed-up over the original file).
+   file: open in <= 3 requests, and each client's speed-up over the original file;
+   a warm open: <= 1 request).
    All imports happen before timing.
 
 Usage::
 
     python benchmarks/remote.py [--latency-ms 30,100] [--bandwidth-mbps 50] [--objects 200]
         [--seconds 60] [--read-seconds 10] [--repeat 3]
-        [--cases objects,slice,objects-cloud,slice-cloud] [--no-install]
+        [--cases objects,slice,objects-cloud,slice-cloud,objects-warm] [--no-install]
     python benchmarks/remote.py --quick --no-install     # small files, 1 round, 10 ms (tests)
 
-A case is a function ``files, args -> Case`` listed in ``CASES`` (a warm-open case
-adds one; ``Case.warmup`` runs untimed before each timed call).
+A case is a function ``files, args -> Case`` listed in ``CASES`` (``Case.warmup``
+runs untimed before each timed call, as objects-warm's first open does).
 
 Missing ``remfile`` / ``aiohttp`` (for fsspec's http filesystem) are
 ``pip install``-ed unless ``--no-install``.
@@ -365,10 +370,7 @@ def cold_nwb_dask():
     earlier run read is reused; the run still stores its entry, as a first open
     does.  A warm-open case would keep one directory across its runs instead.
     """
-    from nwb_dask.hdf5 import read as reader
-
-    for cached in (reader.open_remote, reader._remote_view, reader._source):
-        cached.cache_clear()
+    forget_nwb_dask_handles()
     directory = tempfile.mkdtemp(prefix="nwb_dask_cold_cache_")
     try:
         yield {"metadata_cache": {"directory": directory}}
@@ -409,13 +411,41 @@ def slice_fsspec(url: str, n: int, mark) -> np.ndarray:
 
 def series_nwb_dask(url: str, name: str, mark) -> np.ndarray:
     with cold_nwb_dask() as options:
-        nwb = nwb_dask.read_nwb(url, remote_options=options)
-        try:
-            mark()
-            data = nwb.acquisition[name].data
-            return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
-        finally:
-            nwb.read_io.close()
+        return _series_nwb_dask(url, name, mark, options)
+
+
+def _series_nwb_dask(url: str, name: str, mark, options: dict) -> np.ndarray:
+    nwb = nwb_dask.read_nwb(url, remote_options=options)
+    try:
+        mark()
+        data = nwb.acquisition[name].data
+        return data.compute(scheduler="threads") if hasattr(data, "compute") else np.asarray(data[()])
+    finally:
+        nwb.read_io.close()
+
+
+#: The on-disk metadata cache a warm-open case keeps across its runs (set by ``case_objects_warm``).
+WARM_CACHE: dict = {}
+
+
+def forget_nwb_dask_handles() -> None:
+    """This process's remote handles, views and byte sources dropped: the next open starts from scratch."""
+    from nwb_dask.hdf5 import read as reader
+
+    for cached in (reader.open_remote, reader._remote_view, reader._source):
+        cached.cache_clear()
+
+
+def series_nwb_dask_warm(url: str, name: str, mark) -> np.ndarray:
+    """A second open by a new nwb_dask client (no handle of this process kept), with the metadata cache of the first."""
+    forget_nwb_dask_handles()
+    return _series_nwb_dask(url, name, mark, {"metadata_cache": {"directory": WARM_CACHE["directory"]}})
+
+
+def warm_up(label: str, url: str, name) -> None:
+    """Before each timed warm run: nwb_dask opens the file once (filling the cache); the others have no such cache."""
+    if label == "nwb_dask":
+        series_nwb_dask_warm(url, name, lambda: None)
 
 
 def _pynwb_series(f, name: str, mark) -> np.ndarray:
@@ -667,6 +697,24 @@ def case_slice_cloud(files: Files, args) -> Case:
                 f"nwb-dask repack --cloud: gzip chunks {chunks})", _cloud_target("slice"))
 
 
+def _warm_target(rows, others) -> str:
+    opened = rows[0][3]
+    return f"target: a warm open in <= 1 request ({opened}): {'met' if opened <= 1 else 'NOT met'}"
+
+
+def case_objects_warm(files: Files, args) -> Case:
+    """objects.nwb opened a second time: nwb_dask with the metadata cache its first open filled (remfile and
+    fsspec keep nothing between clients, so theirs is a first open again)."""
+    path = files.objects()
+    WARM_CACHE.setdefault("directory", tempfile.mkdtemp(prefix="nwb_dask_warm_cache_"))
+    series = f"ts{args.objects // 2:04d}"
+    ref = _local(path, f"acquisition/{series}/data")
+    clients = (("nwb_dask", series_nwb_dask_warm), ("remfile", series_remfile), ("fsspec", series_fsspec))
+    return Case("objects-warm", "objects.nwb", clients, series, ref,
+                f"as objects, a second open: nwb_dask's metadata cache filled by an untimed first open",
+                _warm_target, warmup=warm_up)
+
+
 #: The cases in the order they run and are reported; ``--cases`` picks a subset (default: all).
 #: To add one (a warm open, say), write a ``files, args -> Case`` function and list it here.
 CASES: dict[str, Callable[[Files, argparse.Namespace], Case]] = {
@@ -674,6 +722,7 @@ CASES: dict[str, Callable[[Files, argparse.Namespace], Case]] = {
     "slice": case_slice,
     "objects-cloud": case_objects_cloud,
     "slice-cloud": case_slice_cloud,
+    "objects-warm": case_objects_warm,
 }
 
 
@@ -801,6 +850,8 @@ def main() -> None:
                         by_latency.setdefault(latency_ms, {})[case.name] = rows
         finally:
             stop(proc)
+            if "directory" in WARM_CACHE:
+                shutil.rmtree(WARM_CACHE.pop("directory"), ignore_errors=True)
 
     cap = f"{args.bandwidth_mbps:g} MB/s per connection" if bandwidth else "no bandwidth cap"
     print()
