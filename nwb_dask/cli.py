@@ -289,7 +289,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     try:
         from nwb_dask.tools.index import write_index
 
-        result = write_index(args.source, args.output, overwrite=args.overwrite, remote_options=options or None)
+        result = write_index(args.source, args.output, overwrite=args.overwrite, remote_options=options or None,
+                             url=args.url)
     except ImportError as exc:  # lindi missing: bad setup, one line naming the extra
         raise UsageError(str(exc)) from None
     _emit(args, result, result.report())
@@ -492,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("-o", "--output", help="the index, ending in .lindi.json (default: SOURCE-NAME.lindi.json "
                     "beside a local file, in the current directory for a URL)")
     ix.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    ix.add_argument("--url", help="local SOURCE only: the http(s)/s3 URL the file will be served at (uploaded "
+                    "with the index beside it); chunk references point there and only the size is recorded")
     ix.add_argument("--timeout", type=_positive, help="URL only: connect and read timeout of each request in "
                     "seconds (default 5 to connect, 10 to read)")
     ix.add_argument("--retries", type=_non_negative_int, metavar="N",

@@ -631,3 +631,30 @@ def test_cli_info_on_an_index(tmp_path, server):
     _change_in_place(tmp_path / "layouts.h5")
     out = _cli("info", index)
     assert out.returncode == 1 and "STALE: changed since indexed (validator 'etag:" in out.stdout, out.stdout
+
+
+def test_an_index_written_for_the_url_a_local_file_will_have(tmp_path, server):
+    """write_index(local, url=...): the index written beside a file before upload reads the served file."""
+    values = _nwb(tmp_path / "rec.nwb", seconds=1.0)
+    index = tmp_path / "up" / "rec.nwb.lindi.json"
+    index.parent.mkdir()
+    result = write_index(tmp_path / "rec.nwb", index, url=server.url("rec.nwb"))
+    record = json.loads(index.read_text())["generationMetadata"]["nwb_dask"]["sources"]
+    assert record == {server.url("rec.nwb"): {"size": os.path.getsize(tmp_path / "rec.nwb")}}
+    assert result.chunk_refs > 0
+    doc = json.loads(index.read_text())
+    templates = {"{{" + k + "}}": v for k, v in doc.get("templates", {}).items()}
+    assert {templates.get(v[0], v[0]) for v in doc["refs"].values() if isinstance(v, list)} == {server.url("rec.nwb")}
+    server.reset_counts()
+    nwbfile = nwb_dask.read_nwb(index, min_bytes=2**16)
+    np.testing.assert_array_equal(nwbfile.acquisition["ElectricalSeries"].data.compute(), values)
+    assert server.count("rec.nwb") >= 1
+    with pytest.raises(ValueError, match="url=.*is for a local file"):
+        write_index(server.url("rec.nwb"), tmp_path / "x.lindi.json", url=server.url("rec.nwb"))
+    with pytest.raises(ValueError, match="not a URL"):
+        write_index(tmp_path / "rec.nwb", tmp_path / "y.lindi.json", url=str(tmp_path / "rec.nwb"))
+    # the served file replaced by one of another size: the index says so instead of reading wrong bytes
+    _nwb(tmp_path / "rec.nwb", seconds=1.5)
+    nwb_dask.hdf5.read.release_handles()
+    with pytest.raises(StaleIndexError, match="rec.nwb"):
+        nwb_dask.read_nwb(index, min_bytes=2**16).acquisition["ElectricalSeries"].data.compute()

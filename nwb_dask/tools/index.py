@@ -116,8 +116,8 @@ def default_index_path(src: str | os.PathLike) -> Path:
 
 
 def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False,
-                remote_options: dict | None = None) -> IndexResult:
-    """Write a LINDI index of an HDF5/NWB file; its chunk references point at ``src`` itself.
+                remote_options: dict | None = None, url: str | None = None) -> IndexResult:
+    """Write a LINDI index of an HDF5/NWB file; its chunk references point at ``src`` itself (or ``url``).
 
     Parameters
     ----------
@@ -127,6 +127,11 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     out : str or PathLike, optional
         The index; its name must end in ``.lindi.json``.  Default
         :func:`default_index_path`.
+    url : str, optional
+        For a local file about to be served (uploaded to an archive or a
+        bucket): the ``http(s)://`` / ``s3://`` URL it will have.  The chunk
+        references point there, and only the file's size is recorded (the
+        server's ETag is not known yet), so readers check the size.
     overwrite : bool
         Replace an existing ``out``; without it an existing one is refused.
     remote_options : dict, optional
@@ -156,6 +161,10 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     from nwb_dask.errors import open_hdf5
 
     text = os.fspath(src)
+    served_at = url
+    if served_at is not None and (_is_url(text) or not _is_url(served_at)):
+        raise ValueError(f"url={served_at!r} is for a local file that will be served at that http(s):// or s3:// URL; "
+                         f"{text} is {'a URL already' if _is_url(text) else 'local but that is not a URL'}")
     url = text if _is_url(text) else os.path.abspath(text)
     target = Path(out) if out is not None else default_index_path(text)
     if not target.name.endswith(SUFFIX):
@@ -183,7 +192,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     # lindi's generator over our open handle (h5py.File(file_id) shares it): lindi's
     # public from_file() would read a URL through its own serial LindiRemfile.
     opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
-    store = LindiH5ZarrStore(_file=handle.id, _url=url, _opts=opts, _entities_to_close=[handle])
+    store = LindiH5ZarrStore(_file=handle.id, _url=served_at or url, _opts=opts, _entities_to_close=[handle])
     try:
         try:
             rfs = store.to_reference_file_system()
@@ -205,7 +214,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
         "generatedBy": "nwb_dask",
         "generatedByVersion": _version(),
         "generatedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        RECORD_KEY: {"sources": {url: before}},
+        RECORD_KEY: {"sources": {served_at: {"size": before["size"]}} if served_at else {url: before}},
     }
     chunk_refs = sum(1 for v in rfs["refs"].values() if isinstance(v, list))
     datasets = sum(1 for k in rfs["refs"] if k.endswith(".zarray"))
