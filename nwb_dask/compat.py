@@ -23,6 +23,7 @@ __all__ = [
     "dataset_filters",
     "dataset_xfer_plist",
     "h5io_file",
+    "lindi_store",
     "mark_written",
     "replace_dci_queue",
     "set_io_source",
@@ -187,3 +188,33 @@ def zarr_dimension_separator(zarr_array: Any) -> str:
     """
     return getattr(zarr_array, "_dimension_separator", None) or "."
 
+
+# --------------------------------------------------------------------------- #
+# lindi                                                                        #
+# --------------------------------------------------------------------------- #
+#: The lindi version the access below was checked against.
+LINDI_CHECKED = "lindi 0.4.6"
+
+
+def lindi_store(handle: Any, url: str):
+    """lindi's reference generator over an open ``h5py.File`` whose chunks live at ``url``.
+
+    ``LindiH5ZarrStore.from_file`` takes only a path or URL (and reads a URL
+    through lindi's own serial reader); its constructor's private keywords
+    (``_file``, ``_url``, ``_opts``, ``_entities_to_close``) take an open
+    file, here nwb_dask's handle over its prefetched byte source.  Every
+    dataset's chunks are referenced (``num_dataset_chunks_threshold=None``).
+    Checked against lindi 0.4.6.
+    """
+    import inspect
+
+    from lindi.LindiH5ZarrStore.LindiH5ZarrStore import LindiH5ZarrStore
+    from lindi.LindiH5ZarrStore.LindiH5ZarrStoreOpts import LindiH5ZarrStoreOpts
+
+    params = inspect.signature(LindiH5ZarrStore.__init__).parameters
+    missing = [k for k in ("_file", "_url", "_opts", "_entities_to_close") if k not in params]
+    if missing:
+        raise CompatError(f"lindi's LindiH5ZarrStore takes no {', '.join(missing)} any more (nwb_dask was checked "
+                          f"against {LINDI_CHECKED}); nwb_dask.compat.lindi_store needs updating")
+    opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
+    return LindiH5ZarrStore(_file=handle.id, _url=url, _opts=opts, _entities_to_close=[handle])

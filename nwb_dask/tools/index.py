@@ -73,8 +73,10 @@ def check_filter_masks(f, url: str) -> None:
     """
     import h5py
 
+    from nwb_dask.compat import dataset_filters
+
     def visit(name, obj):
-        if not isinstance(obj, h5py.Dataset) or obj.chunks is None or not obj._filters:
+        if not isinstance(obj, h5py.Dataset) or obj.chunks is None or not dataset_filters(obj):
             return None
         bad = []
 
@@ -154,8 +156,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
     lindi shows a progress bar per dataset whose chunk index takes more than 2 s.
     """
     require_lindi()
-    from lindi.LindiH5ZarrStore.LindiH5ZarrStore import LindiH5ZarrStore
-    from lindi.LindiH5ZarrStore.LindiH5ZarrStoreOpts import LindiH5ZarrStoreOpts
+    from nwb_dask.compat import lindi_store
 
     from nwb_dask.atomic import AtomicOutput, check_output
     from nwb_dask.errors import open_hdf5
@@ -191,8 +192,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
             raise
     # lindi's generator over our open handle (h5py.File(file_id) shares it): lindi's
     # public from_file() would read a URL through its own serial LindiRemfile.
-    opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
-    store = LindiH5ZarrStore(_file=handle.id, _url=served_at or url, _opts=opts, _entities_to_close=[handle])
+    store = lindi_store(handle, served_at or url)
     try:
         try:
             rfs = store.to_reference_file_system()
