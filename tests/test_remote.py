@@ -289,6 +289,7 @@ def test_read_nwb_over_http(server, tmp_path):
     server.reset_counts()
     np.testing.assert_array_equal(series.data[1_000:3_000].compute(), x[1_000:3_000].compute())
     assert server.requests, "the data did not come over HTTP"
+    nwbfile.read_io.close()
 
 
 # --------------------------------------------------------------------------- #
