@@ -187,6 +187,25 @@ def synthetic_ephys(
     )
 
 
+# The file-level metadata nwbinspector asks of every file (tests/test_inspector.py): who,
+# where, what for.  Values say plainly that the recording is synthetic.
+_SESSION_METADATA = dict(
+    experimenter=["Doe, Jane"],
+    lab="nwb_dask",
+    institution="synthetic (nwb_dask.testing)",
+    experiment_description="synthetic data for testing and benchmarking nwb_dask; no animal was recorded",
+    keywords=["synthetic", "extracellular electrophysiology", "nwb_dask"],
+)
+
+
+def _subject():
+    """The Subject of every synthetic file: NWB best practice (and DANDI) want one with these fields."""
+    from pynwb.file import Subject
+
+    return Subject(subject_id="synthetic-mouse-0", species="Mus musculus", sex="U", age="P90D",
+                   description="no animal: the data are synthetic (nwb_dask.testing)")
+
+
 def ephys_nwbfile(
     data,
     rate: float = 30_000.0,
@@ -236,6 +255,8 @@ def ephys_nwbfile(
         session_description="synthetic ephys-like recording (nwb_dask)",
         identifier=identifier,
         session_start_time=session_start_time or datetime(2026, 1, 1, tzinfo=timezone.utc),
+        **_SESSION_METADATA,
+        subject=_subject(),
     )
     device = nwbfile.create_device(name="probe", description="synthetic 384-channel probe")
     group = nwbfile.create_electrode_group("shank0", description="synthetic shank", location="CA1", device=device)
@@ -287,7 +308,7 @@ def write_rich_nwbfile(
       ragged integer column ``stim_ids``, ragged ``tags`` and the
       ``timeseries`` column (a compound dataset of ``(idx_start, count,
       object reference)``) pointing at the ElectricalSeries;
-    * ``acquisition/camera``: an ImageSeries of 50 uint8 64x64 frames (a
+    * ``acquisition/camera``: an ImageSeries of 64 uint8 64x64 frames (a
       drifting grating with noise);
       ``acquisition/reference_images``: an Images container with two
       GrayscaleImages and ``order_of_images`` (a dataset of object
@@ -338,7 +359,7 @@ def write_rich_nwbfile(
     from pynwb.base import ImageReferences, Images
     from pynwb.ecephys import LFP, ElectricalSeries
     from pynwb.image import GrayscaleImage, ImageSeries, IndexSeries
-    from pynwb.misc import AnnotationSeries
+    from pynwb.misc import AnnotationSeries, Units
     from pynwb.ophys import Fluorescence, ImageSegmentation, OpticalChannel, RoiResponseSeries
 
     from nwb_dask.nwb.iterators import DaskDataChunkIterator
@@ -363,9 +384,8 @@ def write_rich_nwbfile(
         identifier=f"nwb_dask-rich-{seed}",
         session_start_time=start,
         file_create_date=start,
-        experimenter=["Doe, Jane"],
-        lab="nwb_dask",
-        institution="synthetic",
+        **_SESSION_METADATA,
+        subject=_subject(),
     )
 
     # Ecephys: electrodes with custom columns, raw ElectricalSeries, LFP with timestamps.
@@ -410,12 +430,16 @@ def write_rich_nwbfile(
     ecephys.add(TimeSeries(name="LFP_power", data=(lfp.astype(np.float64) ** 2).mean(axis=1), unit="V^2",
                            timestamps=lfp_series, description="mean LFP power; timestamps linked to LFP"))
 
-    # Units: ragged spike times and electrodes, waveforms, a string column, observation intervals.
+    # Units: ragged spike times and electrodes, waveforms, a string column, observation intervals
+    # (with a gap that no spike falls in, as nwbinspector's check_spike_times_not_in_unobserved_interval asks).
+    nwbfile.units = Units(name="units", description="synthetic sorted units", resolution=1 / rate,
+                          waveform_rate=rate, waveform_unit="volts")
     nwbfile.add_unit_column("quality", "curation label")
     n_units = 8
     for u in range(n_units):
         count = int(rng.integers(5, 40))
         spikes = np.sort(rng.uniform(0, seconds, count))
+        spikes = spikes[(spikes <= seconds / 2) | (spikes >= seconds / 2 + 0.1)]  # none in the unobserved gap
         peak = int(rng.integers(0, n_channels))
         electrodes = sorted({max(0, peak - 1), peak, min(n_channels - 1, peak + 1)})
         waveform = np.sin(np.linspace(0, 2 * np.pi, 60)) * rng.uniform(20, 80)
@@ -437,8 +461,9 @@ def write_rich_nwbfile(
 
     # Images: an ImageSeries; an Images container with references; an IndexSeries linking to it.
     yy, xx = np.mgrid[0:64, 0:64]
-    drift = np.arange(50)[:, None, None] * 0.3
-    frames = 100 + 64 * np.sin(xx / 6.0 + drift) * np.cos(yy / 9.0) + rng.integers(0, 16, (50, 64, 64))
+    n_frames = 64  # time is the longest axis (nwbinspector's check_data_orientation)
+    drift = np.arange(n_frames)[:, None, None] * 0.3
+    frames = 100 + 64 * np.sin(xx / 6.0 + drift) * np.cos(yy / 9.0) + rng.integers(0, 16, (n_frames, 64, 64))
     frames = frames.clip(0, 255).astype(np.uint8)  # a drifting grating plus sensor noise
     camera = ImageSeries(name="camera", data=stored(frames, (10, 64, 64)), unit="n.a.", rate=30.0,
                          description="synthetic camera")
@@ -465,7 +490,7 @@ def write_rich_nwbfile(
     plane = nwbfile.create_imaging_plane(
         name="plane0", optical_channel=OpticalChannel(name="green", description="GCaMP", emission_lambda=510.0),
         description="synthetic plane", device=scope, excitation_lambda=920.0, imaging_rate=30.0,
-        indicator="GCaMP6f", location="V1")
+        indicator="GCaMP6f", location="VISp")  # an Allen CCF term (nwbinspector)
     segmentation = ImageSegmentation()
     rois = segmentation.create_plane_segmentation(name="PlaneSegmentation", description="synthetic ROIs",
                                                 imaging_plane=plane)
@@ -479,7 +504,8 @@ def write_rich_nwbfile(
     ophys.add(fluorescence)  # parent first, so the region's table shares an ancestor
     fluorescence.add_roi_response_series(RoiResponseSeries(
         name="RoiResponseSeries", data=rng.standard_normal((max(1, int(30 * seconds)), 4)).astype(np.float32),
-        rois=rois.create_roi_table_region("all ROIs", region=[0, 1, 2, 3]), unit="lumens", rate=30.0))
+        rois=rois.create_roi_table_region("all ROIs", region=[0, 1, 2, 3]), unit="lumens", rate=30.0,
+        description="synthetic ROI fluorescence"))
 
     other = None
     try:

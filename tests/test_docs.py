@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,17 @@ def test_docs_have_examples():
     assert len(with_examples) >= 4, with_examples
 
 
+def test_docs_examples_do_not_need_pytest():
+    """The examples run after the README's plain install, which has no pytest (issue 18.6)."""
+    importing = re.compile(r"^\s*(import|from)\s+(pytest|_pytest)\b", re.M)
+    offenders = [f"{p.name}[block {i}]" for p in PAGES for i, code in enumerate(_blocks(p)) if importing.search(code)]
+    assert not offenders, f"docs examples import pytest: {offenders}"
+
+
 @pytest.mark.parametrize("page", [p for p in PAGES if _blocks(p)], ids=lambda p: p.name)
 def test_page_examples_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "pytest", None)  # `import pytest` in an example fails, as without pytest
     namespace: dict = {"__name__": "__docs__"}
     for i, code in enumerate(_blocks(page)):
         try:

@@ -222,7 +222,7 @@ def test_uncompressed_pynwb_file(rich, rich_info):
     assert row(fi, "/units/spike_times").neurodata_type == "VectorData"
     assert row(fi, LFP_TS).neurodata_type == "ElectricalSeries.timestamps"
     assert row(fi, "/acquisition/camera/data").neurodata_type == "ImageSeries.data"
-    assert row(fi, "/acquisition/camera/data").shape == (50, 64, 64)
+    assert row(fi, "/acquisition/camera/data").shape == (64, 64, 64)
     # every HDF5 dataset of the file is listed, once
     with h5py.File(rich, "r") as f:
         real = []

@@ -127,7 +127,7 @@ class StreamWriter:
     --------
     >>> from nwb_dask.live import StreamWriter, growing          # doctest: +SKIP
     >>> nwbfile.add_acquisition(ElectricalSeries(name="ephys", data=growing("int16", (384,)),
-    ...     electrodes=region, rate=30000.0, starting_time=0.0))  # doctest: +SKIP
+    ...     electrodes=region, rate=30000.0, starting_time=0.0, conversion=0.195e-6))  # doctest: +SKIP
     >>> with StreamWriter("session.nwb", nwbfile) as w:           # doctest: +SKIP
     ...     for block in acquisition():
     ...         w.append("ephys", block)
