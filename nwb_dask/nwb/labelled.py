@@ -115,6 +115,10 @@ def _lazy(value, what: str):
         return value
     from hdmf.data_utils import DataIO
 
+    from nwb_dask.nwb.iterators import DaskDataChunkIterator
+
+    if isinstance(value, DaskDataChunkIterator):  # DaskDataIO's stream: the dask array it was given
+        return value.source
     if isinstance(value, DataIO):
         return _lazy(value.data, what)  # a data= wrapper (DaskDataIO, H5DataIO) of a series not yet written
     if isinstance(value, h5py.Dataset):
@@ -225,9 +229,11 @@ def to_xarray(series, *, scale: bool = False, time: bool = True):
         Apply pynwb's ``get_data_in_units``: ``data * conversion + offset``
         (times ``channel_conversion`` along ``"channel"`` where the series
         has it), lazily.  The dtype is the one NumPy gives pynwb's
-        expression: float64 for integer data and a float64 conversion (what
-        pynwb writes), float32 for float32 data, or integer data with a
-        float32 ``channel_conversion``, under NumPy 2's promotion rules.
+        expression, so it matches ``get_data_in_units()``: float64 for a
+        series read from a file (pynwb reads ``conversion`` as a float64
+        scalar); for an in-memory series whose ``conversion`` is a Python
+        float, NumPy 2's promotion keeps float32 data, or integer data
+        times a float32 ``channel_conversion``, float32.
         ``attrs["units"]`` is then the series' ``unit``.
     time : bool
         Add the ``"time"`` coordinate (seconds), from ``timestamps``, or
@@ -270,7 +276,7 @@ def to_xarray(series, *, scale: bool = False, time: bool = True):
         factor = conversion
         channel_conversion = series.fields.get("channel_conversion")
         if channel_conversion is not None:
-            channel_conversion = np.asarray(channel_conversion[:])
+            channel_conversion = _lazy(channel_conversion, f"{what}: channel_conversion")  # read_nwb may make it dask
             if channel_axis is None or channel_conversion.shape != (data.shape[channel_axis],):
                 raise ValueError(f"{what}: channel_conversion of shape {channel_conversion.shape} "
                                  f"does not match the data's channels ({data.shape})")
