@@ -333,16 +333,23 @@ def write_served(directory: Path) -> str:
     return path.name
 
 
-def test_over_http(server, tmp_path):
+@pytest.mark.parametrize("min_bytes", [1, None], ids=["all-dask", "default-min-bytes"])
+def test_over_http(server, tmp_path, min_bytes):
     name = write_served(tmp_path)
-    nwbfile = nwb_dask.read_nwb(server.url(name), min_bytes=1)
+    nwbfile = nwb_dask.read_nwb(server.url(name), **({} if min_bytes is None else {"min_bytes": min_bytes}))
     try:
+        subset = nwb_dask.to_xarray(nwbfile.acquisition["subset"])  # small h5py data and timestamps by default
+        assert_same(subset.coords["time"].values, TIMESTAMPS)
+        assert_same(subset.values, RAW[:500, REGION].astype(np.float32))
+        pickle.dumps(subset.data)
         arr = nwb_dask.to_xarray(nwbfile.acquisition["raw"], scale=True)
         assert arr.coords["label"].values.tolist() == [f"e{i}" for i in range(N_CHANNELS)]
         with dask.config.set(scheduler="threads"):
             mean = arr.mean("time").compute()
-            big = nwb_dask.to_xarray(nwbfile.acquisition["big"], scale=True)
             server.reset_counts()
+            # 3 MB: a dask array with min_bytes=1; below read_nwb's default 16 MiB an h5py dataset of the
+            # remote file, read when the DataArray is made (it has no file path for the workers to open)
+            big = nwb_dask.to_xarray(nwbfile.acquisition["big"], scale=True)
             got = big.isel(time=slice(100_000, 130_000)).values
         assert server.requests, "the samples were fetched over HTTP"
         assert_same(got, BIG[100_000:130_000] * np.float64(1e-6) + np.float64(0.0))
@@ -416,3 +423,23 @@ def test_analysis_page_functions_run_on_a_cluster_and_over_http(server, tmp_path
         expected = io.read().acquisition["ElectricalSeries"].get_data_in_units().mean(axis=0)
     assert np.allclose(means.values, expected) and np.allclose(remote.values, expected)
     assert means.dims == ("channel",) and "location" in means.coords
+
+
+def test_nwb_zarr_series(tmp_path):
+    """NWB-Zarr: read_nwb leaves small arrays as zarr arrays; they are wrapped lazily, and pickle."""
+    from nwb_dask.testing import ephys_nwbfile
+
+    values = (np.arange(4000 * 8) % 300).astype(np.int16).reshape(4000, 8)
+    path = tmp_path / "x.nwb.zarr"
+    nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(da.from_array(values, chunks=(1000, 8)))), path,
+                       progress=False, scheduler="sync")
+    nwbfile = nwb_dask.read_nwb(path)
+    series = nwbfile.acquisition["ElectricalSeries"]
+    counter = TaskCount()
+    with counter:
+        arr = nwb_dask.to_xarray(series, scale=True)
+    assert counter.tasks == 0
+    pickle.loads(pickle.dumps(arr.data))
+    assert arr.dims == ("time", "channel") and arr.coords["location"].values.tolist() == ["CA1"] * 8
+    assert_same(arr.values, series.get_data_in_units())
+    assert_same(arr.coords["time"].values, series.get_timestamps())
