@@ -295,18 +295,23 @@ def test_dask_data_io_wrapper_before_writing():
     conversion=st.floats(1e-9, 1e3),
     offset=st.floats(-10, 10),
     chunk=st.integers(1, 64),
+    with_timestamps=st.booleans(),
 )
 def test_time_data_and_scale_match_pynwb_everywhere(n, width, rate, starting_time, dtype, conversion, offset,
-                                                    chunk):
+                                                    chunk, with_timestamps):
     values = (np.arange(n * int(np.prod(width)), dtype=np.int64) % 97).astype(dtype).reshape((n, *width))
     data = da.from_array(values, chunks=(chunk, *width))
-    series = TimeSeries(name="h", data=values, unit="V", rate=rate, starting_time=starting_time,
-                        conversion=conversion, offset=offset)
+    timing = {"rate": rate, "starting_time": starting_time}
+    if with_timestamps:
+        timing = {"timestamps": starting_time + np.cumsum(np.full(n, 1.0 / rate))}
+    series = TimeSeries(name="h", data=values, unit="V", conversion=conversion, offset=offset, **timing)
     series.fields["data"] = data  # as read_nwb's daskify puts it there (pynwb's constructor takes no dask array)
+    if with_timestamps and n:
+        series.fields["timestamps"] = da.from_array(timing["timestamps"], chunks=chunk)
     arr = nwb_dask.to_xarray(series, scale=True)
     assert arr.dims[0] == "time" and len(arr.dims) == values.ndim
-    reference = TimeSeries(name="h", data=values, unit="V", rate=rate, starting_time=starting_time,
-                           conversion=conversion, offset=offset)
+    assert isinstance(arr.coords["time"].data, da.Array)
+    reference = TimeSeries(name="h", data=values, unit="V", conversion=conversion, offset=offset, **timing)
     assert_same(arr.coords["time"].values, reference.get_timestamps())
     assert_same(arr.values, reference.get_data_in_units())
     assert_same(nwb_dask.to_xarray(series).values, values)
