@@ -448,3 +448,16 @@ def test_nwb_zarr_series(tmp_path):
     assert arr.dims == ("time", "channel") and arr.coords["location"].values.tolist() == ["CA1"] * 8
     assert_same(arr.values, series.get_data_in_units())
     assert_same(arr.coords["time"].values, series.get_timestamps())
+
+
+def test_h5py_file_opened_from_a_file_object(nwb_path, monkeypatch):
+    """No path for the workers: small datasets are read at creation, a large one is an error naming it."""
+    with open(nwb_path, "rb") as fileobj, h5py.File(fileobj, "r") as f, NWBHDF5IO(file=f, mode="r") as io:
+        series = io.read().acquisition["raw"]
+        arr = nwb_dask.to_xarray(series, scale=True)
+        assert_same(arr.values, series.get_data_in_units())
+        pickle.dumps(arr.data)
+        monkeypatch.setattr("nwb_dask.nwb.labelled.READ_MIN_BYTES", 1024)  # "large" for this 36 kB dataset
+        with pytest.raises(ValueError, match=r"ElectricalSeries 'raw': data: an h5py dataset of 36000 bytes "
+                                             r"in a file opened from a file object.*nwb_dask.read_nwb\(url\)"):
+            nwb_dask.to_xarray(series)
