@@ -11,6 +11,8 @@ Codecs (HDF5-exact, registered: :mod:`nwb_dask.codecs`)
     codec, Codec, available_codecs, register_codec
 Links, segments, live acquisition
     external_data, audit_links, join_segments, join_timeseries, StreamWriter, growing
+Analysis (labelled, lazy arrays; the ``xarray`` extra)
+    to_xarray
 Tools (verified, atomic)
     repack, convert, consolidate, info, write_nwb_zarr
 Errors
@@ -31,6 +33,7 @@ from nwb_dask.live import StreamWriter, growing
 from nwb_dask.nwb.dataio import DaskDataIO
 from nwb_dask.nwb.io import NWBDaskIO
 from nwb_dask.nwb.iterators import DaskDataChunkIterator
+from nwb_dask.nwb.labelled import to_xarray
 from nwb_dask.nwb.links import LinkMismatchError, audit_links, external_data
 from nwb_dask.nwb.virtual import SegmentError, join_segments, join_timeseries
 from nwb_dask.tools.consolidate import consolidate
@@ -66,6 +69,7 @@ __all__ = [
     "read_nwb",
     "register_codec",
     "repack",
+    "to_xarray",
     "write_dask_array",
     "write_nwb",
     "write_nwb_zarr",

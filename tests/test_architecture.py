@@ -77,6 +77,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.nwb.read": 4,
     "nwb_dask.nwb.index": 4,
     "nwb_dask.nwb.io": 4,
+    "nwb_dask.nwb.labelled": 4,  # to_xarray: TimeSeries as labelled, lazy xarray DataArrays
     # L5
     "nwb_dask.zarr.io": 5,
     "nwb_dask.tools": 5,
@@ -130,6 +131,7 @@ PUBLIC_API = [
     "read_nwb",
     "register_codec",
     "repack",
+    "to_xarray",
     "write_dask_array",
     "write_nwb",
     "write_nwb_zarr",
