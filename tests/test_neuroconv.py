@@ -78,6 +78,17 @@ def test_planned_reads_run_concurrently_and_store_the_same_values(tmp_path):
     assert sorted((s[0].start, s[0].stop) for s in it.calls) == [(i, min(i + 500, 10_000)) for i in range(0, 10_000, 500)]
 
 
+def test_planned_reads_stay_inside_the_engine_window(tmp_path):
+    """One 1-buffer iterator (hdmf would read it whole): reads of one chunk row, at most the window's worth at once."""
+    data = _noise((40 * 250, 16), seed=4)
+    row = 250 * 16 * 2
+    it = ArrayIterator(data, delay=0.01, chunk_shape=(250, 16), buffer_shape=data.shape)
+    stored, _ = _drain(tmp_path / "m.h5", it, (250, 16), workers=8, read_bytes=row, max_inflight_bytes=3 * row)
+    assert np.array_equal(stored, data)
+    assert len(it.calls) == 40 and all(s[0].stop - s[0].start == 250 for s in it.calls)
+    assert 1 < it.peak <= 3
+
+
 def test_opt_out_reads_serially(tmp_path):
     data = _noise((6000, 5), seed=1)
     it = ArrayIterator(data, delay=0.02, chunk_shape=(500, 5), buffer_shape=(1000, 5))
@@ -185,6 +196,8 @@ def test_mock_recording_interface_matches_nwbhdf5io(tmp_path):
     paths = _write_both(tmp_path, interface)
     filters, chunks = _assert_same(paths["hdf5io"], paths["daskio"])
     assert "gzip" in filters
+    with h5py.File(paths["hdf5io"], "r") as a, h5py.File(paths["daskio"], "r") as b:  # zlib's size within 1%
+        assert b[SERIES].id.get_storage_size() <= 1.01 * a[SERIES].id.get_storage_size()
     with h5py.File(paths["daskio"], "r") as f:
         data = f[SERIES]
         traces = interface.recording_extractor.get_traces()
