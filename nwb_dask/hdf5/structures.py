@@ -210,22 +210,27 @@ class Walker:
             return []
         return [("oh", a)] if a is not None else []
 
+    @staticmethod
+    def link_header(buf: bytes, pos: int) -> tuple[int, int, int]:
+        """A link message (v1) at ``pos``: ``(link type, name length, offset of its link information)``."""
+        flags = buf[pos + 1]
+        p = pos + 2
+        ltype = 0
+        if flags & 0x08:
+            ltype = buf[p]
+            p += 1
+        if flags & 0x04:  # creation order
+            p += 8
+        if flags & 0x10:  # character set
+            p += 1
+        width = 1 << (flags & 3)
+        nlen = int.from_bytes(buf[p : p + width], "little")
+        return ltype, nlen, p + width + nlen
+
     def link(self, data: bytes) -> list[tuple]:
         if not data or data[0] != 1:
             return []
-        flags = data[1]
-        pos = 2
-        ltype = 0
-        if flags & 0x08:
-            ltype = data[pos]
-            pos += 1
-        if flags & 0x04:
-            pos += 8
-        if flags & 0x10:
-            pos += 1
-        width = 1 << (flags & 3)
-        nlen = int.from_bytes(data[pos : pos + width], "little")
-        pos += width + nlen
+        ltype, _, pos = self.link_header(data, 0)
         if ltype == 0 and len(data) >= pos + self.O:
             a = self.addr(data, pos)
             return [("oh", a)] if a is not None else []
@@ -543,19 +548,7 @@ class Walker:
         # Link messages are stored back to back as heap objects; read them in order until one does
         # not parse (free space, or a layout this does not know: h5py reads the rest itself).
         while pos + 3 < size and buf[pos] == 1:
-            flags = buf[pos + 1]
-            p = pos + 2
-            ltype = 0
-            if flags & 0x08:
-                ltype = buf[p]
-                p += 1
-            if flags & 0x04:
-                p += 8
-            if flags & 0x10:
-                p += 1
-            w = 1 << (flags & 3)
-            nlen = int.from_bytes(buf[p : p + w], "little")
-            p += w + nlen
+            ltype, nlen, p = self.link_header(buf, pos)
             if ltype == 0:
                 a = self.addr(buf, p)
                 if a is not None and a < self.size:
