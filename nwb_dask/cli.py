@@ -250,8 +250,11 @@ def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec
     _add_json_argument(parser)
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from nwb_dask.tools.info import info
+def _remote_options(args: argparse.Namespace, path: str) -> dict:
+    """``remote_options`` from ``--timeout``, ``--retries`` and (where the command has it) ``--no-cache``.
+
+    Refused, naming the flags, when ``path`` is local.
+    """
     from nwb_dask.hdf5.read import is_url
 
     options = {}
@@ -259,10 +262,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
         options["timeout"] = args.timeout
     if args.retries is not None:
         options["retries"] = args.retries
-    if args.no_cache:
+    has_cache_flag = hasattr(args, "no_cache")
+    if has_cache_flag and args.no_cache:
         options["metadata_cache"] = False
-    if options and not is_url(args.file):
-        raise UsageError(f"--timeout, --retries and --no-cache apply to URLs; {args.file} is a local path")
+    if options and not is_url(path):
+        flags = "--timeout, --retries and --no-cache" if has_cache_flag else "--timeout and --retries"
+        raise UsageError(f"{flags} apply to URLs; {path} is a local path")
+    return options
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from nwb_dask.tools.info import info
+
+    options = _remote_options(args, args.file)
     from nwb_dask.nwb.index import is_index
 
     if is_index(args.file):  # a LINDI / kerchunk index: its datasets and whether its sources changed
@@ -277,15 +289,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from nwb_dask.hdf5.read import is_url
-
-    options = {}
-    if args.timeout is not None:
-        options["timeout"] = args.timeout
-    if args.retries is not None:
-        options["retries"] = args.retries
-    if options and not is_url(args.source):
-        raise UsageError(f"--timeout and --retries apply to URLs; {args.source} is a local path")
+    options = _remote_options(args, args.source)
     try:
         from nwb_dask.tools.index import write_index
 
