@@ -440,3 +440,14 @@ def test_unexpected_error_keeps_its_traceback_with_status_3(files, monkeypatch, 
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: something nwb_dask did not expect" in err
     assert "nwb-dask info: internal error" in err and "bug" in err
+
+
+@pytest.mark.parametrize("argv, flags", [
+    (["info", "{f}", "--timeout", "5"], "--timeout, --retries and --no-cache"),
+    (["info", "{f}", "--no-cache"], "--timeout, --retries and --no-cache"),
+    (["index", "{f}", "--retries", "2"], "--timeout and --retries"),
+])
+def test_remote_only_flags_on_a_local_path_are_a_usage_error(files, capsys, argv, flags):
+    path = str(files / "ok.nwb")
+    assert main([a.replace("{f}", path) for a in argv]) == 2
+    assert f"{flags} apply to URLs; {path} is a local path" in capsys.readouterr().err
