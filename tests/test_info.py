@@ -187,8 +187,7 @@ def http_root(tmp_path):
     try:
         yield tmp_path, f"http://127.0.0.1:{srv.server_address[1]}", srv
     finally:
-        nwb_dask.hdf5.read.open_remote.cache_clear()  # drop the cached h5py handles on this server
-        nwb_dask.hdf5.read._source.cache_clear()
+        nwb_dask.hdf5.read.release_remote_handles()  # drop the cached h5py handles on this server
         srv.shutdown()
         srv.server_close()
         thread.join(5)

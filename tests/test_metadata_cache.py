@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -84,22 +83,16 @@ def server(tmp_path):
     root.mkdir()
     srv = _Server(root)
     srv.validators = ("etag",)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
     try:
-        yield srv
+        with srv.running():
+            yield srv
     finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
         _fresh()
 
 
 def _fresh() -> None:
     """Forget this process's remote handles and sources, as a new process would start."""
-    nwb_dask.hdf5.read.open_remote.cache_clear()
-    nwb_dask.hdf5.read._remote_view.cache_clear()
-    nwb_dask.hdf5.read._source.cache_clear()
+    nwb_dask.hdf5.read.release_remote_handles()
 
 
 def _many_series(path: Path, n: int = N_SERIES, seed: int = 0, description: str = "series") -> Path:

@@ -437,9 +437,7 @@ def _many_series_file(path: Path, n: int) -> dict:
 
 
 def _fresh_handles() -> None:
-    nwb_dask.hdf5.read.open_remote.cache_clear()
-    nwb_dask.hdf5.read._remote_view.cache_clear()
-    nwb_dask.hdf5.read._source.cache_clear()
+    nwb_dask.hdf5.read.release_remote_handles()
 
 
 @pytest.mark.parametrize("mode", ["multipart", "ignore"])

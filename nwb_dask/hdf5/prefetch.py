@@ -58,15 +58,17 @@ class PrefetchStats:
     skipped: dict = field(default_factory=dict)  # structures not followed, by kind
 
 
-def prefetch_metadata(raw, *, objects=None, max_rounds: int = 64, max_bytes: int = 128 << 20,
-                      max_seconds: float = 120.0) -> PrefetchStats:
-    """Fetch the metadata of the HDF5 file behind ``raw`` into its extents, a hierarchy level per round.
+def prefetch_metadata(fileobj, *, objects=None, max_rounds: int = 64, max_bytes: int = 128 << 20,
+                      max_seconds: float = 120.0) -> PrefetchStats | None:
+    """Fetch the metadata of the HDF5 file behind ``fileobj`` into its extents, a hierarchy level per round.
 
     Parameters
     ----------
-    raw : nwb_dask.sources.base.BlockCacheFile
-        The file object h5py reads (``HTTPByteSource.open().raw``); anything
-        with ``size``, ``peek_bytes(offset, length)`` and ``prefetch(ranges)``.
+    fileobj : file object
+        The file object h5py reads: what ``ByteSource.open()`` returns, or its
+        ``raw`` :class:`~nwb_dask.sources.base.BlockCacheFile` (anything with
+        ``size``, ``peek_bytes(offset, length)`` and ``prefetch(ranges)``).
+        One without (a local file) is left alone: None is returned.
     objects : sequence of int, optional
         Walk only from these object headers (addresses as HDF5 gives them,
         ``h5py.h5o.get_info(obj.id).addr``), e.g. one dataset about to be
@@ -78,15 +80,19 @@ def prefetch_metadata(raw, *, objects=None, max_rounds: int = 64, max_bytes: int
 
     Returns
     -------
-    PrefetchStats
+    PrefetchStats or None
         Rounds, structures parsed, bytes fetched, the page size of a paged
-        file, and what was not followed.
+        file, and what was not followed; None for a file object that keeps
+        no extents.
 
     Notes
     -----
     Never raises for a file it cannot parse: a structure it does not know is
     skipped (counted in ``skipped``) and h5py reads it on demand.
     """
+    raw = getattr(fileobj, "raw", fileobj)
+    if not hasattr(raw, "prefetch"):
+        return None
     t0 = time.perf_counter()
     stats = PrefetchStats()
     size = raw.size

@@ -27,7 +27,7 @@ from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, 
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
 
 __all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset",
-           "release_handles", "remember", "remote_dataset_array"]
+           "release_handles", "release_remote_handles", "remember", "remote_dataset_array"]
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,14 +98,11 @@ def prefetch_remote(url: str, options: tuple = (), paths=None):
     """
     from nwb_dask.hdf5.prefetch import prefetch_metadata
 
-    raw = getattr(_remote_view(url, options), "raw", None)
-    if not hasattr(raw, "prefetch"):
-        return None
     addrs = None
     if paths is not None:
         f = open_remote(url, options)
         addrs = [a for a in (_hard_link_address(f, p) for p in paths) if a is not None]
-    return prefetch_metadata(raw, objects=addrs)
+    return prefetch_metadata(_remote_view(url, options), objects=addrs)
 
 
 def _hard_link_address(f, path: str) -> int | None:
@@ -152,6 +149,17 @@ def release_handles() -> None:
     _open.cache_clear()
 
 
+def release_remote_handles() -> None:
+    """Drop this process's remote handles, file views and byte sources: the next open of a URL starts afresh.
+
+    (A file replaced at the same URL is otherwise read through the handle of
+    its first open; tests and benchmarks use it for a cold open.)
+    """
+    open_remote.cache_clear()
+    _remote_view.cache_clear()
+    _source.cache_clear()
+
+
 def _close_handles() -> None:
     """Close this process's cached handles while the interpreter is still whole (atexit).
 
@@ -164,9 +172,7 @@ def _close_handles() -> None:
     """
     import gc
 
-    open_remote.cache_clear()
-    _remote_view.cache_clear()
-    _source.cache_clear()
+    release_remote_handles()
     _open.cache_clear()
     gc.collect()
 

@@ -180,8 +180,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
         view = source.open()  # one GET: the size, the validator and the first block (+ the cached metadata)
         handle = open_hdf5(view, name=url)  # not HDF5: an error naming the URL
         before = {"size": source.size, **({"validator": source.validator} if getattr(source, "validator", None) else {})}
-        if hasattr(view.raw, "prefetch"):
-            prefetch_metadata(view.raw)  # the whole file's metadata, a hierarchy level per round trip
+        prefetch_metadata(view)  # the whole file's metadata, a hierarchy level per round trip
     else:
         source = view = None
         handle = open_hdf5(url)  # missing, a directory or not HDF5: an error naming it

@@ -192,8 +192,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         source = byte_source(str(path), **dict(options_key(remote_options)))
         fobj = source.open()
         try:
-            if hasattr(fobj.raw, "prefetch"):  # info visits every object: a hierarchy level per round trip
-                prefetch_metadata(fobj.raw)
+            prefetch_metadata(fobj)  # info visits every object: a hierarchy level per round trip
             f = open_hdf5(fobj, name=str(path))
         except BaseException:
             fobj.close()
