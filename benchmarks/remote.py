@@ -394,18 +394,32 @@ def _pynwb_slice(f, n: int, mark) -> np.ndarray:
         return nwb.acquisition["ElectricalSeries"].data[0:n]
 
 
-def slice_remfile(url: str, n: int, mark) -> np.ndarray:
+@contextlib.contextmanager
+def remfile_h5(url: str):
+    """``url`` opened as PyNWB's streaming tutorial does with remfile."""
     import remfile
 
     with h5py.File(remfile.File(url), "r") as f:
-        return _pynwb_slice(f, n, mark)
+        yield f
 
 
-def slice_fsspec(url: str, n: int, mark) -> np.ndarray:
+@contextlib.contextmanager
+def fsspec_h5(url: str):
+    """``url`` opened as PyNWB's streaming tutorial does with fsspec (a fresh filesystem, block cache)."""
     import fsspec
 
     fs = fsspec.filesystem("http", skip_instance_cache=True)
     with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
+        yield f
+
+
+def slice_remfile(url: str, n: int, mark) -> np.ndarray:
+    with remfile_h5(url) as f:
+        return _pynwb_slice(f, n, mark)
+
+
+def slice_fsspec(url: str, n: int, mark) -> np.ndarray:
+    with fsspec_h5(url) as f:
         return _pynwb_slice(f, n, mark)
 
 
@@ -430,10 +444,9 @@ WARM_CACHE: dict = {}
 
 def forget_nwb_dask_handles() -> None:
     """This process's remote handles, views and byte sources dropped: the next open starts from scratch."""
-    from nwb_dask.hdf5 import read as reader
+    from nwb_dask.hdf5.read import release_remote_handles
 
-    for cached in (reader.open_remote, reader._remote_view, reader._source):
-        cached.cache_clear()
+    release_remote_handles()
 
 
 def series_nwb_dask_warm(url: str, name: str, mark) -> np.ndarray:
@@ -458,17 +471,12 @@ def _pynwb_series(f, name: str, mark) -> np.ndarray:
 
 
 def series_remfile(url: str, name: str, mark) -> np.ndarray:
-    import remfile
-
-    with h5py.File(remfile.File(url), "r") as f:
+    with remfile_h5(url) as f:
         return _pynwb_series(f, name, mark)
 
 
 def series_fsspec(url: str, name: str, mark) -> np.ndarray:
-    import fsspec
-
-    fs = fsspec.filesystem("http", skip_instance_cache=True)
-    with fs.open(url, "rb", cache_type="blockcache") as raw, h5py.File(raw, "r") as f:
+    with fsspec_h5(url) as f:
         return _pynwb_series(f, name, mark)
 
 
@@ -711,7 +719,7 @@ def case_objects_warm(files: Files, args) -> Case:
     ref = _local(path, f"acquisition/{series}/data")
     clients = (("nwb_dask", series_nwb_dask_warm), ("remfile", series_remfile), ("fsspec", series_fsspec))
     return Case("objects-warm", "objects.nwb", clients, series, ref,
-                f"as objects, a second open: nwb_dask's metadata cache filled by an untimed first open",
+                "as objects, a second open: nwb_dask's metadata cache filled by an untimed first open",
                 _warm_target, warmup=warm_up)
 
 
