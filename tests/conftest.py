@@ -147,16 +147,7 @@ def _own_metadata_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def server(tmp_path):
     """A loopback HTTP server of ``tmp_path`` (tests/http_server.py: request counts, faults), shut down after the test."""
-    import threading
-
     from http_server import Server
 
-    srv = Server(tmp_path)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with Server(tmp_path).running() as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)

@@ -12,6 +12,7 @@ answered.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import socket
@@ -140,6 +141,18 @@ class Server(ThreadingHTTPServer):
         self._cache: dict[Path, tuple[tuple, bytes]] = {}
         #: Validators sent with every reply: "etag" and/or "last-modified" (none by default).
         self.validators: tuple[str, ...] = ()
+
+    @contextlib.contextmanager
+    def running(self):
+        """Serve in a daemon thread; shut down, close and join on exit."""
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            self.server_close()
+            thread.join(5)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"

@@ -134,18 +134,11 @@ def test_corrupt_chunk_over_http_names_the_url(files, tmp_path):
     path = tmp_path / "corrupt.nwb"
     path.write_bytes((files / "ok.nwb").read_bytes())
     byte_offset = corrupt_chunk(path, ES, (1000, 0))
-    srv = _Server(tmp_path)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with _Server(tmp_path).running() as srv:
         url = srv.url("corrupt.nwb")
         with pytest.raises(CodecError, match=re.escape(f"{url}: dataset {ES}: chunk at offset (1000, 0) "
                                                        f"(byte offset {byte_offset}, ")):
             nwb_dask.read_dataset(url, ES).compute(scheduler="sync")
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 # --------------------------------------------------------------------------- #
