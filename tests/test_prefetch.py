@@ -49,6 +49,19 @@ def test_extents_match_a_byte_model(adds, queries, capped):
     }
 
 
+def test_extents_append_in_place_and_skip_re_reads():
+    """Sequential reads grow one run in place (no copy of it per read); re-reads store nothing."""
+    e = Extents(100)
+    e.add(0, SRC[0:10])
+    run = e.run_at(0)[1]
+    for pos in range(10, 90, 8):  # touching and overlapping appends
+        assert e.add(pos - 2, SRC[pos - 2 : pos + 8])
+    assert e.run_at(50)[1] is run and bytes(run) == SRC[0:90] and e.nbytes == 90
+    assert e.add(3, SRC[3:40]) and e.nbytes == 90 and e.run_at(0)[1] is run  # held already
+    assert not e.add(85, SRC[85:101]) and e.full and e.nbytes == 90  # past the bound: nothing stored
+    assert e.items() == [(0, SRC[0:90])]
+
+
 class _Counting(ByteSource):
     def __init__(self, data: bytes):
         self.data, self.calls = data, []

@@ -34,7 +34,7 @@ class Extents:
 
     def __init__(self, max_bytes: int | None = None):
         self._starts: list[int] = []
-        self._runs: list[bytes] = []
+        self._runs: list[bytearray] = []  # grown in place by appends; bytes below a run's end never change
         self._lock = threading.Lock()
         self.max_bytes = max_bytes
         self.nbytes = 0
@@ -54,13 +54,28 @@ class Extents:
         are the same bytes of the same file).  Returns False, storing nothing,
         when the store would grow past ``max_bytes``.
         """
-        data = bytes(data)
+        data = memoryview(data).cast("B")
         if not data:
             return True
         offset = int(offset)
         end = offset + len(data)
         with self._lock:
-            lo = bisect.bisect_right(self._starts, offset) - 1
+            i = bisect.bisect_right(self._starts, offset) - 1
+            if i >= 0:
+                start, run = self._starts[i], self._runs[i]
+                stop = start + len(run)
+                if end <= stop:
+                    return True  # held already (a re-read)
+                if offset <= stop and (i + 1 == len(self._starts) or self._starts[i + 1] > end):
+                    # Extends run i at its end and touches no other: append the new tail in place
+                    # (sequential reads would otherwise copy the growing run on every add).
+                    if self.max_bytes is not None and self.nbytes + end - stop > self.max_bytes:
+                        self.full = True
+                        return False
+                    run += data[stop - offset :]
+                    self.nbytes += end - stop
+                    return True
+            lo = i
             if lo >= 0 and self._starts[lo] + len(self._runs[lo]) < offset:
                 lo += 1  # the run before ends before this one starts (not touching)
             lo = max(lo, 0)
@@ -80,12 +95,15 @@ class Extents:
                 s = self._starts[i] - merged_start
                 buf[s : s + len(self._runs[i])] = self._runs[i]
             self._starts[lo:hi] = [merged_start]
-            self._runs[lo:hi] = [bytes(buf)]
+            self._runs[lo:hi] = [buf]
             self.nbytes += grow
             return True
 
-    def run_at(self, offset: int) -> tuple[int, bytes] | None:
-        """The stored run holding byte ``offset`` as ``(start, bytes)``, or None."""
+    def run_at(self, offset: int) -> tuple[int, bytearray] | None:
+        """The stored run holding byte ``offset`` as ``(start, bytes)``, or None.
+
+        The run is the store's own buffer: later appends may lengthen it, never change what it holds.
+        """
         with self._lock:
             i = bisect.bisect_right(self._starts, offset) - 1
             if i >= 0 and offset < self._starts[i] + len(self._runs[i]):
@@ -113,7 +131,7 @@ class Extents:
         run = self.run_at(offset)
         if run is None or offset + length > run[0] + len(run[1]):
             return None
-        return run[1][offset - run[0] : offset - run[0] + length]
+        return bytes(run[1][offset - run[0] : offset - run[0] + length])
 
     def missing(self, ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
         """The parts of ``(offset, length)`` ranges not stored, in offset order, merged."""
@@ -142,7 +160,7 @@ class Extents:
     def items(self) -> list[tuple[int, bytes]]:
         """The stored runs as ``(offset, bytes)``, in offset order."""
         with self._lock:
-            return list(zip(self._starts, self._runs))
+            return [(start, bytes(run)) for start, run in zip(self._starts, self._runs)]
 
     def update(self, items: Sequence[tuple[int, bytes]]) -> None:
         """:meth:`add` each ``(offset, bytes)``."""
