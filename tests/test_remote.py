@@ -524,3 +524,41 @@ def test_read_nwb_with_prefetch_survives_faults(server, tmp_path, mode):
     finally:
         nwbfile.read_io.close()
     assert sum(server.faulted.values()) > 0  # faults were injected
+
+
+# --------------------------------------------------------------------------- #
+# Property: any shape, chunking, dtype and codec reads back over HTTP          #
+# --------------------------------------------------------------------------- #
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_any_shape import CODECS, arrays, assert_same, make_codec  # noqa: E402
+
+from nwb_dask.chunking import chunked_maxshape, resolve_chunk_shape  # noqa: E402
+
+
+@settings(deadline=None, max_examples=40,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_read_dataset_over_http_any_shape_chunks_dtype_codec(server, tmp_path, data):
+    """Written by nwb_dask with every codec, served, read by read_dataset (prefetched chunk index) = plain h5py."""
+    x, a = data.draw(arrays(max_ndim=3))
+    spec = data.draw(st.sampled_from(CODECS))
+    user = tuple(data.draw(st.integers(1, max(1, s))) for s in x.shape)
+    chunks = resolve_chunk_shape(data.draw(st.sampled_from(["auto", user])), x.shape, x.dtype, name="x")
+    name = f"p{len(list(tmp_path.iterdir()))}.h5"
+    with h5py.File(tmp_path / name, "w") as f:
+        for i in range(data.draw(st.integers(0, 3))):  # other objects before it in the file
+            f.create_dataset(f"pad{i}", data=np.arange(1000.0 * (i + 1)))
+        d = f.require_group("g").create_dataset("x", shape=x.shape, dtype=x.dtype, chunks=chunks,
+                                                maxshape=chunked_maxshape(x.shape), **make_codec(spec).dataset_kwargs())
+        nwb_dask.write_dask_array(a, d, progress=False)
+    with h5py.File(tmp_path / name, "r") as f:
+        want = f["g/x"][()]
+    assert_same(want, x)
+    _fresh_handles()
+    got = nwb_dask.read_dataset(server.url(name), "g/x", block_bytes=data.draw(st.sampled_from([1, 4096, 2**20])))
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got.compute(scheduler="threads"), want)
+    if x.size:
+        sel = tuple(slice(data.draw(st.integers(0, n - 1)), None) for n in x.shape)
+        np.testing.assert_array_equal(got[sel].compute(scheduler="threads"), want[sel])
