@@ -519,11 +519,17 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
 
     import dask
 
+    loop = client.loop.asyncio_loop
     lock = threading.Lock()
     live: dict[Future, Any] = {}  # fetch -> the cluster future it waits for, until fetched
 
     async def fetch(fut):
-        result = await client.gather(fut, direct=True, asynchronous=True)
+        # Gather only once the task has ended: a gather still waiting when the
+        # write is abandoned leaves distributed's inner waits unretrieved.
+        ended = asyncio.Event()
+        fut.add_done_callback(lambda _: loop.call_soon_threadsafe(ended.set))  # runs in distributed's callback thread
+        await ended.wait()
+        result = await client.gather(fut, direct=True, asynchronous=True)  # a failed task raises its error here
         fut.release()  # the worker may drop it: the result is here now
         return result
 
@@ -540,7 +546,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         work = dask.delayed(_remote_step, pure=False)(task.step or encode_task, _block_source(task.array),
                                                        task.array.dtype, replace(task, array=None))
         fut = client.compute(work)
-        fetched = asyncio.run_coroutine_threadsafe(fetch(fut), client.loop.asyncio_loop)
+        fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
         with lock:
             live[fetched] = fut
         fetched.add_done_callback(fetched_ok)
