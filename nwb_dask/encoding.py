@@ -1,4 +1,4 @@
-"""The one encode step and what it produces: a checked block split into HDF5 chunks, encoded, and packed for transfer.
+"""The one encode step and what it produces: a checked block split into HDF5 chunks, encoded, and sent back.
 
 :func:`encode_chunks` is the step every writer runs (the engine's workers,
 MPI ranks, the live writer through :func:`encode_block`, the Zarr sink);
@@ -6,22 +6,20 @@ MPI ranks, the live writer through :func:`encode_block`, the Zarr sink);
 :class:`EncodedBlock`.  :mod:`nwb_dask.engine` re-exports these names, where
 the architecture page lists them.
 
-:class:`PackedChunks` is how a block's chunks travel between processes (the
-distributed and processes schedulers): one contiguous ``uint8`` buffer and a
-small table, two numpy arrays that pickle protocol 5, which distributed uses,
-sends out of band: no copy of the bytes into the pickle on the worker, none
-out of it in the writer, whose chunks are views of the received frame.  As a
-list of ``bytes`` objects the same result was copied into the pickle stream,
-and distributed then scanned the whole stream for ``b"__main__"`` (27 ms per
-23 MB gzip block of the benchmark, against 0.1 ms packed; see
-:func:`nwb_dask.engine.run_block_tasks` for the whole profile).
+An :class:`EncodedBlock` that crosses a process boundary with pickle
+protocol 5 (distributed's serialisation) sends its chunks' bytes out of band
+(:meth:`EncodedBlock.__reduce_ex__`): a pickle of a few hundred bytes plus
+the chunks as frames, with no copy on the worker and, in the writer, chunks
+that are views of the received buffer.  Pickled in band, as a list of
+``bytes``, every block was copied into the pickle stream, which distributed
+then scanned whole for ``b"__main__"`` (7 ms per 11.8 MB of gzip chunks; the
+profile of the distributed path is in :func:`nwb_dask.engine.run_block_tasks`).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,92 +27,16 @@ from nwb_dask.blocks import block_label, checked_block
 from nwb_dask.chunking import chunk_offsets
 from nwb_dask.codecs import Codec, pad_chunk
 
-__all__ = ["EncodedBlock", "PackedChunks", "checked_task_block", "encode_block", "encode_chunks", "encode_task",
-           "pack_result"]
-
-
-class PackedChunks:
-    """A block's encoded chunks in one contiguous buffer, with a table of where each one goes.
-
-    Iterating gives ``(offset, filter_mask, data)`` as a list from
-    :func:`encode_chunks` does (``data`` a read-only ``memoryview`` into the
-    buffer), so :func:`nwb_dask.hdf5.write.store_block` takes either.
-
-    Attributes
-    ----------
-    data : numpy.ndarray
-        1-D ``uint8``: every chunk's stored bytes, back to back.
-    table : numpy.ndarray
-        ``int64`` of shape ``(n_chunks, ndim + 3)``: each chunk's offset in
-        the dataset (``ndim`` columns), its filter mask, its start in
-        ``data`` and its size.
-    """
-
-    __slots__ = ("data", "table")
-
-    def __init__(self, data: np.ndarray, table: np.ndarray):
-        data, table = np.asarray(data), np.asarray(table)
-        if data.dtype != np.uint8 or data.ndim != 1:
-            raise ValueError(f"PackedChunks: data must be 1-D uint8, got {data.dtype} of shape {data.shape}")
-        if table.dtype != np.int64 or table.ndim != 2 or table.shape[1] < 3:
-            raise ValueError(f"PackedChunks: table must be int64 of shape (n, ndim + 3), got {table.dtype} {table.shape}")
-        if len(table) and ((table[:, -2] < 0).any() or (table[:, -1] < 0).any()
-                           or int((table[:, -2] + table[:, -1]).max()) > data.size):
-            raise ValueError(f"PackedChunks: the table points outside the buffer of {data.size} bytes")
-        self.data, self.table = data, table
-
-    @classmethod
-    def pack(cls, chunks: Sequence[tuple[tuple[int, ...], int, Any]], ndim: int) -> "PackedChunks":
-        """Copy ``[(offset, filter_mask, bytes-like)]`` (:func:`encode_chunks`' result) into one buffer.
-
-        Parameters
-        ----------
-        chunks : sequence of (offset, filter_mask, bytes-like)
-        ndim : int
-            The dataset's rank (the length of each offset).
-        """
-        table = np.empty((len(chunks), ndim + 3), np.int64)
-        sizes = [memoryview(c[2]).nbytes for c in chunks]
-        data = np.empty(sum(sizes), np.uint8)
-        pos = 0
-        for row, ((offset, mask, buf), size) in enumerate(zip(chunks, sizes)):
-            if len(offset) != ndim:
-                raise ValueError(f"PackedChunks.pack: chunk offset {tuple(offset)} is not of rank {ndim}")
-            table[row, :ndim] = offset
-            table[row, ndim:] = (mask, pos, size)
-            data[pos:pos + size] = np.frombuffer(buf, np.uint8)
-            pos += size
-        return cls(data, table)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __iter__(self) -> Iterator[tuple[tuple[int, ...], int, memoryview]]:
-        view = memoryview(self.data).toreadonly()
-        for *offset, mask, start, size in self.table.tolist():
-            yield tuple(offset), mask, view[start:start + size]
-
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes of all chunks (what HDF5 stores for them)."""
-        return int(self.table[:, -1].sum()) if len(self.table) else 0
-
-    def __reduce__(self):
-        return (PackedChunks, (self.data, self.table))  # numpy arrays: out of band with pickle protocol 5
-
-    def __sizeof__(self) -> int:  # what distributed accounts for a result (dask.sizeof falls back to this)
-        return object.__sizeof__(self) + self.data.nbytes + self.table.nbytes
-
-    def __repr__(self) -> str:
-        return f"PackedChunks({len(self)} chunks, {self.stored_bytes} bytes)"
+__all__ = ["EncodedBlock", "checked_task_block", "encode_block", "encode_chunks", "encode_task"]
 
 
 @dataclass
 class EncodedBlock:
     """A finished block: its chunks' stored bytes, or the raw block when ``codec`` is None.
 
-    ``chunks`` is a list of ``(offset, filter_mask, bytes)``, or the same as
-    :class:`PackedChunks` once the result has crossed a process boundary.  A
+    ``chunks`` is a list of ``(offset, filter_mask, bytes)``; after a trip
+    through pickle protocol 5 (a cluster worker's result) each ``bytes`` is a
+    ``memoryview`` of the received buffer (:meth:`__reduce_ex__`).  A
     worker-side sink returns it without chunks, with ``stored`` the bytes it
     stored.
     """
@@ -122,7 +44,7 @@ class EncodedBlock:
     key: Any
     selection: tuple
     nbytes: int
-    chunks: Any = field(default_factory=list)  # [(offset, filter_mask, bytes)] or PackedChunks
+    chunks: list = field(default_factory=list)  # [(offset, filter_mask, bytes or memoryview)]
     raw: np.ndarray | None = None
     stored: int | None = None
     n_chunks: int = 0
@@ -131,31 +53,36 @@ class EncodedBlock:
     def stored_bytes(self) -> int:
         if self.stored is not None:
             return self.stored
-        if self.raw is not None:
-            return self.nbytes
-        if isinstance(self.chunks, PackedChunks):
-            return self.chunks.stored_bytes
-        return sum(len(c[2]) for c in self.chunks)
+        return sum(memoryview(c[2]).nbytes for c in self.chunks) if self.raw is None else self.nbytes
+
+    def __reduce_ex__(self, protocol):
+        """Pickle protocol 5 (distributed's) sends each chunk's bytes out of band: no copy of them, and a small pickle.
+
+        The chunks come back as ``memoryview`` objects over the received
+        buffers, so the writer stores them without copying either.  Other
+        protocols pickle the dataclass as it is.
+        """
+        chunks = self.chunks
+        if protocol < 5 or not chunks:
+            return object.__reduce_ex__(self, protocol)
+        import pickle
+
+        ndim = len(chunks[0][0])
+        table = np.array([(*offset, mask) for offset, mask, _ in chunks], np.int64).reshape(len(chunks), ndim + 1)
+        buffers = [pickle.PickleBuffer(data) for _, _, data in chunks]
+        return (_rebuild, (self.key, self.selection, self.nbytes, table, buffers, self.raw, self.stored, self.n_chunks))
 
     def __sizeof__(self) -> int:
         # distributed's memory accounting and its offload of large messages use dask.sizeof,
         # which falls back to sys.getsizeof: count the bytes the result holds
-        held = 0 if self.raw is None else self.raw.nbytes
-        if isinstance(self.chunks, PackedChunks):
-            held += sys.getsizeof(self.chunks)
-        else:
-            held += sum(len(c[2]) for c in self.chunks)
+        held = (0 if self.raw is None else self.raw.nbytes) + sum(memoryview(c[2]).nbytes for c in self.chunks)
         return object.__sizeof__(self) + held
 
 
-def pack_result(result: Any) -> Any:
-    """An :class:`EncodedBlock` with its chunk list packed into :class:`PackedChunks` (anything else unchanged).
-
-    The engine's step on the schedulers that move results between processes.
-    """
-    if isinstance(result, EncodedBlock) and isinstance(result.chunks, list) and result.chunks:
-        result.chunks = PackedChunks.pack(result.chunks, len(result.selection))
-    return result
+def _rebuild(key, selection, nbytes, table, buffers, raw, stored, n_chunks) -> EncodedBlock:
+    """Unpickle an :class:`EncodedBlock` sent with its chunks out of band: each chunk a view of its received buffer."""
+    chunks = [(tuple(row[:-1]), row[-1], memoryview(b)) for row, b in zip(table.tolist(), buffers)]
+    return EncodedBlock(key, selection, nbytes, chunks, raw, stored, n_chunks)
 
 
 def encode_chunks(block: np.ndarray, selection: Sequence[slice], chunk_shape: Sequence[int], codec: Codec | None,

@@ -24,11 +24,11 @@ threads        a thread pool of ``num_workers``; blocks are computed with the
 sync           one block at a time in the calling thread (debugging).
 processes      a process pool (dask's multiprocessing context); each task is
                cloudpickled, only encoded bytes come back.
-distributed    ``client.compute`` per block; the worker packs the encoded
-               chunks into one buffer (:class:`PackedChunks`, out of band)
-               and the client's IO loop fetches each result straight from
-               its worker while the caller stores earlier ones
-               (:func:`_run_distributed` has the profile behind this).
+distributed    ``client.compute`` per block; each result's chunks travel out
+               of band (:class:`EncodedBlock`), and the client's IO loop
+               fetches each one straight from its worker while the caller
+               stores earlier ones (:func:`_run_distributed`: the profile
+               behind this).
 =============  ==============================================================
 
 Every computed block is checked where it is computed, before it is encoded:
@@ -58,13 +58,12 @@ import numpy as np
 
 from nwb_dask.codecs import Codec
 from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
-    EncodedBlock, PackedChunks, checked_task_block, encode_block, encode_chunks, encode_task, pack_result,
+    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task,
 )
 
 __all__ = [
     "BlockTask",
     "EncodedBlock",
-    "PackedChunks",
     "SchedulerInfo",
     "active_scheduler",
     "use_scheduler",
@@ -288,8 +287,9 @@ def _compute_block(array) -> np.ndarray:
 
 
 def _remote_step(step: Callable, block, declared, task) -> Any:
-    """A cluster worker's task: the block's step, with its chunks packed into one buffer for the trip back."""
-    return pack_result(step(block, declared, task))
+    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`)."""
+    bound_heap_growth()
+    return step(block, declared, task)
 
 
 def _compute_and_encode(task):
@@ -302,7 +302,8 @@ def _compute_and_encode(task):
 def _process_entry(payload: bytes) -> EncodedBlock:
     import cloudpickle
 
-    return pack_result(_compute_and_encode(cloudpickle.loads(payload)))
+    bound_heap_growth()
+    return _compute_and_encode(cloudpickle.loads(payload))
 
 
 class _Peekable:
@@ -584,6 +585,9 @@ def abandon(client, futures: list, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+_HEAP_BOUNDED = False
+
+
 def bound_heap_growth() -> None:
     """Keep glibc from hoarding freed multi-MB buffers (process-wide, once).
 
@@ -598,11 +602,20 @@ def bound_heap_growth() -> None:
     nanny tunes glibc the same way for its workers (``MALLOC_TRIM_THRESHOLD_``);
     no library exposes the call.  A threshold set by the user's environment is
     left alone; elsewhere than glibc this does nothing.
+
+    Cluster workers call it too, in their first block task: the nanny's
+    ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap threshold at glibc's
+    128 KiB, so every shuffle buffer and encoded chunk was a fresh mapping
+    whose pages the kernel faulted in and zeroed (1.6 GB gzip write, two
+    workers: 0.9-1.0 s of system time each, 0.2-0.3 s with the 1 MiB
+    threshold, for 1.7-1.8 s of user time).
     """
     import os
 
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    global _HEAP_BOUNDED
+    if _HEAP_BOUNDED or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
+    _HEAP_BOUNDED = True
     try:
         import ctypes
 

@@ -1,10 +1,9 @@
 """Writes from a Dask cluster (issue 19 item 1): the packed block representation, round trips, faults, memory, progress.
 
-- :class:`~nwb_dask.engine.PackedChunks`, how a block's encoded chunks travel
-  from a worker: it round-trips through pickle 5 and distributed's
-  serialisation with its bytes out of band (the pickle stream holds none of
-  them, the received chunks are views of the received frames), for empty,
-  single and many chunks and every built-in codec;
+- an :class:`~nwb_dask.engine.EncodedBlock` travels from a worker with its
+  chunks out of band (pickle 5, distributed's serialisation): the pickle
+  stream holds none of their bytes, the received chunks are views of the
+  received buffers, for no, one and many chunks and every built-in codec;
 - element-by-element round trips through a ``LocalCluster`` of processes with
   hypothesis-chosen shapes, dask chunkings (irregular, zero-length blocks),
   dtypes and codecs, also from data persisted on the workers;
@@ -21,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 
@@ -36,7 +36,7 @@ import nwb_dask
 import nwb_dask.engine as engine
 import nwb_dask.testing
 import nwb_dask.hdf5.write as hdf5_write
-from nwb_dask.engine import BLOCKS_PER_WORKER, BlockTask, EncodedBlock, PackedChunks, encode_task, pack_result
+from nwb_dask.engine import BLOCKS_PER_WORKER, EncodedBlock, encode_task
 from nwb_dask.hdf5.write import store_block, write_dask_array
 
 distributed = pytest.importorskip("distributed")
@@ -54,56 +54,49 @@ def client():
 
 
 # --------------------------------------------------------------------------- #
-# the packed representation                                                    #
+# the block on the wire                                                        #
 # --------------------------------------------------------------------------- #
 @st.composite
-def chunk_lists(draw):
+def encoded_blocks(draw):
     ndim = draw(st.integers(1, 4))
     n = draw(st.sampled_from([0, 1, draw(st.integers(2, 30))]))
     offsets = st.tuples(*[st.integers(0, 2**40)] * ndim)
     chunks = [(draw(offsets), draw(st.integers(0, 2**32 - 1)), draw(st.binary(min_size=0, max_size=300)))
               for _ in range(n)]
-    return ndim, chunks
+    selection = tuple(slice(0, draw(st.integers(0, 9))) for _ in range(ndim))
+    return EncodedBlock(draw(st.integers(0, 5)), selection, draw(st.integers(0, 2**40)), chunks, n_chunks=n)
 
 
-def _same_chunks(packed, chunks):
-    got = [(offset, mask, bytes(data)) for offset, mask, data in packed]
-    assert got == [(tuple(o), m, bytes(b)) for o, m, b in chunks]
-    assert len(packed) == len(chunks) and packed.stored_bytes == sum(len(b) for _, _, b in chunks)
+def _same_block(got: EncodedBlock, want: EncodedBlock):
+    assert (got.key, got.selection, got.nbytes, got.n_chunks, got.stored) == (
+        want.key, want.selection, want.nbytes, want.n_chunks, want.stored)
+    assert [(o, m, bytes(d)) for o, m, d in got.chunks] == [(tuple(o), m, bytes(d)) for o, m, d in want.chunks]
+    assert got.stored_bytes == want.stored_bytes == sum(len(d) for _, _, d in want.chunks)
 
 
 @settings(max_examples=150, deadline=None)
-@given(chunk_lists())
-def test_packed_chunks_round_trip_out_of_band(plan):
-    ndim, chunks = plan
-    packed = PackedChunks.pack(chunks, ndim)
-    _same_chunks(packed, chunks)
-    assert packed.data.dtype == np.uint8 and packed.data.flags.c_contiguous and packed.table.shape == (len(chunks), ndim + 3)
-
+@given(encoded_blocks())
+def test_encoded_block_travels_out_of_band(block):
+    """Pickle 5 with a buffer callback (what distributed does): each chunk a buffer, none of its bytes in the stream."""
     buffers = []
-    stream = pickle.dumps(packed, protocol=5, buffer_callback=buffers.append)
-    assert len(buffers) == 2  # the buffer and the table went out of band...
-    payload = b"".join(b for _, _, b in chunks)
-    assert len(stream) < 600 and (len(payload) < 16 or payload not in stream)  # ...and no chunk bytes in the stream
-    back = pickle.loads(stream, buffers=buffers)
-    _same_chunks(back, chunks)
-    assert np.shares_memory(back.data, np.frombuffer(buffers[0].raw(), np.uint8)) or back.data.size == 0
+    stream = pickle.dumps(block, protocol=5, buffer_callback=buffers.append)
+    chunks = [d for _, _, d in block.chunks]
+    assert len(buffers) == len(chunks) + (1 if chunks else 0)  # every chunk, and the offset/mask table
+    assert all(len(d) < 8 or d not in stream for d in chunks)  # no chunk's bytes were copied into the stream
+    assert len(stream) < 400 + 40 * len(chunks)
+    received = [bytearray(b.raw()) for b in buffers]  # what a socket read hands over
+    back = pickle.loads(stream, buffers=received)
+    _same_block(back, block)
+    for (_, _, view), buf in zip(back.chunks, received[1:]):  # received[0]: the table
+        assert isinstance(view, memoryview) and view.obj is buf  # a view of what was received: no copy
+    _same_block(pickle.loads(pickle.dumps(block, protocol=4)), block)  # in band (ProcessPoolExecutor on 3.11)
+    _same_block(pickle.loads(pickle.dumps(block, protocol=5)), block)  # protocol 5, no callback: in band too
 
     from distributed.protocol import deserialize, serialize
 
-    header, frames = serialize(packed)
-    assert sum(memoryview(f).nbytes for f in frames) < packed.data.nbytes + packed.table.nbytes + 600
-    _same_chunks(deserialize(header, frames), chunks)
-
-
-def test_packed_chunks_refuse_a_table_that_points_outside_the_buffer():
-    data = np.zeros(10, np.uint8)
-    with pytest.raises(ValueError, match="outside the buffer of 10 bytes"):
-        PackedChunks(data, np.array([[0, 0, 4, 7]], np.int64))
-    with pytest.raises(ValueError, match="1-D uint8"):
-        PackedChunks(np.zeros(4, np.int16), np.zeros((0, 4), np.int64))
-    with pytest.raises(ValueError, match="not of rank 2"):
-        PackedChunks.pack([((0,), 0, b"x")], 2)
+    header, frames = serialize(block)
+    _same_block(deserialize(header, frames), block)
+    assert sys.getsizeof(block) >= sum(len(d) for d in chunks)  # distributed accounts for the bytes it holds
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -111,7 +104,7 @@ def test_packed_chunks_refuse_a_table_that_points_outside_the_buffer():
 @given(data=arrays(dtypes=["u1", "i2", "f4", "i8", "?"], max_ndim=3, max_blocks=30), spec=st.sampled_from(CODECS),
        chunk_seed=st.integers(0, 2**16))
 def test_every_codec_through_the_packed_block_into_hdf5(tmp_path, data, spec, chunk_seed):
-    """encode_task -> pack_result -> pickle 5 -> store_block: what a cluster write does, for each dask block."""
+    """encode_task -> pickle 5 out of band -> store_block: what a cluster write does, for each dask block."""
     x, arr = data
     if x.size == 0:
         return  # no chunked HDF5 dataset (h5py's rule); empty blocks are covered by the cluster round trips
@@ -123,10 +116,10 @@ def test_every_codec_through_the_packed_block_into_hdf5(tmp_path, data, spec, ch
         d = f.create_dataset("x", x.shape, x.dtype, chunks=chunk_shape, **c.dataset_kwargs())
         job = hdf5_write.plan_write(arr, d, c)
         for task in job.tasks(0):
-            result = pack_result(encode_task(task.array.compute(), task.array.dtype, task))
+            result = encode_task(task.array.compute(), task.array.dtype, task)
             buffers = []
             result = pickle.loads(pickle.dumps(result, protocol=5, buffer_callback=buffers.append), buffers=buffers)
-            assert isinstance(result.chunks, PackedChunks) or result.raw is not None or not result.chunks
+            assert result.raw is not None or all(isinstance(data, memoryview) for _, _, data in result.chunks)
             store_block(d, result.selection, result.chunks, result.raw)
     with h5py.File(job_path, "r") as f:
         assert_same(f["x"][...], x)
@@ -163,13 +156,13 @@ def test_cluster_round_trip_any_shape(client, tmp_path, data, spec, persist):
     path.unlink()
 
 
-def test_cluster_results_come_back_packed(client, tmp_path, monkeypatch):
-    """The writer receives PackedChunks from the cluster (one buffer per block), and stores views of it."""
+def test_cluster_results_arrive_as_views(client, tmp_path, monkeypatch):
+    """The writer receives each chunk as a view of the received buffer (sent out of band), and stores it."""
     seen = []
     real = hdf5_write.store_block
 
     def spy(dset, selection, chunks=(), raw=None):
-        seen.append(type(chunks))
+        seen.append({type(data) for _, _, data in chunks})
         return real(dset, selection, chunks, raw)
 
     monkeypatch.setattr(hdf5_write, "store_block", spy)
@@ -177,7 +170,7 @@ def test_cluster_results_come_back_packed(client, tmp_path, monkeypatch):
     with h5py.File(tmp_path / "k.h5", "w") as f:
         d = f.create_dataset("x", x.shape, x.dtype, chunks=(250, 6), **nwb_dask.codec("gzip").dataset_kwargs())
         write_dask_array(da.from_array(x, chunks=(1000, 6)), d, scheduler=client, progress=False)
-    assert seen == [PackedChunks] * 4
+    assert seen == [{memoryview}] * 4
     with h5py.File(tmp_path / "k.h5", "r") as f:
         assert_same(f["x"][...], x)
 
