@@ -37,8 +37,9 @@ its shape, and values of another dtype than the array declares
 
 One window bounds every scheduler's work: raw bytes of tasks submitted and not
 yet handed to the caller stay under ``max_inflight_bytes`` (one task always
-fits) and at most ``BLOCKS_PER_WORKER`` tasks per worker (``CLUSTER_BLOCKS_PER_WORKER`` on a cluster) are in flight.  One
-progress bar counts bytes.  A failing task (or Ctrl-C, or a ``cancel`` event)
+fits) and at most ``BLOCKS_PER_WORKER`` tasks per worker
+(``CLUSTER_BLOCKS_PER_WORKER`` on a cluster) are in flight.  One progress bar
+counts bytes.  A failing task (or Ctrl-C, or a ``cancel`` event)
 cancels what has not started and waits for what has: no task still writes
 after the error reaches the caller.
 """
@@ -495,36 +496,51 @@ def _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel) -> Iterat
 
 
 def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> Iterator[Any]:
-    """The window over a cluster: each block's task is fetched ahead by the client's IO loop, straight from its worker.
+    """The window over a cluster: each block's result is fetched ahead by the client's IO loop, straight from its worker.
 
-    Where the time of a distributed write went (issue 19; 1.6 GB of 384-channel
-    int16 persisted on a LocalCluster of 2 single-threaded workers, gzip-4 +
-    shuffle, 2 cores, py-spy and timers; the threaded scheduler wrote the
-    same in 1.8 s): 4.7 s, 344 MB/s.  The workers' compute threads were busy
-    75% of the time: encode 4.3 s each, plus 0.5-1.0 s copying each persisted
-    block (dask's ``finalize`` concatenates a one-chunk array).  The workers'
-    event loops pickled each result in band, a list of ``bytes`` objects
-    (27 ms per 23 MB block, most of it distributed scanning the 11.8 MB
-    pickle for ``b"__main__"``).  Results came back through the scheduler,
-    which lives in the client's process with a LocalCluster: the client's IO
-    loop read every byte twice and wrote it once (1.7 s reading, 0.8 s
-    writing), while its main thread waited for each ``fut.result()`` in turn
-    and then stored (0.56 s of direct chunk writes, 0.2 s building graphs).
-    The client process, the scheduler and the two workers used 8.8 of the
-    9.4 CPU-seconds the two cores had.
+    Where the time of a distributed write went (issue 19; 1.6 GB of
+    384-channel int16 persisted on a LocalCluster of 2 single-threaded
+    workers, gzip-4 + shuffle, 2 cores; py-spy, timers, os.times and the task
+    stream; the threaded scheduler wrote the same in 1.8 s, 3.5 CPU-s):
+    4.7 s, 344 MB/s, 8.8 of the 9.4 CPU-seconds the two cores had.
 
-    So: the block task takes the block's own key (no copy); the worker
-    packs the encoded chunks into one buffer (:class:`PackedChunks`, sent
-    out of band, no pickling of bytes); the client gathers each result
-    directly from the worker that holds it (``direct=True``, no hop through
-    the scheduler), as a coroutine on its IO loop started as soon as the
-    task is submitted, so results arrive while the caller stores earlier
-    ones.  The window is :func:`_run_futures`', over those fetches: a
-    block's raw bytes count from its submission until the caller has
-    stored its result, wherever it is meanwhile (worker, wire or client).
+    * workers, compute thread (75% busy): encode 2.1 s each (deflate and
+      shuffle, as on threads), plus 0.5-1.0 s copying each persisted block
+      (dask's ``finalize`` concatenates even a one-chunk array);
+    * workers, event loop: pickling each result in band, a list of ``bytes``
+      (7 ms per 11.8 MB block, most of it distributed scanning the pickle
+      for ``b"__main__"``), and sending it;
+    * workers, system time 1.2-1.3 s each: page faults; the nanny's
+      ``MALLOC_TRIM_THRESHOLD_`` pins glibc's mmap threshold at 128 KiB, so
+      every shuffle buffer and encoded chunk was a fresh mapping;
+    * client (with a LocalCluster the scheduler shares its process): results
+      came through the scheduler, so the IO loop read every byte twice and
+      wrote it once (1.7 s reading, 0.8 s writing under py-spy) while the
+      main thread waited for each ``fut.result()`` in turn, then stored
+      (0.4-0.6 s of direct chunk writes) and built graphs (0.2 s).
+
+    So: a task takes its block's own key (:func:`_block_source`, no copy); a
+    result's chunks travel out of band (:meth:`EncodedBlock.__reduce_ex__`;
+    one packed contiguous buffer per block was measured too, and cost a
+    copy and a fresh 12 MB mapping per block on the worker); workers bound
+    their heap like the client (:func:`bound_heap_growth`: system time
+    0.2-0.4 s each); the client gathers each result directly from its
+    worker (``direct=True``, no hop through the scheduler) in a coroutine
+    on its IO loop, started once the task ends, so results arrive while the
+    caller stores earlier ones; and 3 blocks per worker cover the longer
+    round trip.  Then (same machine, shared, one interleaved run): 600-640
+    MB/s against 805-880 on threads, and 5.1-5.3 CPU-s against 3.4-3.5: the
+    rest is moving 0.83 GB between processes (the client's socket reads
+    0.9 s, the workers' event loops and sends 0.5 s each, the scheduler)
+    on the same two cores.
+
+    The window is :func:`_run_futures`', over those fetches: a block's raw
+    bytes count from its submission until the caller has stored its
+    result, wherever it is meanwhile (worker, wire or client).
     """
     import asyncio
     import threading
+    import uuid
 
     import dask
 
@@ -552,8 +568,9 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
             raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
         # The block is computed and encoded (and, with a worker-side sink,
         # stored) in one task on a worker; only the result travels back.
-        work = dask.delayed(_remote_step, pure=False)(task.step or encode_task, _block_source(task.array),
-                                                       task.array.dtype, replace(task, array=None))
+        step = task.step or encode_task
+        work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
+                                          dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
         fut = client.compute(work)
         fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
         with lock:
