@@ -53,7 +53,7 @@ Usage::
     python benchmarks/write.py                          # all cases, 70 s (1.6 GB)
     python benchmarks/write.py --seconds 3              # quick check
     python benchmarks/write.py --cases pynwb,nwb_dask_gzip --scheduler threads
-    python benchmarks/write.py --persist --cases nwb_dask_gzip_threads,nwb_dask_gzip_local,nwb_dask_blosc_threads,nwb_dask_blosc_local
+    python benchmarks/write.py --persist --repeat 3 --cases nwb_dask_gzip_threads,nwb_dask_gzip_local,nwb_dask_blosc_threads,nwb_dask_blosc_local
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -352,6 +353,9 @@ def main() -> int:
     ap.add_argument("--persist", action="store_true",
                     help="persist the dask array before the timer (threads: in the child; LocalCluster: on the "
                          "workers), so that the writer alone is timed")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all cases; each row shows its best round (and the median of all) - "
+                         "for a shared, noisy machine")
     ap.add_argument("--tmpdir", default=None, help="directory for the files (default: a new temporary directory, removed)")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--chunk-shape", help=argparse.SUPPRESS)  # child mode
@@ -394,17 +398,25 @@ def main() -> int:
     os.makedirs(tmpdir, exist_ok=True)
     results = {}
     try:
-        for name in cases:
-            print(f"... {name}", file=sys.stderr, flush=True)
-            results[name] = r = _run_case(name, args, tmpdir, chunk_shape)
-            if r["status"] == "ok":
-                r["mb_s"] = r["logical_bytes"] / 1e6 / r["write_seconds"]
-                r["ratio"] = r["logical_bytes"] / max(1, r["stored_bytes"])
-                if r.get("chunks") and tuple(r["chunks"]) != tuple(chunk_shape):
-                    r["note"] = f"chunks {tuple(r['chunks'])}"
-            for leftover in os.listdir(tmpdir):  # a crashed child may leave its file
-                if leftover.startswith(name + "."):
-                    os.remove(os.path.join(tmpdir, leftover))
+        for round_ in range(args.repeat):  # rounds of every case, so that each case sees the same load
+            for name in cases:
+                print(f"... {name}" + (f" (round {round_ + 1}/{args.repeat})" if args.repeat > 1 else ""),
+                      file=sys.stderr, flush=True)
+                r = _run_case(name, args, tmpdir, chunk_shape)
+                r["load"] = os.getloadavg()[0]
+                if r["status"] == "ok":
+                    r["mb_s"] = r["logical_bytes"] / 1e6 / r["write_seconds"]
+                    r["ratio"] = r["logical_bytes"] / max(1, r["stored_bytes"])
+                    if r.get("chunks") and tuple(r["chunks"]) != tuple(chunk_shape):
+                        r["note"] = f"chunks {tuple(r['chunks'])}"
+                best = results.get(name)
+                speeds = (best or {}).get("all_mb_s", []) + ([r["mb_s"]] if r["status"] == "ok" else [])
+                if best is None or best["status"] != "ok" or (r["status"] == "ok" and r["mb_s"] > best["mb_s"]):
+                    best = results[name] = r  # the best round's row (a failed round is kept only if all fail)
+                best["all_mb_s"] = speeds
+                for leftover in os.listdir(tmpdir):  # a crashed child may leave its file
+                    if leftover.startswith(name + "."):
+                        os.remove(os.path.join(tmpdir, leftover))
     finally:
         if own_tmp:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -415,7 +427,8 @@ def main() -> int:
 
     a_speed, b_speed, c_speed, a_ratio = ref("pynwb", "mb_s"), ref("dask_to_hdf5", "mb_s"), ref("h5py_raw", "mb_s"), ref("pynwb", "ratio")
     cols = (f"{'case':<29} {'MB/s':>7} {'write s':>8} {'ratio':>6} {'peak RSS MB':>11} {'+workers MB':>11} "
-            f"{'max wkr MB':>10} {'local/thr':>9} {'x (a)':>6} {'x (b)':>6} {'% of (c)':>8} {'ratio vs (a)':>12}")
+            f"{'max wkr MB':>10} {'local/thr':>9} {'x (a)':>6} {'x (b)':>6} {'% of (c)':>8} {'ratio vs (a)':>12}"
+            + (f" {'median MB/s':>11} {'load':>5}" if args.repeat > 1 else ""))
     print(cols)
     print("-" * len(cols))
     failed = False
@@ -436,6 +449,7 @@ def main() -> int:
             f"{_fmt(s / a_speed if a_speed else None, '>6.2f'):>6} {_fmt(s / b_speed if b_speed else None, '>6.2f'):>6} "
             f"{_fmt(100 * s / c_speed if c_speed else None, '.0f') + ('%' if c_speed else ''):>8} "
             f"{_fmt(q / a_ratio if a_ratio else None, '>12.3f'):>12}"
+            + (f" {statistics.median(r['all_mb_s']):>11.1f} {r['load']:>5.2f}" if args.repeat > 1 else "")
             + (f"  ({r['note']})" if r.get("note") else "")
         )
     rss0 = [r["rss_start_mb"] for r in results.values() if "rss_start_mb" in r]
@@ -445,6 +459,9 @@ def main() -> int:
               f"max wkr = the largest; local/thr = a _local case's MB/s over its _threads case's (same run).")
         if args.persist:
             print("# --persist: threads rows' peak RSS includes the persisted array, LocalCluster rows' workers hold it")
+    if args.repeat > 1:
+        print(f"# {args.repeat} rounds of all cases; each row is its best round (its load average: the 1-minute one "
+              "at its end); median MB/s over all rounds")
     print("# every written file passed the check: 3 random 1 s windows read with h5py equal the source"
           if not failed else "# FAILED cases did not write a correct file (or crashed): see above")
     for name in cases:
