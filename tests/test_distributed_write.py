@@ -333,3 +333,25 @@ def test_task_raising_on_a_worker_fails_cleanly(client, tmp_path):
     while time.monotonic() < deadline and any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
         time.sleep(0.05)
     assert not any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values())
+    assert not [k for k in client.futures if str(k).startswith("encode_task")]
+
+
+def test_cancel_event_stops_a_cluster_write(client, tmp_path):
+    """The cancel event ends the engine's generator: what was submitted is cancelled or waited for, nothing runs on."""
+    x, arr = _ephys(n_blocks=20, delay=0.2)
+    cancel = threading.Event()
+    c = nwb_dask.codec("zstd")
+    got = []
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(1000, 8), **c.dataset_kwargs())
+        tasks = hdf5_write.plan_write(arr, d, c, block_bytes=2000 * 8 * 2).tasks(0)
+        for done in engine.run_block_tasks(tasks, scheduler=client, cancel=cancel):
+            got.append(done)
+            cancel.set()
+    assert 1 <= len(got) <= CLUSTER_BLOCKS_PER_WORKER * 2 < 20
+
+    def steps_running(dask_worker):  # the steps (which may store); a block's inputs may still finish, unused
+        return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith("encode_task")]
+
+    assert not any(client.run(steps_running).values())
+    assert not [k for k in client.futures if str(k).startswith("encode_task")]  # nothing held for us any more
