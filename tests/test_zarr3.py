@@ -333,4 +333,6 @@ def test_zarr3_venv_core_tests_pass(zarr3_python):
     proc = subprocess.run([str(zarr3_python[0]), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *CORE_TESTS],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout.splitlines()[-1] and " failed" not in proc.stdout.splitlines()[-1], proc.stdout[-500:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and " failed" not in summary and " error" not in summary, proc.stdout[-500:]
+    print(f"zarr 3 venv, {' '.join(CORE_TESTS)}: {summary}")
