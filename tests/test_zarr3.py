@@ -8,7 +8,8 @@
 * without zarr importable (``sys.modules["zarr"] = None`` in a subprocess)
   every Zarr entry point (Python API and ``nwb-dask`` commands) refuses that
   way, writes nothing, and the HDF5 paths (NWBDaskIO with gzip, zstd and
-  blosc, read_nwb, read_dataset, ``nwb-dask demo``) work;
+  blosc read back with plain h5py, read_nwb and read_dataset of the file and
+  of its URL on a loopback HTTP server, ``nwb-dask demo``) work;
 * in a fresh venv with ``pip install <this checkout> "zarr>=3"
   "numcodecs>=0.16"`` the same holds (zarr 3 is refused by name), and a set of
   core test files passes (test_writer, test_codecs, test_dropin, test_reader).
@@ -112,7 +113,7 @@ def test_import_nwb_dask_does_not_import_hdmf_zarr():
 # --------------------------------------------------------------------------- #
 # the script run without zarr 2 (no zarr, or zarr 3)                          #
 # --------------------------------------------------------------------------- #
-#: Run as ``python -c PRELUDE+SCRIPT OUT STORE INDEX``: checks the HDF5 paths itself (assertions), tries
+#: Run as ``python -c PRELUDE+SCRIPT OUT STORE INDEX TESTS``: checks the HDF5 paths (local and over HTTP) itself, tries
 #: every Zarr entry point and prints a JSON report {entry: null | [type, is ImportError, message]}.
 SCRIPT = r'''
 import json, subprocess, sys
@@ -128,6 +129,8 @@ import nwb_dask
 from nwb_dask.testing import ephys_nwbfile
 
 out, store, index = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+sys.path.insert(0, sys.argv[4])  # tests/: the loopback HTTP server of the remote-read tests
+from http_server import Server  # noqa: E402
 ES = "acquisition/ElectricalSeries/data"
 FILTER_IDS = {"gzip": 1, "zstd": 32015, "blosc": 32001}
 values = {c: np.random.default_rng(i).integers(-3000, 3000, size=(6000, 8), dtype="int16")
@@ -162,6 +165,16 @@ for c in names:
 nwb.read_io.close()
 for c, name in names.items():
     np.testing.assert_array_equal(nwb_dask.read_dataset(path, name).compute(scheduler="sync"), values[c])
+with Server(out).running() as srv:  # the same file over HTTP
+    url, options = srv.url("core.nwb"), {"metadata_cache": False}
+    nwb = nwb_dask.read_nwb(url, min_bytes=0, remote_options=options)
+    for c, name in names.items():
+        data = (nwb.acquisition["ElectricalSeries"] if c == "gzip" else nwb.acquisition[c]).data
+        assert isinstance(data, da.Array), type(data)
+        np.testing.assert_array_equal(data.compute(scheduler="threads"), values[c])
+        np.testing.assert_array_equal(nwb_dask.read_dataset(url, name, remote_options=options).compute(), values[c])
+    nwb.read_io.close()
+    assert any(p.endswith("core.nwb") for p in srv.paths)
 report = {"hdf5": "ok"}
 
 
@@ -255,7 +268,8 @@ def _run_script(python, prelude: str, out: Path, made) -> dict:
     store, index = made
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([str(python), "-c", prelude + f"PRELUDE = {prelude!r}\n" + SCRIPT, str(out), str(store),
-                           str(index)], capture_output=True, text=True, cwd=out, env=env, timeout=600)
+                           str(index), str(ROOT / "tests")], capture_output=True, text=True, cwd=out, env=env,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("REPORT "))
     return json.loads(line[len("REPORT "):])
