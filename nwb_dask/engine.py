@@ -90,8 +90,9 @@ BLOCKS_PER_WORKER = 2
 #: The same on a distributed cluster: a result's round trip (fetched by the client,
 #: stored, the next task submitted and sent to the worker) is longer than a thread
 #: pool's, and with 2 blocks per worker the workers waited for it (1.6 GB gzip write
-#: from data persisted on 2 workers: 393 MB/s with 2, 578 with 3, 515-639 with 4, in
-#: one interleaved run; max_inflight_bytes still bounds the bytes).
+#: from data persisted on 2 workers, interleaved rounds, best of 4: 393 MB/s with 2,
+#: 578 with 3; another run, best of 3: 635 with 3, 639 with 4, 615 with 6).
+#: max_inflight_bytes still bounds the bytes.
 CLUSTER_BLOCKS_PER_WORKER = 3
 
 
@@ -528,11 +529,14 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
     worker (``direct=True``, no hop through the scheduler) in a coroutine
     on its IO loop, started once the task ends, so results arrive while the
     caller stores earlier ones; and 3 blocks per worker cover the longer
-    round trip.  Then (same machine, shared, one interleaved run): 600-640
-    MB/s against 805-880 on threads, and 5.1-5.3 CPU-s against 3.4-3.5: the
-    rest is moving 0.83 GB between processes (the client's socket reads
-    0.9 s, the workers' event loops and sends 0.5 s each, the scheduler)
-    on the same two cores.
+    round trip.  Then, on the same shared machine: 610-640 MB/s against
+    805-880 on threads in one interleaved run, and 5.1-5.3 CPU-s against
+    3.4-3.5; ``benchmarks/write.py --persist --repeat 3`` (NWB files, best
+    of 3), LocalCluster/threads from 0.43 to 0.67 for gzip and from 0.29 to
+    0.58 for blosc.  The rest is moving 0.83 GB between processes on the
+    same two cores (the client's socket reads 0.9 s, the workers' event
+    loops and sends 0.5 s each, the scheduler), so the CPU-seconds ratio,
+    0.64-0.68, is the ceiling of this machine when nothing else runs.
 
     The window is :func:`_run_futures`', over those fetches: a block's raw
     bytes count from its submission until the caller has stored its
