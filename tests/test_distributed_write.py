@@ -103,7 +103,7 @@ def test_encoded_block_travels_out_of_band(block):
                                                                  HealthCheck.function_scoped_fixture])
 @given(data=arrays(dtypes=["u1", "i2", "f4", "i8", "?"], max_ndim=3, max_blocks=30), spec=st.sampled_from(CODECS),
        chunk_seed=st.integers(0, 2**16))
-def test_every_codec_through_the_packed_block_into_hdf5(tmp_path, data, spec, chunk_seed):
+def test_every_codec_out_of_band_into_hdf5(tmp_path, data, spec, chunk_seed):
     """encode_task -> pickle 5 out of band -> store_block: what a cluster write does, for each dask block."""
     x, arr = data
     if x.size == 0:
