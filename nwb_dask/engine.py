@@ -24,8 +24,11 @@ threads        a thread pool of ``num_workers``; blocks are computed with the
 sync           one block at a time in the calling thread (debugging).
 processes      a process pool (dask's multiprocessing context); each task is
                cloudpickled, only encoded bytes come back.
-distributed    ``client.compute`` per block with a bounded window fed by
-               ``distributed.as_completed``; only encoded bytes travel back.
+distributed    ``client.compute`` per block; each result's chunks travel out
+               of band (:class:`EncodedBlock`), and the client's IO loop
+               fetches each one straight from its worker while the caller
+               stores earlier ones (:func:`_run_distributed`: the profile
+               behind this).
 =============  ==============================================================
 
 Every computed block is checked where it is computed, before it is encoded:
@@ -34,8 +37,9 @@ its shape, and values of another dtype than the array declares
 
 One window bounds every scheduler's work: raw bytes of tasks submitted and not
 yet handed to the caller stay under ``max_inflight_bytes`` (one task always
-fits) and at most ``BLOCKS_PER_WORKER`` tasks per worker are in flight.  One
-progress bar counts bytes.  A failing task (or Ctrl-C, or a ``cancel`` event)
+fits) and at most ``BLOCKS_PER_WORKER`` tasks per worker
+(``CLUSTER_BLOCKS_PER_WORKER`` on a cluster) are in flight.  One progress bar
+counts bytes.  A failing task (or Ctrl-C, or a ``cancel`` event)
 cancels what has not started and waits for what has: no task still writes
 after the error reaches the caller.
 """
@@ -53,9 +57,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from nwb_dask.blocks import block_label, checked_block
-from nwb_dask.chunking import chunk_offsets
-from nwb_dask.codecs import Codec, pad_chunk
+from nwb_dask.codecs import Codec
+from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
+    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task,
+)
 
 __all__ = [
     "BlockTask",
@@ -82,6 +87,13 @@ DEFAULT_INFLIGHT_BYTES = 256 * 2**20
 #: Blocks in flight per worker, whatever their size: enough to keep every worker
 #: busy while finished blocks wait for the writer, no more.
 BLOCKS_PER_WORKER = 2
+#: The same on a distributed cluster: a result's round trip (fetched by the client,
+#: stored, the next task submitted and sent to the worker) is longer than a thread
+#: pool's, and with 2 blocks per worker the workers waited for it (1.6 GB gzip write
+#: from data persisted on 2 workers, interleaved rounds, best of 4: 393 MB/s with 2,
+#: 578 with 3; another run, best of 3: 635 with 3, 639 with 4, 615 with 6).
+#: max_inflight_bytes still bounds the bytes.
+CLUSTER_BLOCKS_PER_WORKER = 3
 
 
 @contextlib.contextmanager
@@ -270,101 +282,22 @@ class CallTask:
     args: tuple = ()
 
 
-@dataclass
-class EncodedBlock:
-    """A finished block: its chunks' stored bytes, or the raw block when ``codec`` is None.
-
-    A worker-side sink returns it without chunks, with ``stored`` the bytes it
-    stored.
-    """
-
-    key: Any
-    selection: tuple
-    nbytes: int
-    chunks: list = field(default_factory=list)  # [(offset, filter_mask, bytes)]
-    raw: np.ndarray | None = None
-    stored: int | None = None
-    n_chunks: int = 0
-
-    @property
-    def stored_bytes(self) -> int:
-        if self.stored is not None:
-            return self.stored
-        return sum(len(c[2]) for c in self.chunks) if self.raw is None else self.nbytes
-
-
-def encode_chunks(block: np.ndarray, selection: Sequence[slice], chunk_shape: Sequence[int], codec: Codec | None,
-                  fill_value: Any = 0) -> list[tuple[tuple[int, ...], int, bytes]]:
-    """The one encode step: split a checked block into chunks, pad edge chunks, encode each.
-
-    Parameters
-    ----------
-    block : numpy.ndarray
-        Already checked (:func:`encode_block` checks, then calls this).
-    selection : sequence of slice
-        The block's place in the dataset; starts on chunk boundaries.
-    chunk_shape : sequence of int
-    codec : Codec or None
-        ``None``: each padded chunk's raw bytes, filter mask 0 (a Zarr array
-        without compression).
-    fill_value : scalar
-        Padding of edge chunks.
-
-    Returns
-    -------
-    list of (offset, filter_mask, bytes)
-    """
-    if codec is None:
-        block = np.ascontiguousarray(block)
-        return [(offset, 0, pad_chunk(block[local], chunk_shape, fill_value).tobytes())
-                for offset, local in chunk_offsets(selection, chunk_shape)]
-    return [(offset, *codec.encode(pad_chunk(block[local], chunk_shape, fill_value)))
-            for offset, local in chunk_offsets(selection, chunk_shape)]
-
-
-def encode_block(
-    block: np.ndarray,
-    selection: Sequence[slice],
-    chunk_shape: Sequence[int],
-    codec: Codec,
-    fill_value: Any = 0,
-    dtype: Any = None,
-    label: str | None = None,
-) -> list[tuple[tuple[int, ...], int, bytes]]:
-    """Check a computed block, split it into HDF5 chunks and encode each one (what MPI ranks and live call).
-
-    Parameters
-    ----------
-    block : array-like
-    selection : sequence of slice
-        The block's place in the dataset.
-    chunk_shape : sequence of int
-    codec : Codec
-    fill_value : scalar
-    dtype : numpy dtype, optional
-        The dataset's dtype: a block of another dtype is converted when
-        every value survives, else refused (:func:`~nwb_dask.blocks.checked_block`).
-        Default: the block's own dtype.
-    label : str, optional
-        The dataset and block, for messages.
-
-    Returns
-    -------
-    list of (offset, filter_mask, bytes)
-        Ready for ``dset.id.write_direct_chunk(offset, bytes, filter_mask)``.
-    """
-    expected = tuple(s.stop - s.start for s in selection)
-    label = label or block_label(None, selection)
-    block = checked_block(block, np.asarray(block).dtype if dtype is None else dtype, shape=expected,
-                          label=label, selection=selection)
-    return encode_chunks(block, selection, chunk_shape, codec, fill_value)
+def _block_source(array):
+    """A block's dask array as a task takes it: a one-chunk array as its chunk's Delayed (no concatenating copy)."""
+    if all(n == 1 for n in array.numblocks):
+        return array.to_delayed().ravel()[0]
+    return array
 
 
 def _compute_block(array) -> np.ndarray:
     """Compute a dask array in this thread; a one-chunk array without a concatenating copy."""
-    if all(n == 1 for n in array.numblocks):
-        return array.to_delayed().ravel()[0].compute(scheduler="sync")
-    return array.compute(scheduler="sync")
+    return _block_source(array).compute(scheduler="sync")
+
+
+def _remote_step(step: Callable, block, declared, task) -> Any:
+    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`)."""
+    bound_heap_growth()
+    return step(block, declared, task)
 
 
 def _compute_and_encode(task):
@@ -374,34 +307,10 @@ def _compute_and_encode(task):
     return (task.step or encode_task)(_compute_block(task.array), task.array.dtype, replace(task, array=None))
 
 
-def checked_task_block(block, declared, task: BlockTask) -> np.ndarray:
-    """A computed block checked against its declared dtype and its task's shape (the one rule of every write path)."""
-    selection = task.selection
-    expected = tuple(s.stop - s.start for s in selection)
-    return checked_block(block, declared, shape=expected, stored=task.dtype, selection=selection,
-                         label=block_label(task.name, selection, task.index))
-
-
-def encode_task(block, declared, task: BlockTask) -> EncodedBlock:
-    """The default worker step: check a computed block (:func:`checked_task_block`), then encode it.
-
-    ``task`` is the block's task without its array (the distributed path
-    sends the computed block alongside).  ``task.codec`` None keeps the raw
-    block, for filters that must run inside HDF5.
-    """
-    block = checked_task_block(block, declared, task)
-    result = EncodedBlock(task.key, task.selection, int(block.nbytes))
-    if task.codec is None:
-        result.raw = block
-    else:
-        result.chunks = encode_chunks(block, task.selection, task.chunk_shape, task.codec, task.fill_value)
-        result.n_chunks = len(result.chunks)
-    return result
-
-
 def _process_entry(payload: bytes) -> EncodedBlock:
     import cloudpickle
 
+    bound_heap_growth()
     return _compute_and_encode(cloudpickle.loads(payload))
 
 
@@ -459,8 +368,9 @@ def run_block_tasks(
     max_inflight_bytes : int
         Raw bytes of tasks submitted but not yet yielded and released by the
         caller.  At least one task is always in flight, and at most
-        ``BLOCKS_PER_WORKER`` per worker: when storage is slower than the
-        workers, finished blocks wait in memory only up to that bound.
+        ``BLOCKS_PER_WORKER`` per worker (``CLUSTER_BLOCKS_PER_WORKER`` on a
+        distributed cluster): when storage is slower than the workers,
+        finished blocks wait in memory only up to that bound.
     scheduler : str, Client or None
         See :func:`active_scheduler`.
     workers : int, optional
@@ -512,7 +422,8 @@ def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]
             yield _compute_and_encode(task)
         return
     if info.kind == "distributed":
-        yield from _run_distributed(info.client, tasks, budget, BLOCKS_PER_WORKER * info.workers, on_submit, cancel)
+        yield from _run_distributed(info.client, tasks, budget, CLUSTER_BLOCKS_PER_WORKER * info.workers, on_submit,
+                                    cancel)
         return
     if info.kind == "threads":
         pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")
@@ -586,48 +497,98 @@ def _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel) -> Iterat
 
 
 def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> Iterator[Any]:
-    """Bounded window over ``client.compute`` futures with ``distributed.as_completed``."""
+    """The window over a cluster: each block's result is fetched ahead by the client's IO loop, straight from its worker.
+
+    Where the time of a distributed write went (issue 19; 1.6 GB of
+    384-channel int16 persisted on a LocalCluster of 2 single-threaded
+    workers, gzip-4 + shuffle, 2 cores; py-spy, timers, os.times and the task
+    stream; the threaded scheduler wrote the same in 1.8 s, 3.5 CPU-s):
+    4.7 s, 344 MB/s, 8.8 of the 9.4 CPU-seconds the two cores had.
+
+    * workers, compute thread (75% busy): encode 2.1 s each (deflate and
+      shuffle, as on threads), plus 0.5-1.0 s copying each persisted block
+      (dask's ``finalize`` concatenates even a one-chunk array);
+    * workers, event loop: pickling each result in band, a list of ``bytes``
+      (7 ms per 11.8 MB block, most of it distributed scanning the pickle
+      for ``b"__main__"``), and sending it;
+    * workers, system time 1.2-1.3 s each: page faults; the nanny's
+      ``MALLOC_TRIM_THRESHOLD_`` pins glibc's mmap threshold at 128 KiB, so
+      every shuffle buffer and encoded chunk was a fresh mapping;
+    * client (with a LocalCluster the scheduler shares its process): results
+      came through the scheduler, so the IO loop read every byte twice and
+      wrote it once (1.7 s reading, 0.8 s writing under py-spy) while the
+      main thread waited for each ``fut.result()`` in turn, then stored
+      (0.4-0.6 s of direct chunk writes) and built graphs (0.2 s).
+
+    So: a task takes its block's own key (:func:`_block_source`, no copy); a
+    result's chunks travel out of band (:meth:`EncodedBlock.__reduce_ex__`;
+    one packed contiguous buffer per block was measured too, and cost a
+    copy and a fresh 12 MB mapping per block on the worker); workers bound
+    their heap like the client (:func:`bound_heap_growth`: system time
+    0.2-0.4 s each); the client gathers each result directly from its
+    worker (``direct=True``, no hop through the scheduler) in a coroutine
+    on its IO loop, started once the task ends, so results arrive while the
+    caller stores earlier ones; and 3 blocks per worker cover the longer
+    round trip.  Then, on the same shared machine: 610-640 MB/s against
+    805-880 on threads in one interleaved run, and 5.1-5.3 CPU-s against
+    3.4-3.5; ``benchmarks/write.py --persist --repeat 3`` (NWB files, best
+    of 3), LocalCluster/threads from 0.43 to 0.67 for gzip and from 0.29 to
+    0.58 for blosc.  The rest is moving 0.83 GB between processes on the
+    same two cores (the client's socket reads 0.9 s, the workers' event
+    loops and sends 0.5 s each, the scheduler), so the CPU-seconds ratio,
+    0.64-0.68, is the ceiling of this machine when nothing else runs.
+
+    The window is :func:`_run_futures`', over those fetches: a block's raw
+    bytes count from its submission until the caller has stored its
+    result, wherever it is meanwhile (worker, wire or client).
+    """
+    import asyncio
+    import threading
+    import uuid
+
     import dask
-    from distributed import as_completed
 
-    it = _Peekable(tasks)
-    sizes: dict[Any, int] = {}
-    inflight = 0
-    ac = as_completed(loop=client.loop, with_results=False)  # this client's loop, not the default client's
+    loop = client.loop.asyncio_loop
+    lock = threading.Lock()
+    live: dict[Future, Any] = {}  # fetch -> the cluster future it waits for, until fetched
 
-    def fill():
-        nonlocal inflight
-        while cancel is None or not cancel.is_set():
-            task = _fill(it, len(sizes), inflight, budget, max_blocks)
-            if task is None:
-                return
-            if isinstance(task, CallTask):
-                raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
-            if on_submit:
-                on_submit(task)
-            # The block is computed and encoded (and, with a worker-side sink,
-            # stored) in one task on a worker; only the result travels back.
-            step = task.step or encode_task
-            work = dask.delayed(step, pure=False)(task.array, task.array.dtype, replace(task, array=None))
-            fut = client.compute(work)
-            sizes[fut.key] = task.nbytes
-            inflight += task.nbytes
-            ac.add(fut)
+    async def fetch(fut):
+        # Gather only once the task has ended: a gather still waiting when the
+        # write is abandoned leaves distributed's inner waits unretrieved.
+        ended = asyncio.Event()
+        fut.add_done_callback(lambda _: loop.call_soon_threadsafe(ended.set))  # runs in distributed's callback thread
+        await ended.wait()
+        result = await client.gather(fut, direct=True, asynchronous=True)  # a failed task raises its error here
+        fut.release()  # the worker may drop it: the result is here now
+        return result
 
-    fill()
+    def fetched_ok(fetched: Future) -> None:
+        if not fetched.cancelled() and fetched.exception() is None:
+            with lock:
+                live.pop(fetched, None)
+
+    def submit(task):
+        if isinstance(task, CallTask):
+            raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
+        # The block is computed and encoded (and, with a worker-side sink,
+        # stored) in one task on a worker; only the result travels back.
+        step = task.step or encode_task
+        work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
+                                          dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
+        fut = client.compute(work)
+        fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
+        with lock:
+            live[fetched] = fut
+        fetched.add_done_callback(fetched_ok)
+        return fetched
+
     try:
-        for fut in ac:
-            result = fut.result()
-            inflight -= sizes.pop(fut.key)
-            fut.release()
-            yield result
-            del result
-            fill()
-            if cancel is not None and cancel.is_set():
-                return
+        yield from _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel)
     finally:
-        if sizes:
-            abandon(client, list(ac.futures))
+        with lock:
+            unfetched = list(live.values())
+        if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
+            abandon(client, unfetched)
 
 
 def abandon(client, futures: list, timeout: float = 60.0) -> None:
@@ -653,6 +614,9 @@ def abandon(client, futures: list, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+_HEAP_BOUNDED = False
+
+
 def bound_heap_growth() -> None:
     """Keep glibc from hoarding freed multi-MB buffers (process-wide, once).
 
@@ -667,11 +631,20 @@ def bound_heap_growth() -> None:
     nanny tunes glibc the same way for its workers (``MALLOC_TRIM_THRESHOLD_``);
     no library exposes the call.  A threshold set by the user's environment is
     left alone; elsewhere than glibc this does nothing.
+
+    Cluster workers call it too, in their first block task: the nanny's
+    ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap threshold at glibc's
+    128 KiB, so every shuffle buffer and encoded chunk was a fresh mapping
+    whose pages the kernel faulted in and zeroed (1.6 GB gzip write, two
+    workers: 0.9-1.0 s of system time each, 0.2-0.3 s with the 1 MiB
+    threshold, for 1.7-1.8 s of user time).
     """
     import os
 
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    global _HEAP_BOUNDED
+    if _HEAP_BOUNDED or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return
+    _HEAP_BOUNDED = True
     try:
         import ctypes
 

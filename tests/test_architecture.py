@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.codecs.*": 1,     # codec registry, filter families, the gate
     # L2
     "nwb_dask.engine": 2,       # the one bounded executor
+    "nwb_dask.encoding": 2,     # the encode step, EncodedBlock, PackedChunks (one buffer per block)
     "nwb_dask.sources.*": 2,    # byte sources (local, http, fsspec), ranges
     # L3: HDF5 and Zarr without NWB knowledge
     "nwb_dask.hdf5": 3,

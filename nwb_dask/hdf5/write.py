@@ -130,8 +130,10 @@ def store_block(dset, selection: tuple, chunks: Sequence = (), raw=None) -> int:
     dset : h5py.Dataset
     selection : tuple of slice
         The block's place (for ``raw``).
-    chunks : sequence of (offset, filter_mask, bytes)
-        Encoded chunks, stored with ``write_direct_chunk``.
+    chunks : sequence of (offset, filter_mask, bytes-like)
+        Encoded chunks, stored with ``write_direct_chunk`` (from a cluster
+        worker, ``memoryview`` objects of the received buffer: stored
+        without a copy).
     raw : numpy.ndarray, optional
         The block, for filters only HDF5 runs: written through h5py.
 

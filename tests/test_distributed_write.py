@@ -1,0 +1,357 @@
+"""Writes from a Dask cluster (issue 19 item 1): the packed block representation, round trips, faults, memory, progress.
+
+- an :class:`~nwb_dask.engine.EncodedBlock` travels from a worker with its
+  chunks out of band (pickle 5, distributed's serialisation): the pickle
+  stream holds none of their bytes, the received chunks are views of the
+  received buffers, for no, one and many chunks and every built-in codec;
+- element-by-element round trips through a ``LocalCluster`` of processes with
+  hypothesis-chosen shapes, dask chunkings (irregular, zero-length blocks),
+  dtypes and codecs, also from data persisted on the workers;
+- a worker killed with SIGKILL mid-write: the write is retried and the file
+  holds the values, or (no retries allowed) it fails with an error naming the
+  dataset and nothing at the target path; a task that raises: the same;
+- the client's window: raw bytes submitted and not yet stored never exceed
+  ``max_inflight_bytes`` unless one block is alone, and the progress bar
+  advances by bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from test_any_shape import CODECS, arrays, assert_same, make_codec
+
+import nwb_dask
+import nwb_dask.engine as engine
+import nwb_dask.testing
+import nwb_dask.hdf5.write as hdf5_write
+from nwb_dask.engine import CLUSTER_BLOCKS_PER_WORKER, EncodedBlock, encode_task
+from nwb_dask.hdf5.write import store_block, write_dask_array
+
+distributed = pytest.importorskip("distributed")
+
+CLUSTER = settings(deadline=None, max_examples=12, suppress_health_check=[HealthCheck.too_slow,
+                   HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+
+
+@pytest.fixture(scope="module")
+def client():
+    """The module's one LocalCluster of 2 single-threaded worker processes (as the benchmark runs)."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster, set_as_default=False) as c:
+            yield c
+
+
+# --------------------------------------------------------------------------- #
+# the block on the wire                                                        #
+# --------------------------------------------------------------------------- #
+@st.composite
+def encoded_blocks(draw):
+    ndim = draw(st.integers(1, 4))
+    n = draw(st.sampled_from([0, 1, draw(st.integers(2, 30))]))
+    offsets = st.tuples(*[st.integers(0, 2**40)] * ndim)
+    chunks = [(draw(offsets), draw(st.integers(0, 2**32 - 1)), draw(st.binary(min_size=0, max_size=300)))
+              for _ in range(n)]
+    selection = tuple(slice(0, draw(st.integers(0, 9))) for _ in range(ndim))
+    return EncodedBlock(draw(st.integers(0, 5)), selection, draw(st.integers(0, 2**40)), chunks, n_chunks=n)
+
+
+def _same_block(got: EncodedBlock, want: EncodedBlock):
+    assert (got.key, got.selection, got.nbytes, got.n_chunks, got.stored) == (
+        want.key, want.selection, want.nbytes, want.n_chunks, want.stored)
+    assert [(o, m, bytes(d)) for o, m, d in got.chunks] == [(tuple(o), m, bytes(d)) for o, m, d in want.chunks]
+    assert got.stored_bytes == want.stored_bytes == sum(len(d) for _, _, d in want.chunks)
+
+
+@settings(max_examples=150, deadline=None)
+@given(encoded_blocks())
+def test_encoded_block_travels_out_of_band(block):
+    """Pickle 5 with a buffer callback (what distributed does): each chunk a buffer, none of its bytes in the stream."""
+    buffers = []
+    stream = pickle.dumps(block, protocol=5, buffer_callback=buffers.append)
+    chunks = [d for _, _, d in block.chunks]
+    assert len(buffers) == len(chunks) + (1 if chunks else 0)  # every chunk, and the offset/mask table
+    assert all(len(d) < 8 or d not in stream for d in chunks)  # no chunk's bytes were copied into the stream
+    assert len(stream) < 400 + 40 * len(chunks)
+    received = [bytearray(b.raw()) for b in buffers]  # what a socket read hands over
+    back = pickle.loads(stream, buffers=received)
+    _same_block(back, block)
+    for (_, _, view), buf in zip(back.chunks, received[1:]):  # received[0]: the table
+        assert isinstance(view, memoryview) and view.obj is buf  # a view of what was received: no copy
+    _same_block(pickle.loads(pickle.dumps(block, protocol=4)), block)  # in band (ProcessPoolExecutor on 3.11)
+    _same_block(pickle.loads(pickle.dumps(block, protocol=5)), block)  # protocol 5, no callback: in band too
+
+    from distributed.protocol import deserialize, serialize
+
+    header, frames = serialize(block)
+    _same_block(deserialize(header, frames), block)
+    assert sys.getsizeof(block) >= sum(len(d) for d in chunks)  # distributed accounts for the bytes it holds
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=arrays(dtypes=["u1", "i2", "f4", "i8", "?"], max_ndim=3, max_blocks=30), spec=st.sampled_from(CODECS),
+       chunk_seed=st.integers(0, 2**16))
+def test_every_codec_out_of_band_into_hdf5(tmp_path, data, spec, chunk_seed):
+    """encode_task -> pickle 5 out of band -> store_block: what a cluster write does, for each dask block."""
+    x, arr = data
+    if x.size == 0:
+        return  # no chunked HDF5 dataset (h5py's rule); empty blocks are covered by the cluster round trips
+    c = make_codec(spec)
+    rng = np.random.default_rng(chunk_seed)
+    chunk_shape = tuple(int(rng.integers(1, n + 1)) for n in x.shape)
+    job_path = tmp_path / f"p{chunk_seed}.h5"
+    with h5py.File(job_path, "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=chunk_shape, **c.dataset_kwargs())
+        job = hdf5_write.plan_write(arr, d, c)
+        for task in job.tasks(0):
+            result = encode_task(task.array.compute(), task.array.dtype, task)
+            buffers = []
+            result = pickle.loads(pickle.dumps(result, protocol=5, buffer_callback=buffers.append), buffers=buffers)
+            assert result.raw is not None or all(isinstance(data, memoryview) for _, _, data in result.chunks)
+            store_block(d, result.selection, result.chunks, result.raw)
+    with h5py.File(job_path, "r") as f:
+        assert_same(f["x"][...], x)
+
+
+# --------------------------------------------------------------------------- #
+# round trips through the cluster                                              #
+# --------------------------------------------------------------------------- #
+@CLUSTER
+@given(data=arrays(dtypes=["u1", "i2", "u4", "f8", "?", "c8", ">i2"], max_ndim=3, max_blocks=24),
+       spec=st.sampled_from(CODECS), persist=st.booleans())
+def test_cluster_round_trip_any_shape(client, tmp_path, data, spec, persist):
+    x, arr = data
+    if persist:
+        arr = client.persist(arr)
+    path = tmp_path / "rt.nwb"
+    as_nwb = x.ndim == 2 and x.size and x.dtype.kind in "iuf" and x.dtype.isnative  # an ElectricalSeries
+    nwbfile = nwb_dask.testing.ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec=spec)) if as_nwb else None
+    if nwbfile is None:  # any shape: a bare dataset through write_dask_array
+        if x.size == 0:
+            return
+        c = make_codec(spec)
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset("x", x.shape, x.dtype, chunks=tuple(max(1, n // 2) for n in x.shape),
+                                 **c.dataset_kwargs())
+            stats = write_dask_array(arr, d, scheduler=client, progress=False, block_bytes=max(64, x.nbytes // 3))
+        with h5py.File(path, "r") as f:
+            assert_same(f["x"][...], x, byte_order_free=True)
+        assert stats.logical_bytes == x.nbytes
+    else:
+        nwb_dask.write_nwb(nwbfile, path, scheduler=client, progress=False)
+        with h5py.File(path, "r") as f:
+            assert_same(f["acquisition/ElectricalSeries/data"][...], x, byte_order_free=True)
+    path.unlink()
+
+
+def test_cluster_results_arrive_as_views(client, tmp_path, monkeypatch):
+    """The writer receives each chunk as a view of the received buffer (sent out of band), and stores it."""
+    seen = []
+    real = hdf5_write.store_block
+
+    def spy(dset, selection, chunks=(), raw=None):
+        seen.append({type(data) for _, _, data in chunks})
+        return real(dset, selection, chunks, raw)
+
+    monkeypatch.setattr(hdf5_write, "store_block", spy)
+    x = np.random.default_rng(7).integers(-999, 999, (4000, 6)).astype("i2")
+    with h5py.File(tmp_path / "k.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(250, 6), **nwb_dask.codec("gzip").dataset_kwargs())
+        write_dask_array(da.from_array(x, chunks=(1000, 6)), d, scheduler=client, progress=False)
+    assert seen == [{memoryview}] * 4
+    with h5py.File(tmp_path / "k.h5", "r") as f:
+        assert_same(f["x"][...], x)
+
+
+# --------------------------------------------------------------------------- #
+# the window and the progress bar on the cluster                               #
+# --------------------------------------------------------------------------- #
+def _slow(block, delay=0.05):
+    time.sleep(delay)
+    return block
+
+
+@pytest.mark.parametrize("budget_blocks", [1, 3, 10])
+def test_cluster_window_stays_within_the_budget(client, tmp_path, budget_blocks):
+    rows, n_blocks = 400, 14
+    x = np.random.default_rng(budget_blocks).integers(0, 1000, (rows * n_blocks, 5)).astype("i4")
+    block = rows * 5 * 4
+    budget = budget_blocks * block
+    lock = threading.Lock()
+    state = {"bytes": 0, "tasks": 0, "peak_bytes": 0, "peak_tasks": 0}
+
+    def submitted(task):
+        with lock:
+            state["bytes"] += task.nbytes
+            state["tasks"] += 1
+            state["peak_bytes"] = max(state["peak_bytes"], state["bytes"])
+            state["peak_tasks"] = max(state["peak_tasks"], state["tasks"])
+
+    arr = da.from_array(x, chunks=(rows, 5)).map_blocks(_slow, dtype=x.dtype)
+    c = nwb_dask.codec("zstd")
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(100, 5), **c.dataset_kwargs())
+        tasks = hdf5_write.plan_write(arr, d, c, block_bytes=block).tasks(0)
+        n = 0
+        for done in engine.run_block_tasks(tasks, max_inflight_bytes=budget, scheduler=client, on_submit=submitted):
+            assert isinstance(done, EncodedBlock)
+            store_block(d, done.selection, done.chunks)
+            n += 1
+            with lock:
+                state["bytes"] -= done.nbytes
+                state["tasks"] -= 1
+    assert n == n_blocks
+    assert state["peak_bytes"] <= max(budget, block)  # one block always fits, never more than the budget
+    assert state["peak_tasks"] <= min(budget_blocks, CLUSTER_BLOCKS_PER_WORKER * 2)  # 2 workers
+    if budget_blocks > 1:
+        assert state["peak_tasks"] > 1  # control: the window did fill up to the budget
+    with h5py.File(tmp_path / "w.h5", "r") as f:
+        assert_same(f["x"][...], x)
+
+
+def test_cluster_progress_bar_counts_the_bytes(client, tmp_path, monkeypatch):
+    updates, totals = [], []
+
+    class Bar:
+        def __init__(self, total, enabled, desc=""):
+            totals.append(total)
+
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "progress_bar", Bar)
+    x = np.arange(3000 * 4, dtype="f4").reshape(3000, 4)
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(128, 4), **nwb_dask.codec("gzip").dataset_kwargs())
+        stats = write_dask_array(da.from_array(x, chunks=(512, 4)), d, scheduler=client, progress=True)
+    assert totals == [x.nbytes] and sum(updates) == x.nbytes == stats.logical_bytes
+    assert sorted(updates) == sorted([512 * 16] * 5 + [440 * 16])  # one update per block, by its bytes
+
+
+# --------------------------------------------------------------------------- #
+# faults                                                                       #
+# --------------------------------------------------------------------------- #
+class _KillAfter:
+    """Wraps the HDF5 sink: after ``n`` stored blocks, SIGKILL one worker process (once)."""
+
+    def __init__(self, monkeypatch, client, n=2):
+        self.pids = list(client.run(os.getpid).values())
+        self.killed = None
+        self.stored = 0
+        real = hdf5_write.store_block
+
+        def store(*args, **kwargs):
+            out = real(*args, **kwargs)
+            self.stored += 1
+            if self.stored == n and self.killed is None:
+                self.killed = self.pids[0]
+                os.kill(self.killed, signal.SIGKILL)
+            return out
+
+        monkeypatch.setattr(hdf5_write, "store_block", store)
+
+
+def _ephys(n_blocks=16, rows=2000, delay=0.15):
+    x = np.random.default_rng(11).integers(-3000, 3000, (n_blocks * rows, 8)).astype("i2")
+    return x, da.from_array(x, chunks=(rows, 8)).map_blocks(_slow, delay, dtype=x.dtype)
+
+
+def _ephys_file(arr, spec):
+    """An NWBFile whose series is written one dask block per task (HDF5 chunks of half a block)."""
+    rows = arr.chunks[0][0]
+    return nwb_dask.testing.ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec=spec, chunks=(rows // 2, arr.shape[1]),
+                                                              block_bytes=rows * arr.shape[1] * arr.dtype.itemsize))
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_worker_killed_mid_write_is_retried(client, tmp_path, monkeypatch, persist):
+    x, arr = _ephys()
+    if persist:  # the killed worker's share of the data is recomputed from its graph
+        arr = client.persist(arr)
+        client.gather(distributed.futures_of(arr))  # persisted (distributed.wait needs a default client)
+    kill = _KillAfter(monkeypatch, client)
+    nwbfile = _ephys_file(arr, "gzip")
+    nwb_dask.write_nwb(nwbfile, tmp_path / "retry.nwb", scheduler=client, progress=False)
+    assert kill.killed is not None, "no worker was killed: the test did not test anything"
+    with h5py.File(tmp_path / "retry.nwb", "r") as f:
+        assert_same(f["acquisition/ElectricalSeries/data"][...], x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retry.nwb"]  # no temporary file left
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it, for the next tests
+
+
+def test_worker_killed_without_retries_fails_cleanly(tmp_path, monkeypatch):
+    from distributed.scheduler import KilledWorker
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster, set_as_default=False) as c:
+        x, arr = _ephys(delay=0.4)
+        kill = _KillAfter(monkeypatch, c, n=1)
+        nwbfile = _ephys_file(arr, "gzip")
+        try:
+            nwb_dask.write_nwb(nwbfile, tmp_path / "lost.nwb", scheduler=c, progress=False)
+        except KilledWorker as exc:  # a block was running on the killed worker: no retry allowed
+            assert "acquisition/ElectricalSeries/data" in " ".join(getattr(exc, "__notes__", []))
+            assert list(tmp_path.iterdir()) == []  # nothing at the target, no temporary file
+        else:  # the killed worker held no running block: its queued ones ran elsewhere
+            with h5py.File(tmp_path / "lost.nwb", "r") as f:
+                assert_same(f["acquisition/ElectricalSeries/data"][...], x)
+        assert kill.killed is not None
+
+
+def _raise_on_third(block, block_info=None):
+    if block_info[0]["chunk-location"][0] == 3:
+        raise ZeroDivisionError("block 3 of the source is broken")
+    return block
+
+
+def test_task_raising_on_a_worker_fails_cleanly(client, tmp_path):
+    x, arr = _ephys(n_blocks=8, delay=0.05)
+    arr = arr.map_blocks(_raise_on_third, dtype=x.dtype)
+    nwbfile = _ephys_file(arr, "zstd")
+    with pytest.raises(ZeroDivisionError, match="block 3 of the source is broken") as err:
+        nwb_dask.write_nwb(nwbfile, tmp_path / "bad.nwb", scheduler=client, progress=False)
+    assert "acquisition/ElectricalSeries/data" in " ".join(getattr(err.value, "__notes__", []))
+    assert list(tmp_path.iterdir()) == []
+    # the stopped write left nothing running or held on the cluster
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+        time.sleep(0.05)
+    assert not any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values())
+    assert not [k for k in client.futures if str(k).startswith("encode_task")]
+
+
+def test_cancel_event_stops_a_cluster_write(client, tmp_path):
+    """The cancel event ends the engine's generator: what was submitted is cancelled or waited for, nothing runs on."""
+    x, arr = _ephys(n_blocks=20, delay=0.2)
+    cancel = threading.Event()
+    c = nwb_dask.codec("zstd")
+    got = []
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(1000, 8), **c.dataset_kwargs())
+        tasks = hdf5_write.plan_write(arr, d, c, block_bytes=2000 * 8 * 2).tasks(0)
+        for done in engine.run_block_tasks(tasks, scheduler=client, cancel=cancel):
+            got.append(done)
+            cancel.set()
+    assert 1 <= len(got) <= CLUSTER_BLOCKS_PER_WORKER * 2 < 20
+
+    def steps_running(dask_worker):  # the steps (which may store); a block's inputs may still finish, unused
+        return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith("encode_task")]
+
+    assert not any(client.run(steps_running).values())
+    assert not [k for k in client.futures if str(k).startswith("encode_task")]  # nothing held for us any more
