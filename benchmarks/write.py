@@ -89,6 +89,11 @@ CASES: dict[str, tuple] = {
     "nwb_dask_gzip_local": ("(f)", "gzip", "local"),
     "nwb_dask_blosc_threads": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "threads"),
     "nwb_dask_blosc_local": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local"),
+    # the same-host handover's A/B (the child's environment: NWB_DASK_SHM, nwb_dask.engine._shm_mode):
+    # results over the network (tcp), or their shared-memory file read into a buffer (read) instead of mapped
+    "nwb_dask_gzip_local_tcp": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "off"}),
+    "nwb_dask_gzip_local_read": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "read"}),
+    "nwb_dask_blosc_local_tcp": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local", {"NWB_DASK_SHM": "off"}),
 }
 
 
@@ -100,9 +105,9 @@ def case_scheduler(name: str, default: str) -> str:
 
 def _threads_twin(name: str) -> str | None:
     """The threads case with the same codec as the LocalCluster case ``name`` (for the local/threads ratio)."""
-    if not name.endswith("_local"):
+    if "_local" not in name:
         return None
-    twin = name[: -len("_local")] + "_threads"
+    twin = name[: name.rindex("_local")] + "_threads"
     return twin if twin in CASES else None
 GZIP_H5 = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -328,7 +333,8 @@ def _run_case(name, args, tmpdir, chunk_shape) -> dict:
         "--tmpdir", tmpdir,
         "--chunk-shape", ",".join(map(str, chunk_shape)),
     ] + (["--persist"] if args.persist else [])  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, **(CASES[name][3] if len(CASES[name]) > 3 else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             try:

@@ -59,7 +59,8 @@ import numpy as np
 
 from nwb_dask.codecs import Codec
 from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
-    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task,
+    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task, load_shared, shared_blocks,
+    spill_to_shared,
 )
 
 __all__ = [
@@ -294,10 +295,23 @@ def _compute_block(array) -> np.ndarray:
     return _block_source(array).compute(scheduler="sync")
 
 
-def _remote_step(step: Callable, block, declared, task) -> Any:
-    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`)."""
+def _remote_step(step: Callable, block, declared, task, shm=None) -> Any:
+    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`).
+
+    With ``shm`` (the client's same-host directory) the chunks go into a
+    shared-memory file when this worker is on the client's host (:func:`spill_to_shared`).
+    """
     bound_heap_growth()
-    return step(block, declared, task)
+    result = step(block, declared, task)
+    return spill_to_shared(result, shm) if shm is not None else result
+
+
+def _shm_mode() -> str:
+    """The same-host handover: ``NWB_DASK_SHM`` "mmap" (default), "read" or "off" (results over the network)."""
+    mode = os.environ.get("NWB_DASK_SHM", "mmap")
+    if mode not in ("mmap", "read", "off"):
+        raise ValueError(f"NWB_DASK_SHM={mode!r}: use mmap, read or off")
+    return mode
 
 
 def _compute_and_encode(task):
@@ -567,6 +581,10 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
             with lock:
                 live.pop(fetched, None)
 
+    mode = _shm_mode()
+    shared = shared_blocks(mode != "off")
+    shm = shared.__enter__()  # left in the finally below, however the write ends
+
     def submit(task):
         if isinstance(task, CallTask):
             raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
@@ -574,6 +592,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         # stored) in one task on a worker; only the result travels back.
         step = task.step or encode_task
         work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
+                                          None if task.step else shm,  # a worker-side sink returns no chunks
                                           dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
         fut = client.compute(work)
         fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
@@ -583,12 +602,17 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         return fetched
 
     try:
-        yield from _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel)
+        for result in _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel):
+            yield load_shared(result, mode) if getattr(result, "shared", None) else result
+            del result
     finally:
-        with lock:
-            unfetched = list(live.values())
-        if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
-            abandon(client, unfetched)
+        try:
+            with lock:
+                unfetched = list(live.values())
+            if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
+                abandon(client, unfetched)
+        finally:
+            shared.__exit__(None, None, None)  # the directory and any file a worker left in it
 
 
 def abandon(client, futures: list, timeout: float = 60.0) -> None:
