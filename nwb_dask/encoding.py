@@ -204,15 +204,20 @@ SHM_ROOT = "/dev/shm"
 _PREFIX = "nwb_dask-"
 
 
+_BOOT_ID: list = []  # read once per process
+
+
 def host_identity() -> tuple | None:
     """This machine as a worker and the client compare it: hostname and kernel boot id (None: not Linux)."""
     import socket
 
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return socket.gethostname(), f.read().strip()
-    except OSError:
-        return None
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append(None)
+    return None if _BOOT_ID[0] is None else (socket.gethostname(), _BOOT_ID[0])
 
 
 @dataclass(frozen=True)
