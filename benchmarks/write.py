@@ -89,10 +89,9 @@ CASES: dict[str, tuple] = {
     "nwb_dask_gzip_local": ("(f)", "gzip", "local"),
     "nwb_dask_blosc_threads": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "threads"),
     "nwb_dask_blosc_local": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local"),
-    # the same-host handover's A/B (the child's environment: NWB_DASK_SHM, nwb_dask.engine._shm_mode):
-    # results over the network (tcp), or their shared-memory file read into a buffer (read) instead of mapped
+    # the same-host handover's A/B (the child's environment, NWB_DASK_SHM): results over the network instead
+    # of a shared-memory file (nwb_dask.engine._run_distributed)
     "nwb_dask_gzip_local_tcp": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "off"}),
-    "nwb_dask_gzip_local_read": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "read"}),
     "nwb_dask_blosc_local_tcp": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local", {"NWB_DASK_SHM": "off"}),
 }
 

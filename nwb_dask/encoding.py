@@ -14,6 +14,10 @@ that are views of the received buffer.  Pickled in band, as a list of
 ``bytes``, every block was copied into the pickle stream, which distributed
 then scanned whole for ``b"__main__"`` (7 ms per 11.8 MB of gzip chunks; the
 profile of the distributed path is in :func:`nwb_dask.engine.run_block_tasks`).
+
+On the client's own host a worker hands its chunks over in shared memory
+instead (:func:`shared_blocks`, :func:`spill_to_shared`, :func:`load_shared`):
+one file per block in a per-write tmpfs directory, only its table on the wire.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from nwb_dask.chunking import chunk_offsets
 from nwb_dask.codecs import Codec, pad_chunk
 
 __all__ = ["EncodedBlock", "SharedBlocks", "checked_task_block", "encode_block", "encode_chunks", "encode_task",
-           "host_identity", "load_shared", "shared_blocks", "spill_to_shared", "SHM_ROOT"]
+           "host_identity", "load_shared", "shared_blocks", "shm_enabled", "spill_to_shared", "SHM_ROOT"]
 
 
 @dataclass
@@ -198,6 +202,16 @@ def encode_task(block, declared, task) -> EncodedBlock:
 # both event loops in the way.  A worker on the client's host writes a block's
 # chunks into one file in a per-write tmpfs directory and returns only the
 # table; the client maps the file, stores the chunks from it and unlinks it.
+#
+# A/B in one run (NWB_DASK_SHM=off: the network), benchmarks/shm_handover.py,
+# 1.6 GB persisted on a LocalCluster of 2 workers, 5 interleaved rounds, load
+# average 5-6 (a shared machine): gzip LocalCluster/threads 0.67 -> 0.79 best
+# and 0.62 -> 0.79 median (an earlier run: 0.67 -> 0.96, 0.69 -> 0.91), the
+# client's CPU-s 1.66 -> 1.35; blosc 0.63 -> 0.69 best, 0.60 -> 0.69 median.
+# benchmarks/write.py --persist --repeat 5 (NWB files, load 5.1-5.5): best
+# 350 vs 354 MB/s (0.85 vs 0.86 of threads, a tie), medians 306 vs 266.
+# Reading the file into a new buffer instead of mapping it was slower than
+# the network (0.77 best, 0.68 median).
 
 #: Where the per-write directories live (a tmpfs on Linux).
 SHM_ROOT = "/dev/shm"
@@ -260,16 +274,26 @@ def _remove_stale(root: str) -> None:
             _remove_tree(os.path.join(root, name))
 
 
+def shm_enabled() -> bool:
+    """Whether same-host workers hand chunks over in shared memory: ``NWB_DASK_SHM`` "on" (default) or "off"."""
+    mode = os.environ.get("NWB_DASK_SHM", "on")
+    if mode not in ("on", "off"):
+        raise ValueError(f"NWB_DASK_SHM={mode!r}: use on or off")
+    return mode == "on"
+
+
 @contextlib.contextmanager
-def shared_blocks(enabled: bool = True, root: str = SHM_ROOT) -> Iterator[SharedBlocks | None]:
+def shared_blocks(enabled: bool | None = None, root: str = SHM_ROOT) -> Iterator[SharedBlocks | None]:
     """A per-write directory ``<root>/nwb_dask-<pid>-<token>`` for workers on this host, removed on the way out.
 
-    Yields None (results travel over the network as before) when disabled,
-    when ``root`` is not there or the directory cannot be made.  The
+    Yields None (results travel over the network as before) when disabled
+    (``enabled`` None: :func:`shm_enabled`), when ``root`` is not there or
+    the directory cannot be made.  A directory of a writer that died
+    without removing its own (SIGKILL) is removed here, by its pid.  The
     directory and whatever a worker left in it (a killed worker's half-written
     file, a result never fetched) is removed however the write ends.
     """
-    host = host_identity() if enabled else None
+    host = host_identity() if (shm_enabled() if enabled is None else enabled) else None
     if host is None or not os.path.isdir(root):
         yield None
         return
@@ -340,13 +364,16 @@ def spill_to_shared(result: EncodedBlock, shm: SharedBlocks | None) -> EncodedBl
                         shared=(path, table))
 
 
-def load_shared(result: EncodedBlock, mode: str = "mmap") -> EncodedBlock:
-    """Client side: a result's chunks from its shared-memory file, which is unlinked here.
+def load_shared(result: EncodedBlock) -> EncodedBlock:
+    """Client side: a result's chunks as views of a read-only mapping of its shared-memory file, unlinked here.
 
-    ``mode`` "mmap": the chunks are views of a read-only mapping of the file
-    (its pages stay allocated until the result is dropped, so the window's
-    count still holds); "read": copied into one new buffer.
+    The file's pages stay allocated until the result is dropped (the caller
+    has stored it), so the window's count of the block's bytes still holds.
+    Mapping measured cheaper than reading the file into a new buffer
+    (``benchmarks/shm_handover.py``: the read's copy and fresh pages cost
+    more than the socket it replaced).
     """
+    import mmap
 
     path, table = result.shared
     size = int(table[:, -2:].sum(axis=1).max()) if len(table) else 0
@@ -356,22 +383,12 @@ def load_shared(result: EncodedBlock, mode: str = "mmap") -> EncodedBlock:
         raise OSError(exc.errno, f"nwb_dask: the encoded chunks of block {result.selection} of dataset key "
                                  f"{result.key!r} are gone from {path}: {os.strerror(exc.errno or errno.EIO)}") from exc
     try:
-        if os.fstat(fd).st_size != size:
-            raise OSError(errno.EIO, f"nwb_dask: {path} holds {os.fstat(fd).st_size} bytes, block {result.selection}"
-                                     f" of dataset key {result.key!r} wrote {size}")
-        if mode == "mmap":
-            import mmap
-
-            buf = memoryview(mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                       prot=mmap.PROT_READ)) if size else memoryview(b"")
-        else:
-            buf = memoryview(bytearray(size))
-            got = 0
-            while got < size:
-                n = os.preadv(fd, [buf[got:]], got)
-                if not n:
-                    raise OSError(errno.EIO, f"nwb_dask: {path} ended early ({got} of {size} bytes)")
-                got += n
+        found = os.fstat(fd).st_size
+        if found != size:
+            raise OSError(errno.EIO, f"nwb_dask: {path} holds {found} bytes, block {result.selection} of dataset key "
+                                     f"{result.key!r} wrote {size}")
+        buf = memoryview(mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                   prot=mmap.PROT_READ)) if size else memoryview(b"")
     finally:
         os.close(fd)
         os.unlink(path)

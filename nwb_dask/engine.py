@@ -28,7 +28,8 @@ distributed    ``client.compute`` per block; each result's chunks travel out
                of band (:class:`EncodedBlock`), and the client's IO loop
                fetches each one straight from its worker while the caller
                stores earlier ones (:func:`_run_distributed`: the profile
-               behind this).
+               behind this); a worker on the client's host hands its
+               chunks over in a shared-memory file instead.
 =============  ==============================================================
 
 Every computed block is checked where it is computed, before it is encoded:
@@ -306,14 +307,6 @@ def _remote_step(step: Callable, block, declared, task, shm=None) -> Any:
     return spill_to_shared(result, shm) if shm is not None else result
 
 
-def _shm_mode() -> str:
-    """The same-host handover: ``NWB_DASK_SHM`` "mmap" (default), "read" or "off" (results over the network)."""
-    mode = os.environ.get("NWB_DASK_SHM", "mmap")
-    if mode not in ("mmap", "read", "off"):
-        raise ValueError(f"NWB_DASK_SHM={mode!r}: use mmap, read or off")
-    return mode
-
-
 def _compute_and_encode(task):
     """Worker side: compute one block synchronously, then check and encode it (or run a plain call)."""
     if isinstance(task, CallTask):
@@ -552,9 +545,16 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
     loops and sends 0.5 s each, the scheduler), so the CPU-seconds ratio,
     0.64-0.68, is the ceiling of this machine when nothing else runs.
 
+    Then the same-host handover: a worker on the client's host writes a
+    block's chunks into a file of a per-write ``/dev/shm`` directory and
+    returns only their table, and the client stores them from a mapping
+    of it (:mod:`nwb_dask.encoding`, where the A/B figures are;
+    ``NWB_DASK_SHM=off`` for the network).  The directory goes in the
+    ``finally`` however the write ends.
+
     The window is :func:`_run_futures`', over those fetches: a block's raw
     bytes count from its submission until the caller has stored its
-    result, wherever it is meanwhile (worker, wire or client).
+    result, wherever it is meanwhile (worker, shared memory, wire or client).
     """
     import asyncio
     import threading
@@ -581,8 +581,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
             with lock:
                 live.pop(fetched, None)
 
-    mode = _shm_mode()
-    shared = shared_blocks(mode != "off")
+    shared = shared_blocks()
     shm = shared.__enter__()  # left in the finally below, however the write ends
 
     def submit(task):
@@ -603,7 +602,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
 
     try:
         for result in _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel):
-            yield load_shared(result, mode) if getattr(result, "shared", None) else result
+            yield load_shared(result) if getattr(result, "shared", None) else result
             del result
     finally:
         try:

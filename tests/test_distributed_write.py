@@ -401,14 +401,14 @@ def _gzip_write(client, path, x, rows=1000):
         assert_same(f["x"][...], x)
 
 
-@pytest.mark.parametrize("mode, kind", [("mmap", mmap.mmap), ("read", bytearray), ("off", np.ndarray)])
+@pytest.mark.parametrize("mode, kind", [("on", mmap.mmap), ("off", np.ndarray)])
 def test_local_cluster_hands_chunks_over_in_shared_memory(client, tmp_path, monkeypatch, mode, kind):
-    """On the client's host, chunks come from a file of the per-write directory (mapped or read), removed after."""
+    """On the client's host, chunks are views of a mapped file of the per-write directory (off: distributed's frames)."""
     monkeypatch.setenv("NWB_DASK_SHM", mode)
     seen = _spy_store(monkeypatch)
     x = np.random.default_rng(3).integers(-999, 999, (4000, 6)).astype("i2")
     _gzip_write(client, tmp_path / "s.h5", x)
-    assert [kinds for kinds, _ in seen] == [{kind}] * 4  # mmap / read: the shm file; off: distributed's received frames (numpy)
+    assert [kinds for kinds, _ in seen] == [{kind}] * 4  # on: the shm file; off: distributed's received frames (numpy)
     if mode != "off":
         assert all(len(dirs) == 1 for _, dirs in seen)  # one directory for the write, there while it ran
     assert _shm_dirs() == []
@@ -416,21 +416,20 @@ def test_local_cluster_hands_chunks_over_in_shared_memory(client, tmp_path, monk
 
 def test_shm_mode_is_checked(client, monkeypatch):
     monkeypatch.setenv("NWB_DASK_SHM", "tmpfs")
-    with pytest.raises(ValueError, match="NWB_DASK_SHM='tmpfs': use mmap, read or off"):
+    with pytest.raises(ValueError, match="NWB_DASK_SHM='tmpfs': use on or off"):
         list(engine.run_block_tasks([], scheduler=client))
 
 
 @CLUSTER
-@given(data=arrays(dtypes=["u1", "i2", "f8", "?"], max_ndim=3, max_blocks=12), spec=st.sampled_from(CODECS),
-       mode=st.sampled_from(["mmap", "read"]))
-def test_shared_memory_round_trip_any_shape(client, tmp_path, data, spec, mode):
+@given(data=arrays(dtypes=["u1", "i2", "f8", "?"], max_ndim=3, max_blocks=12), spec=st.sampled_from(CODECS))
+def test_shared_memory_round_trip_any_shape(client, tmp_path, data, spec):
     x, arr = data
     if x.size == 0:
         return
     c = make_codec(spec)
     path = tmp_path / "shm.h5"
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NWB_DASK_SHM", mode)
+        mp.setenv("NWB_DASK_SHM", "on")
         with h5py.File(path, "w") as f:
             d = f.create_dataset("x", x.shape, x.dtype, chunks=tuple(max(1, n // 2) for n in x.shape),
                                  **c.dataset_kwargs())
@@ -442,8 +441,8 @@ def test_shared_memory_round_trip_any_shape(client, tmp_path, data, spec, mode):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(block=encoded_blocks(), mode=st.sampled_from(["mmap", "read"]))
-def test_spill_and_load_round_trip(tmp_path, block, mode):
+@given(block=encoded_blocks())
+def test_spill_and_load_round_trip(tmp_path, block):
     """spill_to_shared -> load_shared gives the same chunks; the file is unlinked once loaded."""
     with encoding.shared_blocks(root=str(tmp_path)) as shm:
         spilled = encoding.spill_to_shared(block, shm)
@@ -453,7 +452,8 @@ def test_spill_and_load_round_trip(tmp_path, block, mode):
         assert spilled.chunks == [] and spilled.shared is not None and os.path.dirname(spilled.shared[0]) == shm.directory
         assert spilled.stored_bytes == block.stored_bytes
         spilled = pickle.loads(pickle.dumps(spilled, protocol=5))  # what travels: the table, no chunk bytes
-        back = encoding.load_shared(spilled, mode)
+        back = encoding.load_shared(spilled)
+        assert all(isinstance(memoryview(d).obj, mmap.mmap) for _, _, d in back.chunks if len(d))
         _same_block(back, block)
         assert os.listdir(shm.directory) == []
     assert os.listdir(tmp_path) == []
