@@ -203,15 +203,20 @@ def encode_task(block, declared, task) -> EncodedBlock:
 # chunks into one file in a per-write tmpfs directory and returns only the
 # table; the client maps the file, stores the chunks from it and unlinks it.
 #
-# A/B in one run (NWB_DASK_SHM=off: the network), benchmarks/shm_handover.py,
-# 1.6 GB persisted on a LocalCluster of 2 workers, 5 interleaved rounds, load
-# average 5-6 (a shared machine): gzip LocalCluster/threads 0.67 -> 0.79 best
-# and 0.62 -> 0.79 median (an earlier run: 0.67 -> 0.96, 0.69 -> 0.91), the
-# client's CPU-s 1.66 -> 1.35; blosc 0.63 -> 0.69 best, 0.60 -> 0.69 median.
-# benchmarks/write.py --persist --repeat 5 (NWB files, load 5.1-5.5): best
-# 350 vs 354 MB/s (0.85 vs 0.86 of threads, a tie), medians 306 vs 266.
-# Reading the file into a new buffer instead of mapping it was slower than
-# the network (0.77 best, 0.68 median).
+# A/B in one run (NWB_DASK_SHM=off: the network), 1.6 GB persisted on a
+# LocalCluster of 2 workers, 2 shared cores, LocalCluster/threads best and median:
+# * benchmarks/shm_handover.py --rounds 5 (one cluster, modes interleaved),
+#   load 1.8-2.0: gzip 0.71 -> 0.80 and 0.72 -> 0.79, client CPU-s 1.71 ->
+#   1.38, workers 4.64 -> 4.29 (threads: 4.25 in all); load 5-6: gzip 0.67 ->
+#   0.79 / 0.62 -> 0.79, blosc 0.63 -> 0.69 / 0.60 -> 0.69;
+# * benchmarks/write.py --persist --repeat 3 (NWB files, a cluster per case),
+#   load 1.8-2.2: gzip 0.68 -> 0.70 (medians 418 -> 416 MB/s: a tie), blosc
+#   0.49 -> 0.60 (561 -> 693); --repeat 5, load 5.1-5.5: gzip 0.86 -> 0.85,
+#   medians 266 -> 306.
+# Reading the file into a new buffer instead of mapping it was no better than
+# the network and behind mapping (shm_handover.py, load 5: 0.77 / 0.68 against
+# 0.67 / 0.69 and mapped 0.96 / 0.91; write.py, load 4.5-5: best 0.73 against
+# 0.76 and mapped 0.81).
 
 #: Where the per-write directories live (a tmpfs on Linux).
 SHM_ROOT = "/dev/shm"

@@ -553,3 +553,23 @@ def test_a_vanished_shm_file_is_an_error_naming_it(tmp_path):
         os.unlink(spilled.shared[0])
         with pytest.raises(OSError, match=f"block .* of dataset key 3 are gone from {spilled.shared[0]}"):
             encoding.load_shared(spilled)
+
+
+def test_ctrl_c_while_storing_removes_the_directory(client, tmp_path, monkeypatch):
+    """KeyboardInterrupt in the caller's loop (Ctrl-C): the write stops and its shm directory is removed."""
+    real = hdf5_write.store_block
+    during = []
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        during.append(_shm_dirs())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hdf5_write, "store_block", interrupted)
+    x, arr = _ephys(n_blocks=8, delay=0.05)
+    with h5py.File(tmp_path / "i.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(1000, 8), **nwb_dask.codec("zstd").dataset_kwargs())
+        with pytest.raises(KeyboardInterrupt):
+            write_dask_array(arr, d, scheduler=client, progress=False)
+    assert len(during) == 1 and len(during[0]) == 1  # the write had its directory
+    assert _shm_dirs() == []
