@@ -38,7 +38,7 @@ import numpy as np
 from nwb_dask.engine import BlockTask, EncodedBlock, checked_task_block, encode_chunks
 from nwb_dask.hdf5.write import store_block
 
-__all__ = ["PART_DATASET", "PartTarget", "PartWorkerError", "close_parts", "copy_chunks_raw", "create_part",
+__all__ = ["PART_DATASET", "PartTarget", "PartWorkerError", "close_parts", "copy_chunks_raw", "create_like", "create_part",
            "open_parts", "part_handle", "raw_copy_plan", "split_rows", "store_part_block"]
 
 #: The dataset of a part file.
@@ -102,11 +102,23 @@ def create_part(path: str | os.PathLike, template, rows: int, attrs: dict | None
     # A part's last rows may be fewer than a chunk: HDF5 wants fixed maximum extents >= the chunk
     maxshape = (-(-int(rows) // chunk_rows) * chunk_rows,) + tuple(template.shape[1:])
     with h5py.File(path, "w-") as f:
-        space = h5py.h5s.create_simple(shape, maxshape)
-        dcpl = template.id.get_create_plist()
-        h5py.h5d.create(f.id, PART_DATASET.encode(), template.id.get_type(), space, dcpl=dcpl).close()
+        create_like(f, PART_DATASET, template, shape, maxshape)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
+
+
+def create_like(group, name: str, template, shape: tuple, maxshape: tuple | None = None):
+    """``group[name]``: a new dataset of ``shape`` with ``template``'s creation properties, exactly as HDF5 holds them.
+
+    Its dtype, chunk shape, filters (with their parameters), fill value and
+    allocation settings are ``template``'s (its creation property list), so
+    ``template``'s stored chunks are valid chunks of the new dataset: what
+    part files and raw chunk copies rely on.
+    """
+    space = h5py.h5s.create_simple(tuple(shape), tuple(shape if maxshape is None else maxshape))
+    dcpl = template.id.get_create_plist()
+    h5py.h5d.create(group.id, name.encode(), template.id.get_type(), space, dcpl=dcpl).close()
+    return group[name]
 
 
 # --------------------------------------------------------------------------- #
@@ -237,7 +249,9 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
         try:
             with h5py.File(path, "r") as f:
                 src = f[dname]
-                if tuple(src.shape) != block or sspace.get_select_npoints() != src.size:
+                whole = sspace.get_select_type() == h5py.h5s.SEL_ALL or (
+                    sspace.get_select_npoints() == src.size and tuple(sspace.shape) == tuple(src.shape))
+                if tuple(src.shape) != block or not whole:
                     return [], f"{fname}:{dname} is not mapped whole"
                 if src.chunks is None:
                     return [], f"{fname}:{dname} is not chunked"
@@ -250,6 +264,8 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
         elif kind != first:
             return [], f"{fname}:{dname} is chunked, typed or filtered unlike the first source"
         chunks = first[0]
+        if any(c > n for c, n in zip(chunks, vds.shape)):
+            return [], f"the sources' chunks {chunks} are larger than the dataset {vds.shape}"
         if first[1] != vds.dtype:
             return [], f"sources' dtype {first[1]} differs from the virtual dataset's {vds.dtype}"
         for axis, (a, n, c, total) in enumerate(zip(lo, block, chunks, vds.shape)):

@@ -365,7 +365,8 @@ def _lost_tasks(pinned: list, dask_scheduler=None) -> tuple[list, list]:
     if not lost:
         return [], []
     gone = set(lost)
+    # the tasks a client holds (the engine's blocks; their dependencies carry the same restrictions)
     keys = [ts.key for ts in dask_scheduler.tasks.values()
-            if ts.worker_restrictions and set(ts.worker_restrictions) <= gone and ts.state not in ("memory", "erred",
-                                                                                                    "forgotten")]
+            if ts.who_wants and ts.worker_restrictions and set(ts.worker_restrictions) <= gone
+            and ts.state not in ("memory", "erred", "forgotten")]
     return lost, keys
