@@ -39,7 +39,7 @@ from nwb_dask.engine import BlockTask, EncodedBlock, checked_task_block, encode_
 from nwb_dask.hdf5.write import store_block
 
 __all__ = ["PART_DATASET", "PartTarget", "PartWorkerError", "close_parts", "copy_chunks_raw", "create_like", "create_part",
-           "open_parts", "part_handle", "raw_copy_plan", "split_rows", "store_part_block"]
+           "open_parts", "part_handle", "pipeline", "raw_copy_plan", "split_rows", "store_part_block"]
 
 #: The dataset of a part file.
 PART_DATASET = "data"
@@ -90,47 +90,78 @@ def create_part(path: str | os.PathLike, template, rows: int, attrs: dict | None
     path : str or PathLike
         The new file (refused if it exists).
     template : h5py.Dataset
-        The whole dataset (chunked): its dtype, chunk shape, filters and fill
-        value are copied as HDF5 holds them (its creation property list).
+        The whole dataset, chunked and still empty (as hdmf creates it):
+        copied by HDF5's object copy without its attributes, then shrunk to
+        ``rows`` rows.  Its dtype, chunk shape, filters (with the parameters
+        their ``set_local`` step filled in: recreating a dataset from the
+        creation property list would run it again, e.g. bitshuffle's would
+        prepend its parameters twice) and fill value are kept exactly.
     rows : int
-        Rows of the part (axis 0); the other axes are the template's.
+        Rows of the part (axis 0).
     attrs : dict, optional
         Attributes of the part file's root group (what it is part of).
     """
-    shape = (int(rows),) + tuple(template.shape[1:])
-    chunk_rows = template.chunks[0]
-    # A part's last rows may be fewer than a chunk: HDF5 wants fixed maximum extents >= the chunk
-    maxshape = (-(-int(rows) // chunk_rows) * chunk_rows,) + tuple(template.shape[1:])
     with h5py.File(path, "w-") as f:
-        create_like(f, PART_DATASET, template, shape, maxshape)
+        f.copy(template, PART_DATASET, without_attrs=True)
+        f[PART_DATASET].resize(int(rows), axis=0)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
 
 
-def create_like(group, name: str, template, shape: tuple, maxshape: tuple | None = None):
-    """``group[name]``: a new dataset of ``shape`` with ``template``'s creation properties, exactly as HDF5 holds them.
+def pipeline(dset) -> tuple:
+    """A chunked dataset's filter pipeline as HDF5 stores it: ((filter id, flags, cd_values), ...)."""
+    plist = dset.id.get_create_plist()
+    return tuple(plist.get_filter(i)[:3] for i in range(plist.get_nfilters()))
 
-    Its dtype, chunk shape, filters (with their parameters), fill value and
-    allocation settings are ``template``'s (its creation property list), so
-    ``template``'s stored chunks are valid chunks of the new dataset: what
-    part files and raw chunk copies rely on.
+
+def create_like(group, name: str, template, shape: tuple):
+    """``group[name]``: a new, empty dataset of ``shape`` whose stored chunks may be ``template``'s, or None.
+
+    The dataset gets ``template``'s creation properties (dtype, chunk shape,
+    filters, fill value) and must end up with exactly its stored filter
+    pipeline.  HDF5 runs each filter's ``set_local`` step again on creation:
+    most filters (deflate, shuffle, blosc, zstd) store the same parameters
+    again, but some prepend theirs to what they are given (bitshuffle's
+    ``(0, 2)`` is stored ``(0, 4, 8, 0, 2)``, re-run ``(0, 4, 8, 0, 4, 8, 0, 2)``).
+    For those the filter is given back the parameters without the prefix the
+    re-run added.  If the pipeline still differs, the chunks of one would not
+    be valid chunks of the other: the dataset is removed again (None: copy
+    values instead).  h5py has no call to create a dataset without
+    ``set_local``, hence this.
     """
-    space = h5py.h5s.create_simple(tuple(shape), tuple(shape if maxshape is None else maxshape))
-    dcpl = template.id.get_create_plist()
-    h5py.h5d.create(group.id, name.encode(), template.id.get_type(), space, dcpl=dcpl).close()
-    return group[name]
+    want = pipeline(template)
+    plist = template.id.get_create_plist()
+    for attempt in range(2):
+        space = h5py.h5s.create_simple(tuple(shape), tuple(shape))
+        h5py.h5d.create(group.id, name.encode(), template.id.get_type(), space, dcpl=plist).close()
+        got = pipeline(group[name])
+        if got == want and group[name].chunks == template.chunks:
+            return group[name]
+        del group[name]
+        if attempt or len(got) != len(want):
+            return None
+        plist = template.id.get_create_plist()
+        plist.remove_filter(h5py.h5z.FILTER_ALL)
+        for (fid, flags, values), (_, _, again) in zip(want, got):
+            extra = len(again) - len(values)
+            given = values[extra:] if extra > 0 and again[extra:] == values else values
+            plist.set_filter(fid, flags, given)
+    return None
 
 
 # --------------------------------------------------------------------------- #
 # worker side: one open handle per part and process                            #
 # --------------------------------------------------------------------------- #
 _handles: dict[str, tuple[Any, threading.Lock]] = {}
+_finished: set[str] = set()  # parts closed for good here: a late block (of a stopped write) may not reopen one
 _handles_lock = threading.Lock()
 
 
 def part_handle(path: str) -> tuple[Any, threading.Lock]:
     """This process's open handle of a part file (opened ``r+`` on first use: a removed part never reappears) and its lock."""
     with _handles_lock:
+        if path in _finished:
+            raise PartWorkerError(f"part file {path} was already closed here: the write it belongs to has ended")
         entry = _handles.get(path)
         if entry is None:
             entry = _handles[path] = (h5py.File(path, "r+"), threading.Lock())
@@ -144,10 +175,12 @@ def open_parts() -> list[str]:
 
 
 def close_parts(paths: list[str] | None = None) -> dict[str, str | None]:
-    """Flush, close and ``fsync`` the parts this process holds open (all, or those of ``paths``).
+    """Flush, close and ``fsync`` the parts this process holds open (all, or those of ``paths``), for good.
 
     Run on every worker at the end of a sharded write (``client.run``), and
-    after a failed one (then the files are about to be removed).
+    after a failed one (then the files are about to be removed).  ``paths``
+    are not reopened here afterwards (a block still running when a stopped
+    write closes its parts fails instead of writing).
 
     Returns
     -------
@@ -158,6 +191,7 @@ def close_parts(paths: list[str] | None = None) -> dict[str, str | None]:
     with _handles_lock:
         chosen = [p for p in _handles if paths is None or p in set(paths)]
         entries = [(p, _handles.pop(p)) for p in chosen]
+        _finished.update(paths or chosen)
     result: dict[str, str | None] = {}
     for path, (f, lock) in entries:
         with lock:
@@ -207,10 +241,6 @@ def store_part_block(block: np.ndarray, declared, task: BlockTask) -> EncodedBlo
 # --------------------------------------------------------------------------- #
 # raw chunk copies (consolidate)                                               #
 # --------------------------------------------------------------------------- #
-def _pipeline(plist) -> tuple:
-    return tuple(plist.get_filter(i)[:3] for i in range(plist.get_nfilters()))
-
-
 def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tuple]], str | None]:
     """Whether a virtual dataset can be materialised by copying its sources' chunks raw, and from where.
 
@@ -255,8 +285,7 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
                     return [], f"{fname}:{dname} is not mapped whole"
                 if src.chunks is None:
                     return [], f"{fname}:{dname} is not chunked"
-                plist = src.id.get_create_plist()
-                kind = (tuple(src.chunks), src.dtype, _pipeline(plist), np.asarray(src.fillvalue).tobytes())
+                kind = (tuple(src.chunks), src.dtype, pipeline(src), np.asarray(src.fillvalue).tobytes())
         except (OSError, KeyError) as exc:
             return [], f"cannot open {path}:{dname} ({exc})"
         if first is None:

@@ -254,11 +254,12 @@ class ShardedWrite:
 
     def _close_all(self, pinned: dict, *, check: bool, lost=None) -> None:
         """Close the parts' handles where they are open; with ``check``, each part closed cleanly by its worker."""
+        paths = [p for ps in pinned.values() for p in ps]
         if self._client is None:
-            closed = {None: close_parts()}
+            closed = {None: close_parts(paths)}
         else:
             try:
-                closed = self._client.run(close_parts, on_error="return")
+                closed = self._client.run(close_parts, paths, on_error="return")
             except Exception as exc:  # pragma: no cover - the cluster is gone
                 if check:
                     raise PartWorkerError(f"cannot write {self.target}: closing the part files failed: {exc}") from exc
@@ -298,7 +299,7 @@ class ShardedWrite:
         """Remove the temporary parts directory (idempotent); the target's is untouched."""
         if self._output is not None:
             if self._client is None:
-                close_parts()
+                close_parts([p for j in self._jobs for _, _, p in j.parts])
             self._output.discard()
 
     @property

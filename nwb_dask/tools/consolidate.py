@@ -184,13 +184,13 @@ def consolidate(
                     fout.copy(obj, fout[parent], name=base, expand_external=True)
                     (done_groups if isinstance(obj, h5py.Group) else done_datasets).append(name)
                     continue
+                if obj.is_virtual and codec is None and chunks is None and _copy_raw(obj, src.parent, fout, name, raw):
+                    raw_datasets.append(name)  # sources chunked like it (sharded parts): chunks copied as stored
+                    done_datasets.append(name)
+                    continue
                 if not _bulk(obj):  # a small or non-numeric virtual dataset: read it whole
                     del fout[name]
                     _copy_attrs(obj, fout.create_dataset(name, data=obj[()], dtype=obj.dtype))
-                    done_datasets.append(name)
-                    continue
-                if obj.is_virtual and codec is None and chunks is None and _copy_raw(obj, src.parent, fout, name, raw):
-                    raw_datasets.append(name)
                     done_datasets.append(name)
                     continue
                 c = make_codec(codec) if codec is not None else source_codec(obj)  # virtual, contiguous, ...: gzip
@@ -242,10 +242,15 @@ def _copy_raw(vds, here: Path, fout, name: str, counts: list) -> bool:
     sources, _why = raw_copy_plan(vds, here)
     if not sources:
         return False
-    parent, base = name.rsplit("/", 1)
-    del fout[name]
+    group = fout[name.rsplit("/", 1)[0] or "/"]
+    scratch = f".{name.rsplit('/', 1)[1]}.nwb_dask-raw"
     with h5py.File(sources[0][0], "r") as first:
-        dset = create_like(fout[parent or "/"], base, first[sources[0][1]], vds.shape)
+        dset = create_like(group, scratch, first[sources[0][1]], vds.shape)
+    if dset is None:  # HDF5 would store the filters' parameters differently: read and write the values instead
+        return False
+    del fout[name]
+    group.move(scratch, name.rsplit("/", 1)[1])
+    dset = fout[name]
     _copy_attrs(vds, dset)
     for path, dname, offset in sources:
         with h5py.File(path, "r") as f:
