@@ -266,14 +266,15 @@ class ShardedWrite:
                 return
         if not check:
             return
+        # {path: error or None} over every worker (workers sharing one process close each other's parts)
+        merged = {p: e for got in closed.values() if isinstance(got, dict) for p, e in got.items()}
         problems = []
         for worker, paths in pinned.items():
-            got = closed.get(worker)
             for path in paths:
-                if lost and worker in lost or not isinstance(got, dict) or path not in got:
+                if lost and worker in lost or path not in merged:
                     problems.append(f"{os.path.basename(path)}: its worker {worker} was lost before closing it")
-                elif got[path] is not None:
-                    problems.append(f"{os.path.basename(path)}: {got[path]}")
+                elif merged[path] is not None:
+                    problems.append(f"{os.path.basename(path)}: {merged[path]}")
         if problems:
             raise PartWorkerError(f"cannot write {self.target}: " + "; ".join(problems))
 
