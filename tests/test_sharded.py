@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from test_any_shape import CODECS, FAST, arrays, assert_same, ts_file
 
 import nwb_dask
+import nwb_dask.nwb.shards
 from nwb_dask import DaskDataIO, NWBDaskIO, consolidate, write_nwb
 from nwb_dask.atomic import find_partials
 from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, pipeline, raw_copy_plan, split_rows, \
@@ -301,21 +302,54 @@ def test_failing_block_on_cluster_leaves_nothing(client, tmp_path):
     assert not any(client.run(nwb_dask.hdf5.shards.open_parts).values())  # no handle left open on a worker
 
 
-def test_killed_worker_fails_cleanly_and_leaves_nothing(tmp_path):
-    """kill -9 of a worker holding a part mid-write: PartWorkerError naming it, nothing at the target."""
+def _kill_one_worker_soon(client, delay: float = 1.0) -> threading.Timer:
+    victim = sorted(client.run(os.getpid).values())[0]
+    timer = threading.Timer(delay, os.kill, (victim, signal.SIGKILL))
+    timer.start()
+    return timer
+
+
+def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, monkeypatch):
+    """kill -9 of a worker holding parts mid-write: its parts are written again from scratch, the values are right."""
     distributed = pytest.importorskip("distributed")
+    retried = []
+    real = nwb_dask.nwb.shards.ShardedWrite._retry
+
+    def retry(self, todo, lost, *args):
+        retried.append(sorted(p.label for p in todo if p.worker in lost))
+        return real(self, todo, lost, *args)
+
+    monkeypatch.setattr(nwb_dask.nwb.shards.ShardedWrite, "_retry", retry)
+    x = values((120_000, 4), seed=5)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
+            distributed.Client(c) as cl:
+        a = da.from_array(x, chunks=(5_000, 4)).map_blocks(_slow, dtype="i2")
+        timer = _kill_one_worker_soon(cl)
+        path = tmp_path / "k.nwb"
+        stats = write_nwb(ts_file(DaskDataIO(a, chunks=(2_500, 4))), path, scheduler=cl, shards=4, progress=False)
+        timer.join()
+        assert stats.logical_bytes >= x.nbytes
+    assert len(retried) == 1 and retried[0], "no worker holding parts was lost: the test did not test anything"
+    assert nothing_left(tmp_path) == ["k.nwb", "k.nwb.parts"]
+    assert len(part_files(path)) == 4
+    read_back_elsewhere(path, x, tmp_path)
+
+
+def test_killed_worker_without_retries_fails_cleanly_and_leaves_nothing(tmp_path, monkeypatch):
+    """No retries left: PartWorkerError naming the worker and its parts, nothing at the target."""
+    distributed = pytest.importorskip("distributed")
+    monkeypatch.setattr(nwb_dask.nwb.shards, "PART_RETRIES", 0)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
             distributed.Client(c) as cl:
         a = da.ones((300_000, 4), "i2", chunks=(10_000, 4)).map_blocks(_slow, dtype="i2")
-        victim = sorted(cl.run(os.getpid).values())[0]
-        timer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
-        timer.start()
+        timer = _kill_one_worker_soon(cl)
         t0 = time.monotonic()
-        with pytest.raises(PartWorkerError, match=r"were lost while writing part files data\.\d\.h5.*nothing was left"):
+        with pytest.raises(PartWorkerError, match=r"were lost while writing part files data\.\d\.h5 \(after 0 "
+                                                  r"retries\).*nothing was left"):
             write_nwb(ts_file(DaskDataIO(a, chunks=(5_000, 4))), tmp_path / "k.nwb", scheduler=cl, shards="workers",
                       progress=False)
         timer.join()
-        assert time.monotonic() - t0 < 30  # 30 blocks of 0.15 s per worker: it stopped, it did not finish
+        assert time.monotonic() - t0 < 30  # 15 blocks of 0.15 s per worker: it stopped, it did not finish
     assert nothing_left(tmp_path) == []
 
 

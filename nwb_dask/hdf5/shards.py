@@ -39,7 +39,7 @@ from nwb_dask.engine import BlockTask, EncodedBlock, checked_task_block, encode_
 from nwb_dask.hdf5.write import store_block
 
 __all__ = ["PART_DATASET", "PartTarget", "PartWorkerError", "close_parts", "copy_chunks_raw", "create_like", "create_part",
-           "open_parts", "part_handle", "pipeline", "raw_copy_plan", "split_rows", "store_part_block"]
+           "open_parts", "part_handle", "pipeline", "reopen_parts", "raw_copy_plan", "split_rows", "store_part_block"]
 
 #: The dataset of a part file.
 PART_DATASET = "data"
@@ -206,6 +206,12 @@ def close_parts(paths: list[str] | None = None) -> dict[str, str | None]:
             except Exception as exc:  # reported to the client, which fails the write naming the part
                 result[path] = f"{type(exc).__name__}: {exc}"
     return result
+
+
+def reopen_parts(paths: list[str]) -> None:
+    """Allow parts closed by :func:`close_parts` to be opened here again (a retried write goes on with them)."""
+    with _handles_lock:
+        _finished.difference_update(paths)
 
 
 def store_part_block(block: np.ndarray, declared, task: BlockTask) -> EncodedBlock:

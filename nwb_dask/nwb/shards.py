@@ -30,11 +30,12 @@ self-contained file by copying the chunks raw.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ from nwb_dask.atomic import AtomicOutput
 from nwb_dask.chunking import block_selections
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, active_scheduler, interleave, \
     run_block_tasks
-from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, close_parts, create_part, split_rows, \
-    store_part_block
+from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, close_parts, create_part, \
+    reopen_parts, split_rows, store_part_block
 from nwb_dask.hdf5.write import plan_write
 
 __all__ = ["PARTS_SUFFIX", "ShardedWrite", "check_shards", "parts_dir"]
@@ -75,6 +76,10 @@ def check_shards(shards, path, mode: str, *, file=None, comm=None, driver=None, 
             raise FileExistsError(f"cannot write {where} with shards=: {parts} exists and is not a parts directory")
 
 
+#: How many times the parts of lost workers are rewritten from scratch on live workers before the write fails.
+PART_RETRIES = 2
+
+
 @dataclass
 class _Job:
     name: str
@@ -83,7 +88,26 @@ class _Job:
     chunk_shape: tuple
     fill: Any
     dtype: Any
-    parts: list  # [(start, stop, path)]
+    parts: list  # [_Part]
+
+
+@dataclass
+class _Part:
+    """One part file of a dataset: its rows, its blocks, the worker writing it, the blocks it has stored."""
+
+    key: int  # the job
+    k: int
+    start: int
+    stop: int
+    path: str
+    blocks: list  # [(block index, selection)]
+    worker: Any = None
+    done: set = field(default_factory=set)  # block indices stored (their results are back)
+    index: dict | None = None  # block start -> block index
+
+    @property
+    def label(self) -> str:
+        return os.path.basename(self.path)
 
 
 class ShardedWrite:
@@ -111,6 +135,7 @@ class ShardedWrite:
         self._taken: set[int] = set()
         self._workers: list | None = None
         self._client = None
+        self._templates = None  # in memory: each sharded dataset as hdmf created it (empty), to recreate parts
 
     # ----------------------------------------------------------------- hdmf side
     def owns(self, data) -> bool:
@@ -126,7 +151,7 @@ class ShardedWrite:
                                  "distributed Client (or threads)")
             if info.kind == "distributed":
                 self._client = info.client
-                workers = sorted(info.client.scheduler_info(n_workers=-1)["workers"])
+                workers = _alive(info.client)
                 if not workers:
                     raise ValueError(f"cannot write {self.target} with shards=: the cluster has no workers")
             else:
@@ -159,20 +184,28 @@ class ShardedWrite:
         rel = dset.name.lstrip("/")
         folder = self._output.temp / os.path.dirname(rel)
         folder.mkdir(parents=True, exist_ok=True)
-        parts = []
         import h5py
 
+        key = len(self._jobs)
+        if self._templates is None:
+            self._templates = h5py.File(f"nwb_dask-templates-{id(self)}", "w", driver="core", backing_store=False)
+        self._templates.copy(dset, str(key), without_attrs=True)
         layout = h5py.VirtualLayout(shape=dset.shape, dtype=dset.dtype, maxshape=dset.shape)
+        parts = []
         for k, (a, b) in enumerate(ranges):
             name = f"{rel}.{k}.h5"
-            path = self._output.temp / name
-            create_part(path, dset, b - a, attrs={"nwb_dask_part_of": dset.name, "nwb_dask_rows": [a, b]})
+            parts.append(_Part(key, k, a, b, str(self._output.temp / name), []))
+            self._create(parts[-1], dset.name)
             source = os.path.relpath(self.dir / name, self.target.parent)  # the final name, relative
             layout[a:b] = h5py.VirtualSource(source, PART_DATASET, shape=(b - a,) + dset.shape[1:], dtype=dset.dtype)
-            parts.append((a, b, str(path)))
         # block edges at every part edge, so no block spans two parts (all edges are chunk multiples)
-        edges = sorted({0, *(int(e) for e in _cumsum(job.array.chunks[0])), *(a for a, _, _ in parts)})
+        edges = sorted({0, *(int(e) for e in _cumsum(job.array.chunks[0])), *(p.start for p in parts)})
         array = job.array.rechunk({0: tuple(b - a for a, b in zip(edges[:-1], edges[1:]))})
+        starts = [p.start for p in parts]
+        for idx, sel in block_selections(array.chunks):
+            parts[bisect.bisect_right(starts, sel[0].start) - 1].blocks.append((idx, sel))
+        for p in parts:
+            p.worker = workers[(p.k + key) % len(workers)]
         fill = dset.fillvalue if job.codec is not None else 0
         stored = None if dset.dtype == array.dtype else dset.dtype
         self._jobs.append(_Job(dset.name, array, job.codec, tuple(dset.chunks), fill, stored, parts))
@@ -185,96 +218,120 @@ class ShardedWrite:
         self._taken.add(id(iterator))
         return True
 
+    def _create(self, part: _Part, name: str) -> None:
+        """(Re)create a part's file, empty, from its dataset's template."""
+        if os.path.exists(part.path):
+            os.unlink(part.path)  # a lost worker's part: a process still writing it writes to the unlinked file
+        create_part(part.path, self._templates[str(part.key)], part.stop - part.start,
+                    attrs={"nwb_dask_part_of": name, "nwb_dask_rows": [part.start, part.stop]})
+
     # ----------------------------------------------------------------- the write
-    def _tasks(self, key: int, job: _Job, workers: list, turn: int):
+    def _streams(self, parts: list) -> list:
         """One task stream per part (interleaved, so every worker gets blocks from the start)."""
-        by_part: list[list] = [[] for _ in job.parts]
-        starts = [a for a, _, _ in job.parts]
-        for idx, sel in block_selections(job.array.chunks):
-            k = max(i for i, s in enumerate(starts) if s <= sel[0].start)
-            by_part[k].append((idx, sel))
         streams = []
-        for k, ((a, _, path), blocks) in enumerate(zip(job.parts, by_part)):
-            worker = workers[(k + turn) % len(workers)]
-            target = PartTarget(path, a, worker, f"dataset {job.name!r} part {k} ({os.path.basename(path)})")
-            streams.append(_part_stream(key, job, blocks, target))
+        for p in parts:
+            job = self._jobs[p.key]
+            target = PartTarget(p.path, p.start, p.worker, f"dataset {job.name!r} part {p.k} ({p.label})")
+            streams.append(_part_stream(p.key, job, [b for b in p.blocks if b[0] not in p.done], target))
         return streams
 
     def write(self, stats: WriteStats | None = None, *, max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
               progress: bool = True) -> WriteStats:
         """Write every taken dataset's parts on the workers; ``stats`` (of the rest of the write) folded in.
 
+        A worker lost mid-write (its process killed, its node gone) leaves
+        its parts incomplete: they are created again, empty, and written from
+        scratch by live workers (up to :data:`PART_RETRIES` times); the other
+        parts keep what they stored and go on.
+
         Raises
         ------
         PartWorkerError
-            A worker holding a part was lost (the write is stopped; the IO
-            removes the parts and the file).
+            Workers holding parts were lost more often than retried, or no
+            worker is left (the IO removes the parts and the file).
         Exception
             A failing block's error, unchanged, with a note naming the dataset.
         """
         stats = stats if stats is not None else WriteStats()
         if not self._jobs:
             return stats
-        workers = self._resolve_workers()
+        parts = [p for job in self._jobs for p in job.parts]
         own = WriteStats(datasets=[j.name for j in self._jobs])
-        streams = []
-        for key, job in enumerate(self._jobs):
-            streams += self._tasks(key, job, workers, key)
-        pinned: dict = {}  # worker -> its part files
-        for key, job in enumerate(self._jobs):
-            for k, (_, _, path) in enumerate(job.parts):
-                pinned.setdefault(workers[(k + key) % len(workers)], []).append(path)
+        where = {(p.key, p.start): p for p in parts}
         total = sum(int(j.array.size) * j.array.dtype.itemsize for j in self._jobs)
-        watchdog = _Watchdog(self._client, pinned) if self._client is not None else None
         t0 = time.perf_counter()
-        try:
-            for done in run_block_tasks(interleave(streams), max_inflight_bytes=max_inflight_bytes,
-                                        scheduler=self.scheduler, progress=progress, total=total,
-                                        desc="nwb_dask sharded"):
-                own.stored_bytes += done.stored_bytes
-                own.chunks += done.n_chunks
-                own.logical_bytes += done.nbytes
-        except BaseException as exc:
-            lost = watchdog.stop() if watchdog is not None else None
-            self._close_all(pinned, check=False)
-            if lost:
-                files = ", ".join(os.path.basename(p) for w in sorted(lost) for p in pinned[w])
-                raise PartWorkerError(f"cannot write {self.target}: worker(s) {', '.join(sorted(lost))} were lost "
-                                      f"while writing part files {files}; the write was stopped and nothing was "
-                                      "left at the target") from exc
-            exc.add_note(f"nwb_dask: while writing sharded dataset(s) {', '.join(own.datasets)} of {self.target}")
-            raise
-        lost = watchdog.stop() if watchdog is not None else None
-        self._close_all(pinned, check=True, lost=lost)
+        for attempt in range(PART_RETRIES + 1):
+            todo = [p for p in parts if len(p.done) < len(p.blocks)]
+            pinned: dict = {}  # worker -> its part files, this attempt
+            for p in todo:
+                pinned.setdefault(p.worker, []).append(p.path)
+            watchdog = _Watchdog(self._client, pinned) if self._client is not None else None
+            try:
+                for done in run_block_tasks(interleave(self._streams(todo)), max_inflight_bytes=max_inflight_bytes,
+                                            scheduler=self.scheduler, progress=progress, total=total,
+                                            desc="nwb_dask sharded"):
+                    part = where[(done.key, _part_start(self._jobs[done.key], done.selection))]
+                    part.done.add(_block_index(part, done.selection))
+                    own.stored_bytes += done.stored_bytes
+                    own.chunks += done.n_chunks
+                    own.logical_bytes += done.nbytes
+            except BaseException as exc:
+                lost = watchdog.stop() if watchdog is not None else set()
+                closed = self._close(pinned)
+                if not lost or not isinstance(exc, Exception):
+                    exc.add_note(f"nwb_dask: while writing sharded dataset(s) {', '.join(own.datasets)} of "
+                                 f"{self.target}")
+                    raise
+                self._retry(todo, lost, closed, exc, attempt)
+                continue
+            lost = watchdog.stop() if watchdog is not None else set()
+            self._check(todo, self._close(pinned), lost)
+            break
+        self._templates.close()  # every part is whole: none is created again
+        self._templates = None
         own.seconds = time.perf_counter() - t0
         seconds = stats.seconds + own.seconds  # one after the other
         stats.add(own)
         stats.seconds = seconds
         return stats
 
-    def _close_all(self, pinned: dict, *, check: bool, lost=None) -> None:
-        """Close the parts' handles where they are open; with ``check``, each part closed cleanly by its worker."""
+    def _retry(self, todo: list, lost: set, closed: dict, exc: BaseException, attempt: int) -> None:
+        """After lost workers: their parts (and any part that failed to close) start again on live workers."""
+        files = ", ".join(p.label for p in todo if p.worker in lost)
+        live = [w for w in _alive(self._client) if w not in lost]
+        if attempt >= PART_RETRIES or not live:
+            why = "no worker is left" if not live else f"after {PART_RETRIES} retries"
+            raise PartWorkerError(f"cannot write {self.target}: worker(s) {', '.join(sorted(lost))} were lost while "
+                                  f"writing part files {files} ({why}); the write was stopped and nothing was left at "
+                                  "the target") from exc
+        redo = [p for p in todo if p.worker in lost or closed.get(p.path, "lost") is not None]
+        for i, p in enumerate(redo):
+            p.done.clear()
+            p.worker = live[i % len(live)]
+            self._create(p, self._jobs[p.key].name)
+        # the other parts go on where they are; the handles of all were closed for good: allow them open again
+        self._client.run(reopen_parts, [p.path for p in todo])
+
+    def _close(self, pinned: dict) -> dict:
+        """Close the parts' handles where they are open: {path: None, or the error closing it}."""
         paths = [p for ps in pinned.values() for p in ps]
         if self._client is None:
-            closed = {None: close_parts(paths)}
-        else:
-            try:
-                closed = self._client.run(close_parts, paths, on_error="return")
-            except Exception as exc:  # pragma: no cover - the cluster is gone
-                if check:
-                    raise PartWorkerError(f"cannot write {self.target}: closing the part files failed: {exc}") from exc
-                return
-        if not check:
-            return
-        # {path: error or None} over every worker (workers sharing one process close each other's parts)
-        merged = {p: e for got in closed.values() if isinstance(got, dict) for p, e in got.items()}
+            return close_parts(paths)
+        try:
+            closed = self._client.run(close_parts, paths, on_error="return")
+        except Exception:  # pragma: no cover - the cluster is gone: the parts are not known to be whole
+            return {}
+        # workers sharing one process (LocalCluster(processes=False)) close each other's parts
+        return {p: e for got in closed.values() if isinstance(got, dict) for p, e in got.items()}
+
+    def _check(self, todo: list, closed: dict, lost: set) -> None:
+        """Each part of the last attempt closed cleanly by a live worker, else PartWorkerError naming it."""
         problems = []
-        for worker, paths in pinned.items():
-            for path in paths:
-                if lost and worker in lost or path not in merged:
-                    problems.append(f"{os.path.basename(path)}: its worker {worker} was lost before closing it")
-                elif merged[path] is not None:
-                    problems.append(f"{os.path.basename(path)}: {merged[path]}")
+        for p in todo:
+            if p.worker in lost or p.path not in closed:
+                problems.append(f"{p.label}: its worker {p.worker} was lost before closing it")
+            elif closed[p.path] is not None:
+                problems.append(f"{p.label}: {closed[p.path]}")
         if problems:
             raise PartWorkerError(f"cannot write {self.target}: " + "; ".join(problems))
 
@@ -300,13 +357,37 @@ class ShardedWrite:
         """Remove the temporary parts directory (idempotent); the target's is untouched."""
         if self._output is not None:
             if self._client is None:
-                close_parts([p for j in self._jobs for _, _, p in j.parts])
+                close_parts([p.path for j in self._jobs for p in j.parts])
             self._output.discard()
+        if self._templates is not None:
+            self._templates.close()
+            self._templates = None
 
     @property
     def datasets(self) -> list[str]:
         """The datasets written as parts."""
         return [j.name for j in self._jobs]
+
+
+def _alive(client) -> list:
+    """The addresses of the cluster's workers now."""
+    try:
+        info = client.scheduler_info(n_workers=-1)  # distributed >= 2025.4 lists 5 workers by default
+    except TypeError:  # pragma: no cover - older distributed
+        info = client.scheduler_info()
+    return sorted(info["workers"])
+
+
+def _part_start(job: _Job, selection: tuple) -> int:
+    starts = [p.start for p in job.parts]
+    return starts[bisect.bisect_right(starts, selection[0].start) - 1]
+
+
+def _block_index(part: _Part, selection: tuple):
+    """The index of the part's block at ``selection`` (by its start: slices are not hashable before Python 3.12)."""
+    if part.index is None:
+        part.index = {tuple(s.start for s in sel): idx for idx, sel in part.blocks}
+    return part.index[tuple(s.start for s in selection)]
 
 
 def _part_stream(key: int, job: _Job, blocks: list, target: PartTarget):
