@@ -23,9 +23,10 @@ single process receives all the encoded bytes:
   the NWB file's temporary and renamed just before it, on success only; on
   any error, a lost worker, Ctrl-C or SIGTERM both are removed.
 
-A lost worker fails the write (its part file is incomplete): nothing is left
-at the target; :func:`nwb_dask.consolidate` turns a sharded file into one
-self-contained file by copying the chunks raw.
+A lost worker leaves its parts incomplete: they are created again and
+written from scratch by live workers (:data:`PART_RETRIES` times at most, then
+the write fails with nothing left at the target).  :func:`nwb_dask.consolidate`
+turns a sharded file into one self-contained file by copying the chunks raw.
 """
 
 from __future__ import annotations
