@@ -383,3 +383,42 @@ def test_sigterm_mid_write_leaves_nothing(tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     assert nothing_left(tmp_path) == []
+
+
+_CONSOLIDATE_SLOWLY = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import nwb_dask, nwb_dask.hdf5.shards as shards
+
+    real = shards.copy_chunks_raw
+
+    def slow(*args):
+        Path(sys.argv[3]).touch()
+        time.sleep(0.5)
+        return real(*args)
+
+    shards.copy_chunks_raw = slow
+    nwb_dask.consolidate(sys.argv[1], sys.argv[2], scheduler="sync", progress=False)
+    print("finished")
+    """
+)
+
+
+def test_sigterm_mid_raw_consolidate_leaves_nothing(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    x = values((6_000, 2))
+    write_nwb(ts_file(DaskDataIO(da.from_array(x, chunks=1_000), chunks=(500, 2))), src / "r.nwb", shards=6,
+              scheduler="sync", progress=False)
+    out, marker = tmp_path / "one.nwb", tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _CONSOLIDATE_SLOWLY, str(src / "r.nwb"), str(out), str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert "finished" not in stdout, "consolidate ended before the signal: the test tested nothing"
+    assert proc.returncode == 143, stderr[-2000:]
+    assert nothing_left(tmp_path) == ["src", "started"]
