@@ -8,6 +8,7 @@ with SIGKILL, SIGTERM) leave nothing at the target.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -138,6 +139,36 @@ def test_cluster_more_parts_than_workers_and_two_datasets(client, tmp_path):
         np.testing.assert_array_equal(f[DATA][()], x)
         np.testing.assert_array_equal(f["acquisition/y/data"][()], y)
         assert len(f["acquisition/y/data"].virtual_sources()) == 5
+
+
+def test_persisted_data_parts_written_where_their_blocks_are(client, tmp_path, monkeypatch):
+    """Each part goes to the worker holding most of its persisted blocks (no raw bytes between workers)."""
+    distributed = pytest.importorskip("distributed")
+    placed = []
+    real = nwb_dask.nwb.shards.ShardedWrite._place
+
+    def place(self, parts):
+        real(self, parts)
+        placed.extend((p.start, p.stop, p.worker) for p in parts)
+
+    monkeypatch.setattr(nwb_dask.nwb.shards.ShardedWrite, "_place", place)
+    x = values((16_000, 4), seed=3)
+    a = client.persist(da.from_array(x, chunks=(1_000, 4)) + 0)
+    distributed.wait(distributed.futures_of(a))
+    where = client.who_has(distributed.futures_of(a))
+    home = {i * 1_000: where[k][0] for i, k in enumerate(sorted(where, key=lambda k: k[1]))}  # block -> worker
+    path = tmp_path / "p.nwb"
+    write_nwb(ts_file(DaskDataIO(a, chunks=(500, 4))), path, scheduler=client, shards="workers", progress=False)
+    assert len(placed) == 2 and len({w for _, _, w in placed}) == 2  # one part per worker
+
+    def local(assignment):  # blocks whose part is written where they are
+        return sum(home[r] == w for (start, stop), w in assignment for r in range(start, stop, 1_000))
+
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    best = max(local(zip([(a, b) for a, b, _ in placed], order)) for order in itertools.permutations(workers))
+    assert local([((a, b), w) for a, b, w in placed]) == best, (placed, home)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f[DATA][()], x)
 
 
 def test_a_part_refuses_a_block_on_another_worker(client, tmp_path):

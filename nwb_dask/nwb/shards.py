@@ -257,6 +257,8 @@ class ShardedWrite:
         if not self._jobs:
             return stats
         parts = [p for job in self._jobs for p in job.parts]
+        if self._client is not None:
+            self._place(parts)
         own = WriteStats(datasets=[j.name for j in self._jobs])
         where = {(p.key, p.start): p for p in parts}
         total = sum(int(j.array.size) * j.array.dtype.itemsize for j in self._jobs)
@@ -295,6 +297,47 @@ class ShardedWrite:
         stats.add(own)
         stats.seconds = seconds
         return stats
+
+    def _place(self, parts: list) -> None:
+        """Data persisted on the cluster: give each part to the worker that holds most of its blocks' inputs.
+
+        Otherwise a part's blocks would travel to its worker (raw bytes, worker
+        to worker).  At most ``ceil(parts / workers)`` parts per worker, so the
+        work stays spread; without persisted inputs the parts stay where
+        :meth:`take` put them (in turn).
+        """
+        from dask.core import flatten
+        from distributed import futures_of
+
+        persisted = {f.key for job in self._jobs for f in futures_of(job.array)}
+        if not persisted:
+            return
+        keys = {}
+        for p in parts:  # the persisted blocks a part's rows need: its culled graph's keys among them
+            rows = self._jobs[p.key].array[p.start:p.stop]
+            graph = rows.__dask_graph__().cull(set(flatten(rows.__dask_keys__())))
+            keys[id(p)] = [k for k in graph.keys() if k in persisted]
+        wanted = sorted({k for ks in keys.values() for k in ks}, key=str)
+        who = self._client.who_has(wanted)
+        workers = _alive(self._client)
+        cap = -(-len(parts) // len(workers))
+        load = {w: 0 for w in workers}
+        counts = {}
+        for p in parts:
+            c = {w: 0 for w in workers}
+            for k in keys[id(p)]:
+                for w in who.get(k, ()):
+                    if w in c:
+                        c[w] += 1
+            counts[id(p)] = c
+        def regret(q) -> int:  # what a part loses if it cannot have its best worker: the largest choose first
+            best = sorted(counts[id(q)].values(), reverse=True) + [0]
+            return best[0] - best[1]
+
+        for p in sorted(parts, key=regret, reverse=True):
+            free = [w for w in workers if load[w] < cap]
+            p.worker = max(free, key=lambda w: (counts[id(p)][w], -load[w]))
+            load[p.worker] += 1
 
     def _retry(self, todo: list, lost: set, closed: dict, exc: BaseException, attempt: int) -> None:
         """After lost workers: their parts (and any part that failed to close) start again on live workers."""
