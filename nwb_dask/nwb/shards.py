@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from nwb_dask.atomic import AtomicOutput
-from nwb_dask.chunking import block_selections
+from nwb_dask.blocks import as_dask_array, checked_array
+from nwb_dask.chunking import align_to_chunks, block_selections
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, active_scheduler, interleave, \
     run_block_tasks
 from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, close_parts, create_part, \
@@ -84,7 +85,6 @@ PART_RETRIES = 2
 @dataclass
 class _Job:
     name: str
-    array: Any
     codec: Any
     chunk_shape: tuple
     fill: Any
@@ -105,6 +105,7 @@ class _Part:
     worker: Any = None
     done: set = field(default_factory=set)  # block indices stored (their results are back)
     index: dict | None = None  # block start -> block index
+    array: Any = None  # the part's rows of the source, aligned to chunks
 
     @property
     def label(self) -> str:
@@ -199,17 +200,17 @@ class ShardedWrite:
             self._create(parts[-1], dset.name)
             source = os.path.relpath(self.dir / name, self.target.parent)  # the final name, relative
             layout[a:b] = h5py.VirtualSource(source, PART_DATASET, shape=(b - a,) + dset.shape[1:], dtype=dset.dtype)
-        # block edges at every part edge, so no block spans two parts (all edges are chunk multiples)
-        edges = sorted({0, *(int(e) for e in _cumsum(job.array.chunks[0])), *(p.start for p in parts)})
-        array = job.array.rechunk({0: tuple(b - a for a, b in zip(edges[:-1], edges[1:]))})
-        starts = [p.start for p in parts]
-        for idx, sel in block_selections(array.chunks):
-            parts[bisect.bisect_right(starts, sel[0].start) - 1].blocks.append((idx, sel))
+        # Each part's rows aligned to chunks on their own (part edges are chunk multiples): no block spans
+        # two parts, and a part's blocks depend only on its rows' inputs (where they are persisted, _place).
+        source = as_dask_array(iterator.source, name=dset.name)
         for p in parts:
+            p.array = _aligned(source[p.start:p.stop], tuple(dset.chunks), iterator.block_bytes, dset.name)
+            p.blocks = [(idx, (slice(sel[0].start + p.start, sel[0].stop + p.start),) + tuple(sel[1:]))
+                        for idx, sel in block_selections(p.array.chunks)]
             p.worker = workers[(p.k + key) % len(workers)]
         fill = dset.fillvalue if job.codec is not None else 0
-        stored = None if dset.dtype == array.dtype else dset.dtype
-        self._jobs.append(_Job(dset.name, array, job.codec, tuple(dset.chunks), fill, stored, parts))
+        stored = None if dset.dtype == source.dtype else dset.dtype
+        self._jobs.append(_Job(dset.name, job.codec, tuple(dset.chunks), fill, stored, parts))
         fillvalue, name = dset.fillvalue, builder.name
         del parent[name]
         dset = job = None
@@ -233,7 +234,7 @@ class ShardedWrite:
         for p in parts:
             job = self._jobs[p.key]
             target = PartTarget(p.path, p.start, p.worker, f"dataset {job.name!r} part {p.k} ({p.label})")
-            streams.append(_part_stream(p.key, job, [b for b in p.blocks if b[0] not in p.done], target))
+            streams.append(_part_stream(p, job, [b for b in p.blocks if b[0] not in p.done], target))
         return streams
 
     def write(self, stats: WriteStats | None = None, *, max_inflight_bytes: int = DEFAULT_INFLIGHT_BYTES,
@@ -261,7 +262,7 @@ class ShardedWrite:
             self._place(parts)
         own = WriteStats(datasets=[j.name for j in self._jobs])
         where = {(p.key, p.start): p for p in parts}
-        total = sum(int(j.array.size) * j.array.dtype.itemsize for j in self._jobs)
+        total = sum(int(p.array.size) * p.array.dtype.itemsize for p in parts)
         t0 = time.perf_counter()
         for attempt in range(PART_RETRIES + 1):
             todo = [p for p in parts if len(p.done) < len(p.blocks)]
@@ -309,13 +310,12 @@ class ShardedWrite:
         from dask.core import flatten
         from distributed import futures_of
 
-        persisted = {f.key for job in self._jobs for f in futures_of(job.array)}
+        persisted = {f.key for p in parts for f in futures_of(p.array)}
         if not persisted:
             return
         keys = {}
         for p in parts:  # the persisted blocks a part's rows need: its culled graph's keys among them
-            rows = self._jobs[p.key].array[p.start:p.stop]
-            graph = rows.__dask_graph__().cull(set(flatten(rows.__dask_keys__())))
+            graph = p.array.__dask_graph__().cull(set(flatten(p.array.__dask_keys__())))
             keys[id(p)] = [k for k in graph.keys() if k in persisted]
         wanted = sorted({k for ks in keys.values() for k in ks}, key=str)
         who = self._client.who_has(wanted)
@@ -434,18 +434,18 @@ def _block_index(part: _Part, selection: tuple):
     return part.index[tuple(s.start for s in selection)]
 
 
-def _part_stream(key: int, job: _Job, blocks: list, target: PartTarget):
+def _part_stream(part: _Part, job: _Job, blocks: list, target: PartTarget):
     for idx, sel in blocks:
-        yield BlockTask(key, sel, job.array.blocks[idx], job.chunk_shape, job.codec, job.fill, name=job.name,
+        yield BlockTask(part.key, sel, part.array.blocks[idx], job.chunk_shape, job.codec, job.fill, name=job.name,
                         index=idx, dtype=job.dtype, step=store_part_block, target=target, worker=target.worker)
 
 
-def _cumsum(sizes) -> list[int]:
-    out, total = [], 0
-    for s in sizes:
-        total += s
-        out.append(total)
-    return out
+def _aligned(rows, chunk_shape: tuple, block_bytes: int, name: str):
+    """A part's rows as blocks aligned to whole chunks (as plan_write aligns a whole dataset's)."""
+    aligned = align_to_chunks(rows, chunk_shape, block_bytes)
+    if aligned.chunks != rows.chunks:  # the rechunk would merge blocks (promoting mixed dtypes): check them first
+        aligned = align_to_chunks(checked_array(rows, name), chunk_shape, block_bytes)
+    return aligned
 
 
 class _Watchdog:
