@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from nwb_dask.atomic import AtomicOutput
 from nwb_dask.blocks import as_dask_array, checked_array
 from nwb_dask.chunking import align_to_chunks, block_selections
@@ -178,6 +180,7 @@ class ShardedWrite:
             return False  # nothing to shard: written as today
         workers = self._resolve_workers()
         n = len(workers) if self.shards == "workers" else int(self.shards)
+        # the writer's checks and codec (shape, chunked, codec against the filters); the parts align their own rows
         job = plan_write(iterator.source, dset, iterator.codec, block_bytes=iterator.block_bytes, name=dset.name)
         ranges = split_rows(dset.shape[0], dset.chunks[0], n)
         if self._output is None:
@@ -186,8 +189,6 @@ class ShardedWrite:
         rel = dset.name.lstrip("/")
         folder = self._output.temp / os.path.dirname(rel)
         folder.mkdir(parents=True, exist_ok=True)
-        import h5py
-
         key = len(self._jobs)
         if self._templates is None:
             self._templates = h5py.File(f"nwb_dask-templates-{id(self)}", "w", driver="core", backing_store=False)
