@@ -267,6 +267,20 @@ def test_sharded_file_validates(tmp_path):
         assert validate(io=io) == []
 
 
+def test_sharded_file_passes_nwbinspector(tmp_path):
+    pytest.importorskip("nwbinspector")
+    from test_inspector import assert_passes
+
+    from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+
+    path = tmp_path / "i.nwb"
+    write_nwb(ephys_nwbfile(DaskDataIO(synthetic_ephys(seconds=0.2, n_channels=16, seed=2))), path, shards=3,
+              scheduler="sync", progress=False)
+    with h5py.File(path, "r") as f:
+        assert f["acquisition/ElectricalSeries/data"].is_virtual
+    assert_passes(path)
+
+
 # --------------------------------------------------------------------------- #
 # refusals and existing outputs                                                #
 # --------------------------------------------------------------------------- #
