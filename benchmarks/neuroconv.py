@@ -7,7 +7,9 @@ chunks and gzip 4 (neuroconv's defaults), ``configure_backend`` wraps the
 data in neuroconv's ``SpikeInterfaceRecordingDataChunkIterator``.  The same
 configured file is then written by ``pynwb.NWBHDF5IO`` (hdmf: serial
 ``next()`` and HDF5's serial gzip) and by ``nwb_dask.NWBDaskIO``; the two files
-are compared element by element, chunks and filters included.
+are compared element by element, chunks and filters included.  The table
+gives each write's peak resident memory (sampled, both writers run in this
+process) beside the process's memory before it.
 
     python benchmarks/neuroconv.py            # 384 ch x 60 s
     python benchmarks/neuroconv.py --quick    # 64 ch x 4 s (tests)
@@ -59,13 +61,55 @@ def configured_nwbfile(interface, backend_configuration=None):
     return nwbfile
 
 
-def write(io_class, path: str, interface, **kwargs) -> float:
-    """Seconds to write the configured file with ``io_class`` (the source iterated inside)."""
+def _rss() -> int:
+    """This process's resident set size in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+class PeakRSS:
+    """The peak resident set size while a ``with`` block runs, sampled every 10 ms in a thread.
+
+    Both writers run in this one process, so ``ru_maxrss`` (the process's
+    lifetime peak) cannot tell them apart; sampling can (it may miss a peak
+    shorter than 10 ms).
+    """
+
+    def __enter__(self):
+        import threading
+
+        self.before = self.peak = _rss()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.01):
+                self.peak = max(self.peak, _rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def write(io_class, path: str, interface, **kwargs) -> tuple[float, PeakRSS]:
+    """Seconds to write the configured file with ``io_class`` (the source iterated inside), and its peak RSS."""
+    import gc
+
     nwbfile = configured_nwbfile(interface)
-    t0 = time.perf_counter()
-    with io_class(path, "w", **kwargs) as io:
-        io.write(nwbfile)
-    return time.perf_counter() - t0
+    gc.collect()
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        with io_class(path, "w", **kwargs) as io:
+            io.write(nwbfile)
+        seconds = time.perf_counter() - t0
+    return seconds, rss
 
 
 def compare(a: str, b: str, name: str = SERIES) -> None:
@@ -133,8 +177,9 @@ def main(argv=None) -> list[dict]:
         for _ in it:  # the source alone: neuroconv's iterator, serial
             pass
         source = time.perf_counter() - t0
-        times = {"NWBHDF5IO": write(pynwb.NWBHDF5IO, paths["NWBHDF5IO"], interface),
-                 "NWBDaskIO": write(nwb_dask.NWBDaskIO, paths["NWBDaskIO"], interface)}
+        runs = {"NWBHDF5IO": write(pynwb.NWBHDF5IO, paths["NWBHDF5IO"], interface),
+                "NWBDaskIO": write(nwb_dask.NWBDaskIO, paths["NWBDaskIO"], interface)}
+        times = {name: run[0] for name, run in runs.items()}
         compare(paths["NWBHDF5IO"], paths["NWBDaskIO"])
         base = times["NWBHDF5IO"]
         with h5py.File(paths["NWBHDF5IO"], "r") as f:
@@ -143,15 +188,17 @@ def main(argv=None) -> list[dict]:
                   f"chunks {d.chunks}, {d.compression} {d.compression_opts}, shuffle {d.shuffle}; "
                   f"{os.cpu_count()} cores; source alone (serial next()): {source:.1f} s")
         zsize = stored_bytes(paths["NWBHDF5IO"])
-        print(f"{'writer':<10} {'seconds':>8} {'speed-up':>9} {'file MB':>9} {'data MB':>9} {'size vs zlib':>12}")
+        print(f"{'writer':<10} {'seconds':>8} {'speed-up':>9} {'file MB':>9} {'data MB':>9} {'size vs zlib':>12} "
+              f"{'RSS before MB':>13} {'peak RSS MB':>11}")
         for name, seconds_ in times.items():
             size = os.path.getsize(paths[name])
             data = stored_bytes(paths[name])
+            rss = runs[name][1]
             row = {"writer": name, "seconds": seconds_, "speedup": base / seconds_, "file_bytes": size,
-                   "data_bytes": data, "size_vs_zlib": data / zsize}
+                   "data_bytes": data, "size_vs_zlib": data / zsize, "rss_before": rss.before, "peak_rss": rss.peak}
             rows.append(row)
             print(f"{name:<10} {seconds_:8.2f} {base / seconds_:8.2f}x {size / 1e6:9.1f} {data / 1e6:9.1f} "
-                  f"{data / zsize:11.4f}x")
+                  f"{data / zsize:11.4f}x {rss.before / 1e6:13.0f} {rss.peak / 1e6:11.0f}")
         print("values, chunks and filters identical")
     return rows
 

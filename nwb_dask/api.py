@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES
+from nwb_dask.compat import require_zarr
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.io import write_nwb as write_nwb_hdf5
 from nwb_dask.nwb.index import is_index
@@ -103,7 +104,8 @@ def read_nwb(
         return read_nwb_index(index if index is not None else path,
                               source=None if index is None else _absolute(path), min_bytes=min_bytes,
                               block_bytes=block_bytes, remote_options=remote_options)
-    if is_zarr(path):  # NWB-Zarr (hdmf-zarr layout)
+    if is_zarr(path):  # NWB-Zarr (hdmf-zarr layout): the [zarr] extra
+        require_zarr(f"read_nwb({os.fspath(path)!r}) of an NWB-Zarr store")
         from hdmf_zarr.nwb import NWBZarrIO
 
         return read_daskified(NWBZarrIO(os.fspath(path), "r"), min_bytes=min_bytes,

@@ -283,7 +283,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
         result = describe_index(args.file, remote_options=options or None)
         _out(result.to_json() if args.json else result.report(all_datasets=args.all))
         return CHECK_FAILED if any(s["stale"] for s in result.sources.values()) else OK
-    result = info(args.file, remote_options=options or None)
+    try:
+        result = info(args.file, remote_options=options or None)
+    except IsADirectoryError as exc:  # a Zarr store is pointed to convert / read_nwb: say if they need the extra
+        from nwb_dask.api import is_zarr
+        from nwb_dask.compat import zarr_problem
+
+        problem = zarr_problem("that", extra="zarr") if is_zarr(args.file) else None
+        if problem is None:
+            raise
+        raise IsADirectoryError(f"{exc}; {problem}") from None
     _out(result.to_json() if args.json else result.report(all_datasets=args.all))
     return OK
 
@@ -572,12 +581,15 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     FileExistsError, IsADirectoryError, :class:`nwb_dask.errors.NotHDF5Error`,
     :class:`nwb_dask.sources.RemoteReadError`, h5py's errors), invalid values
     and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
-    NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``)
-    and a live writer's failure (:class:`nwb_dask.live.StreamError`).
+    NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``),
+    a live writer's failure (:class:`nwb_dask.live.StreamError`) and an
+    optional part not installed (:class:`nwb_dask.compat.MissingExtraError`:
+    a Zarr store or an index without the extra, naming it).
     """
+    from nwb_dask.compat import MissingExtraError
     from nwb_dask.live import StreamError
 
-    return OSError, ValueError, KeyError, StreamError
+    return OSError, ValueError, KeyError, StreamError, MissingExtraError
 
 
 def _silence_stdout() -> None:

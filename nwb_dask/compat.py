@@ -10,6 +10,11 @@ here, with the versions it was checked against and what breaks if it changes;
 internal that moved fails there, loudly, naming the function, rather than
 somewhere in a write.
 
+It also holds :func:`require_zarr`, the one gate of the optional Zarr stack
+(zarr 2, hdmf-zarr, lindi): the HDF5 core does not depend on it, so every
+Zarr entry point asks here first and gets a :class:`MissingExtraError` naming
+what is missing, the feature and the extra that installs it.
+
 Layer 0: imports nothing of nwb_dask; hdmf, hdmf-zarr and h5py only lazily
 (through the objects passed in).
 """
@@ -20,16 +25,19 @@ from typing import Any
 
 __all__ = [
     "CompatError",
+    "MissingExtraError",
     "dataset_filters",
     "dataset_xfer_plist",
     "h5io_file",
     "lindi_store",
     "mark_written",
     "replace_dci_queue",
+    "require_zarr",
     "set_io_source",
     "set_zarr_object_codec",
     "zarr_dimension_separator",
     "zarr_object_codec",
+    "zarr_problem",
 ]
 
 
@@ -187,6 +195,82 @@ def zarr_dimension_separator(zarr_array: Any) -> str:
     Checked against zarr 2.18.
     """
     return getattr(zarr_array, "_dimension_separator", None) or "."
+
+
+# --------------------------------------------------------------------------- #
+# the optional Zarr stack: zarr 2, hdmf-zarr, lindi                            #
+# --------------------------------------------------------------------------- #
+class MissingExtraError(ImportError):
+    """An optional part of nwb_dask is not installed, or not usable beside what is (zarr 3 where zarr 2 is needed).
+
+    The message names the feature asked for, what is missing and the
+    ``pip install "nwb-dask[EXTRA]"`` that installs it; ``extra`` and
+    ``feature`` hold the last two.
+    """
+
+    def __init__(self, message: str, *, extra: str = "zarr", feature: str = ""):  # defaults: pickles (workers)
+        super().__init__(message)
+        self.extra = extra
+        self.feature = feature
+
+
+#: What each extra of the Zarr stack brings (for the messages): name, then the modules beyond zarr it needs.
+ZARR_EXTRAS = {
+    "zarr": ("NWB-Zarr support (zarr 2 and hdmf-zarr)", ("hdmf_zarr",)),
+    "index": ("LINDI / kerchunk index support (lindi and zarr 2)", ("lindi",)),
+}
+#: The distribution of each module, as pip names it.
+_DISTRIBUTIONS = {"hdmf_zarr": "hdmf-zarr", "lindi": "lindi", "zarr": "zarr"}
+
+
+def zarr_problem(what: str, *, extra: str = "zarr", modules: tuple[str, ...] | None = None) -> str | None:
+    """Why ``what`` cannot run with the installed Zarr stack (a message naming the extra), or None when it can.
+
+    ``extra`` is ``"zarr"`` (NWB-Zarr: zarr 2 and hdmf-zarr) or ``"index"``
+    (LINDI indexes: lindi and zarr 2); ``modules`` the modules beyond zarr
+    that ``what`` imports (default: the extra's, ``()`` for zarr alone).
+    zarr 3 is refused: hdmf-zarr 0.13 (the newest), lindi 0.4 and nwb_dask's
+    Zarr sink and index store are written against zarr 2's API (stores,
+    ``.zarray`` metadata, ``zarr.storage.FSStore``/``BaseStore``).
+    """
+    label, needed = ZARR_EXTRAS[extra]
+    install = f'pip install "nwb-dask[{extra}]"'
+    try:
+        import zarr
+    except ImportError as exc:
+        why = "zarr is not installed" if isinstance(exc, ModuleNotFoundError) else f"zarr cannot be imported ({exc})"
+        return f"{what} needs {label}; {why}: {install}"
+    version = str(getattr(zarr, "__version__", "0"))
+    if version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 3:
+        return (f"{what} needs {label}, but zarr {version} is installed (hdmf-zarr, lindi and nwb_dask's Zarr code "
+                f"need zarr 2 until hdmf-zarr supports zarr 3): use an environment with zarr 2 for it ({install} "
+                "installs zarr<3); nwb_dask's HDF5 reading and writing work beside zarr 3")
+    for module in needed if modules is None else modules:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            dist = _DISTRIBUTIONS.get(module, module)
+            why = (f"{dist} is not installed" if isinstance(exc, ModuleNotFoundError) and exc.name == module
+                   else f"{dist} cannot be imported ({type(exc).__name__}: {exc})")
+            return f"{what} needs {label}; {why}: {install}"
+    return None
+
+
+def require_zarr(what: str, *, extra: str = "zarr", modules: tuple[str, ...] | None = None):
+    """The ``zarr`` module (zarr 2) for ``what``, with the extra's other modules importable; else :class:`MissingExtraError`.
+
+    The one gate of every Zarr entry point (NWB-Zarr writes and reads,
+    convert, verify, the ``nwb-dask`` commands on a store, LINDI indexes):
+    the HDF5 core does not depend on zarr, so a missing zarr, hdmf-zarr or
+    lindi, or zarr 3 installed, is reported here, naming ``what``, the missing
+    piece and ``pip install "nwb-dask[EXTRA]"`` (see :func:`zarr_problem`).
+    """
+    problem = zarr_problem(what, extra=extra, modules=modules)
+    if problem is not None:
+        raise MissingExtraError(problem, extra=extra, feature=what)
+    import zarr
+
+    return zarr
 
 
 # --------------------------------------------------------------------------- #

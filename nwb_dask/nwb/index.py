@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, READ_MIN_BYTES, is_large_numeric
+from nwb_dask.compat import require_zarr
 
 __all__ = [
     "INDEX_BLOCK_SIZE",
@@ -63,15 +64,15 @@ class StaleIndexError(OSError):
     """An index no longer describes its source file (size, ETag, Last-Modified or mtime changed)."""
 
 
-def require_lindi():
-    """The ``lindi`` package, or an ImportError naming the extra that installs it."""
-    try:
-        import lindi
-    except ImportError as exc:
-        raise ImportError(
-            "opening or writing a LINDI / kerchunk index needs the lindi package: "
-            'pip install "nwb-dask[index]"'
-        ) from exc
+def require_lindi(what: str = "opening or writing a LINDI / kerchunk index"):
+    """The ``lindi`` package, or :class:`nwb_dask.compat.MissingExtraError` (an ImportError) naming ``nwb-dask[index]``.
+
+    lindi 0.4 needs zarr 2, as the :class:`IndexStore` does: zarr missing or
+    zarr 3 installed is reported the same way (:func:`nwb_dask.compat.require_zarr`).
+    """
+    require_zarr(what, extra="index")
+    import lindi
+
     return lindi
 
 
@@ -249,8 +250,19 @@ def _source(url: str, options: tuple = ()):
 # The store                                                                    #
 # --------------------------------------------------------------------------- #
 def _zarr_base():
-    from zarr.storage import BaseStore
+    """zarr 2's ``BaseStore`` (zarr then calls ``getitems`` for a read's chunks), when zarr 2 is installed.
 
+    zarr is the [index] / [zarr] extra: without zarr 2 (none, or zarr 3) the
+    class is a plain mapping so that this module (and ``import nwb_dask``)
+    still imports; its entry points refuse first (:func:`require_lindi`,
+    :func:`read_index_dataset`), so such a store is never handed to zarr.
+    """
+    try:
+        from zarr.storage import BaseStore  # zarr 2 only
+    except ImportError:
+        from collections.abc import MutableMapping
+
+        return MutableMapping
     return BaseStore
 
 
@@ -522,6 +534,7 @@ def read_index_dataset(index: str | os.PathLike, name: str, *, block_bytes: int 
     KeyError
         The index has no such dataset (named with the index).
     """
+    require_zarr(f"read_dataset({os.fspath(index)!r}) of an index", extra="index", modules=())
     store = IndexStore(load_index(index, remote_options), remote_options, source=source)
     arr = _dataset(store, name, block_bytes or DEFAULT_BLOCK_BYTES, remote_options)
     if arr is None:
@@ -562,7 +575,7 @@ def read_nwb_index(index: str | os.PathLike, *, source: str | None = None, min_b
         pynwb cannot read the file through the index, e.g. a kerchunk file
         without LINDI's references and links (names the index).
     """
-    lindi = require_lindi()
+    lindi = require_lindi(f"read_nwb({os.fspath(index)!r}) of a LINDI / kerchunk index")
     from pynwb import NWBHDF5IO
 
     loaded = load_index(index, remote_options)

@@ -137,7 +137,7 @@ def _lazy(value, what: str):
 
         if isinstance(value, zarr.Array):
             return da.from_array(value, chunks=value.chunks)
-    except ImportError:  # pragma: no cover - zarr comes with hdmf
+    except ImportError:  # zarr is the [zarr] extra: without it no value is a zarr array
         pass
     if hasattr(value, "__next__") or type(value).__name__.endswith("DataChunkIterator"):
         raise TypeError(f"{what}: {type(value).__name__} is an iterator; to_xarray needs an array (write it first)")

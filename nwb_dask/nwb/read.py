@@ -43,7 +43,11 @@ def daskify(
         ``"container/field"`` names that became dask arrays.
     """
     import h5py
-    import zarr
+
+    try:
+        from zarr import Array as ZarrArray
+    except ImportError:  # zarr is the [zarr] extra: without it nothing read is a zarr array
+        ZarrArray = ()
 
     options = options_key(remote_options)
 
@@ -58,7 +62,7 @@ def daskify(
                 else:
                     fields[key] = dataset_array(val, block_bytes=block_bytes, direct=direct)
                 changed.append(f"{obj.name}/{key}")
-            elif isinstance(val, zarr.Array) and is_large_numeric(val.shape, val.dtype, min_bytes):  # NWB-Zarr
+            elif isinstance(val, ZarrArray) and is_large_numeric(val.shape, val.dtype, min_bytes):  # NWB-Zarr
                 fields[key] = zarr_dask(val, block_bytes)
                 changed.append(f"{obj.name}/{key}")
     return changed

@@ -8,15 +8,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hdmf_zarr.nwb import NWBZarrIO
-
 from nwb_dask.atomic import AtomicOutput, check_output
 from nwb_dask.chunking import REWRITE_MIN_BYTES
 from nwb_dask.codecs import ZARR_CODECS, codec as make_codec, source_codec
+from nwb_dask.compat import require_zarr
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.nwb.dataio import DaskDataIO
 from nwb_dask.tools.verify import compare_conversion, object_ids
-from nwb_dask.zarr.io import NWBZarrDaskIO, pickle_allowed, pickled_arrays
+from nwb_dask.zarr.io import io_class, pickle_allowed, pickled_arrays
 from nwb_dask.zarr.read import is_zarr_path
 
 __all__ = ["ConvertResult", "convert"]
@@ -51,7 +50,7 @@ class ConvertResult:
 
 def _zarr_array_path(value: Any) -> str | None:
     """``stored`` for :func:`nwb_dask.repack.large_fields`: arrays of a Zarr store."""
-    import zarr
+    import zarr  # convert checked it (require_zarr)
 
     return "/" + value.path if isinstance(value, zarr.Array) else None
 
@@ -140,6 +139,8 @@ def convert(
                          "(nwb-dask repack rewrites an HDF5 file)")
     if not from_zarr:
         check_input_file(src, nwb=True, tool="convert")  # not HDF5, or plain HDF5: say so, naming the file
+    require_zarr(f"convert {src} -> {out}")  # NWB-Zarr on one side: the [zarr] extra
+    from hdmf_zarr.nwb import NWBZarrIO
     names: list[str] = []
     migrations: list = []
     verify_seconds = 0.0
@@ -174,7 +175,7 @@ def convert(
                     swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape))
                     names.append(dset.name)
                 keep_user_metadata(nwbfile, src_io)
-                with NWBZarrDaskIO(temp, "w", scheduler=scheduler, progress=progress) as io:
+                with io_class()(temp, "w", scheduler=scheduler, progress=progress) as io:
                     io.export(src_io, nwbfile, write_args={"link_data": False})  # HDMF's rule across backends
                     stats = io.stats or WriteStats()
                 ids_in = object_ids(nwbfile)

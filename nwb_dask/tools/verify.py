@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from hdmf_zarr.nwb import NWBZarrIO
 
 from nwb_dask.chunking import is_large_numeric
+from nwb_dask.compat import require_zarr
 from nwb_dask.nwb.read import read_dataset
 from nwb_dask.tools.migrations import ABSENT, Difference, match, plain
 from nwb_dask.zarr.io import pickle_allowed
@@ -361,7 +361,7 @@ def nodes_of(path: Path, zarr_store: bool) -> dict[str, tuple]:
         return out
 
     if zarr_store:
-        import zarr
+        zarr = require_zarr(f"reading the objects of the Zarr store {path}", modules=())
 
         def zref(value):
             if isinstance(value, dict) and value.get("zarr_dtype") == "object" and isinstance(value.get("value"), dict):
@@ -412,11 +412,11 @@ def nodes_of(path: Path, zarr_store: bool) -> dict[str, tuple]:
 def small_values_differ(src: Path, out: Path, to_zarr: bool, paths: list[str]) -> list[str]:
     """The numeric datasets ``paths`` of ``src`` and ``out`` (one HDF5, one Zarr) read whole and compared."""
     import h5py
-    import zarr
 
     if not paths:
         return []
     h5_path, zarr_path = (src, out) if to_zarr else (out, src)
+    zarr = require_zarr(f"comparing the datasets of the Zarr store {zarr_path}", modules=())
     diffs = []
     with h5py.File(h5_path, "r") as f, pickle_allowed():
         z = zarr.open_group(str(zarr_path), mode="r")
@@ -437,6 +437,8 @@ def compare_conversion(src: Path, out: Path, names: list[str], ids_in: dict, to_
     Object IDs and types as in the input, every object and attribute (bar pynwb's schema migrations,
     appended to ``migrations``), and every numeric dataset equal element by element (the large ones in
     parallel)."""
+    require_zarr(f"verifying the conversion of {src} to {out}")
+    from hdmf_zarr.nwb import NWBZarrIO
     from pynwb import NWBHDF5IO
 
     nodes_in, nodes_out = nodes_of(src, not to_zarr), nodes_of(out, to_zarr)

@@ -21,52 +21,77 @@ parallel, verified, atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Any
 
 import numcodecs
 import numpy as np
-from hdmf_zarr.nwb import NWBZarrIO
 
 from nwb_dask.atomic import AtomicOutput, check_output, guard_sigterm, release_sigterm
 from nwb_dask.nwb.dataio import DaskDataIO
 from nwb_dask.nwb.io import CLOUD_ZARR_REASON, cloud_refusal
 from nwb_dask.hdf5.write import WriteStats
 from nwb_dask.codecs import numcodecs_pipeline, zarr_codec
-from nwb_dask.compat import mark_written, set_zarr_object_codec, zarr_object_codec
+from nwb_dask.compat import mark_written, require_zarr, set_zarr_object_codec, zarr_object_codec
 from nwb_dask.zarr.sink import store_arrays
 
-__all__ = ["NWBZarrDaskIO", "pickle_allowed", "pickled_arrays", "write_nwb_zarr"]
+__all__ = ["NWBZarrDaskIO", "io_class", "pickle_allowed", "pickled_arrays", "write_nwb_zarr"]  # noqa: F822 - __getattr__
 
 
 # --------------------------------------------------------------------------- #
 # the IO class                                                                 #
 # --------------------------------------------------------------------------- #
-class NWBZarrDaskIO(NWBZarrIO):
-    """hdmf-zarr's ``NWBZarrIO`` whose ``write``/``export`` store :class:`~nwb_dask.DaskDataIO` datasets in parallel.
+# hdmf-zarr (and zarr 2) are the [zarr] extra, not dependencies of the HDF5 core: NWBZarrDaskIO,
+# a subclass of hdmf-zarr's NWBZarrIO, is built on first use (module __getattr__, io_class), so that
+# this module, and with it ``import nwb_dask``, imports without them or beside zarr 3.
+def __getattr__(name: str):
+    if name == "NWBZarrDaskIO":
+        return io_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    hdmf-zarr writes the structure; each ``DaskDataIO`` becomes a Zarr array
-    with its codec (as numcodecs filters/compressor) and chunk shape, filled by
-    dask tasks that each write their own chunks (:func:`store_arrays`).
 
-    Parameters
-    ----------
-    path : str or Path
-        The store (a directory).
-    mode : str
-        As for ``NWBZarrIO``.
-    scheduler : optional
-        Dask scheduler or Client for the dask-backed datasets (default: the active one).
-    progress : bool
-        Progress bar.
-    cloud : bool
-        Refused (``ValueError`` naming the store) when true: ``cloud=True``
-        lays out an HDF5 file; a Zarr store is already one object per chunk.
-    **kwargs
-        Passed to ``NWBZarrIO``.  Object references are stored with
-        ``numcodecs.JSON`` unless ``object_codec_class`` says otherwise.
-    """
+@functools.cache
+def io_class() -> type:
+    """:class:`NWBZarrDaskIO`, made on first use (``MissingExtraError`` naming ``nwb-dask[zarr]`` without zarr 2 / hdmf-zarr)."""
+    require_zarr("NWBZarrDaskIO (NWB-Zarr writes)")
+    from hdmf_zarr.nwb import NWBZarrIO
+
+    class NWBZarrDaskIO(DaskZarrWrites, NWBZarrIO):
+        """hdmf-zarr's ``NWBZarrIO`` whose ``write``/``export`` store :class:`~nwb_dask.DaskDataIO` datasets in parallel.
+
+        hdmf-zarr writes the structure; each ``DaskDataIO`` becomes a Zarr array
+        with its codec (as numcodecs filters/compressor) and chunk shape, filled by
+        dask tasks that each write their own chunks (:func:`store_arrays`).
+        Needs the ``zarr`` extra (``pip install "nwb-dask[zarr]"``: zarr 2 and
+        hdmf-zarr); without it, naming the class raises
+        :class:`nwb_dask.compat.MissingExtraError`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store (a directory).
+        mode : str
+            As for ``NWBZarrIO``.
+        scheduler : optional
+            Dask scheduler or Client for the dask-backed datasets (default: the active one).
+        progress : bool
+            Progress bar.
+        cloud : bool
+            Refused (``ValueError`` naming the store) when true: ``cloud=True``
+            lays out an HDF5 file; a Zarr store is already one object per chunk.
+        **kwargs
+            Passed to ``NWBZarrIO``.  Object references are stored with
+            ``numcodecs.JSON`` unless ``object_codec_class`` says otherwise.
+        """
+
+    NWBZarrDaskIO.__qualname__ = "NWBZarrDaskIO"  # pickled and shown as nwb_dask.zarr.io.NWBZarrDaskIO
+    return NWBZarrDaskIO
+
+
+class DaskZarrWrites:
+    """What :class:`NWBZarrDaskIO` adds to hdmf-zarr's ``NWBZarrIO`` (a mixin; see that class)."""
 
     def __init__(self, path, mode: str = "r", *, scheduler: Any = None, progress: bool = True, cloud: bool = False,
                  **kwargs: Any):
@@ -88,12 +113,13 @@ class NWBZarrDaskIO(NWBZarrIO):
 
     def write(self, container, **kwargs: Any) -> None:
         """Write an NWBFile; ``DaskDataIO`` datasets are stored by dask tasks in parallel."""
-        self._run(lambda: super(NWBZarrDaskIO, self).write(container, **kwargs))
+        write = super().write
+        self._run(lambda: write(container, **kwargs))
 
     def export(self, src_io, nwbfile=None, write_args: dict | None = None, **kwargs: Any) -> None:
         """``NWBZarrIO.export`` with ``DaskDataIO`` fields stored in parallel (see :func:`convert`)."""
-        self._run(lambda: super(NWBZarrDaskIO, self).export(src_io=src_io, nwbfile=nwbfile,
-                                                            write_args=dict(write_args or {}), **kwargs))
+        export = super().export
+        self._run(lambda: export(src_io=src_io, nwbfile=nwbfile, write_args=dict(write_args or {}), **kwargs))
 
     def _run(self, write) -> None:
         self._jobs = []
@@ -216,11 +242,12 @@ def write_nwb_zarr(nwbfile, path: str | os.PathLike, *, overwrite: bool = False,
     """
     if cloud:
         raise cloud_refusal(path, CLOUD_ZARR_REASON)
+    require_zarr(f"write_nwb_zarr({os.fspath(path)!r})")
     if "://" in os.fspath(path):
         return _write_url(nwbfile, os.fspath(path), overwrite, scheduler, progress, storage_options or {})
     out = check_output(path, overwrite=overwrite, tool="write_nwb_zarr")
     with AtomicOutput(out) as atomic:
-        with NWBZarrDaskIO(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
+        with io_class()(atomic.temp, "w", scheduler=scheduler, progress=progress) as io:
             io.write(nwbfile)
             stats = io.stats
     return stats
@@ -238,7 +265,7 @@ def _write_url(nwbfile, url: str, overwrite: bool, scheduler: Any, progress: boo
 
     counted = guard_sigterm()  # SIGTERM ends the write through the cleanup below, as an error does
     try:
-        with NWBZarrDaskIO(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
+        with io_class()(url, "w", scheduler=scheduler, progress=progress, storage_options=options) as io:
             # hdmf-zarr (0.13) consolidates metadata with the URL alone, losing the credentials in
             # storage_options: consolidate here, through a store that has them.
             io.write(nwbfile, consolidate_metadata=False)

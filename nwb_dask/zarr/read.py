@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 from nwb_dask.chunking import block_shape
+from nwb_dask.compat import require_zarr
 
 __all__ = ["is_zarr_path", "zarr_array", "zarr_dask"]
 
 
 def zarr_array(path: str, name: str, block_bytes: int):
-    """A dataset of a Zarr store as a dask array (zarr arrays pickle and read themselves)."""
-    import zarr
+    """A dataset of a Zarr store as a dask array (zarr arrays pickle and read themselves); needs the [zarr] extra."""
+    zarr = require_zarr(f"read_dataset({path!r}) of a Zarr store", modules=())
 
     try:
         node = zarr.open(path, mode="r", path=name.strip("/"))
