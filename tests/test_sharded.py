@@ -227,6 +227,25 @@ def test_any_shape_round_trip_and_raw_consolidate(arr, spec, n, data):
             assert_same(d[()], x, byte_order_free=True)
 
 
+@settings(FAST, max_examples=15)
+@given(arrays(max_ndim=3, max_blocks=40), st.sampled_from(CODECS), st.sampled_from([1, 2, 3, "workers"]), st.data())
+def test_any_shape_on_the_cluster(client, arr, spec, shards, data):
+    """The same round trip through pinned worker tasks (processes): every part written by its worker."""
+    import tempfile
+
+    x, a = arr
+    chunks = tuple(data.draw(st.integers(1, max(1, s))) for s in x.shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.nwb"
+        write_nwb(ts_file(DaskDataIO(a, codec=spec, chunks=chunks)), path, shards=shards, scheduler=client,
+                  progress=False)
+        with h5py.File(path, "r") as f:
+            assert_same(f[DATA][()], x, byte_order_free=True)
+            n = 2 if shards == "workers" else shards
+            assert len(part_files(path)) == (len(split_rows(x.shape[0], chunks[0], n)) if x.size else 0)
+    assert not any(client.run(nwb_dask.hdf5.shards.open_parts).values())
+
+
 def test_consolidate_falls_back_for_a_vds_off_chunk_boundaries(tmp_path):
     """Segments of 7 rows, chunks of 4: no raw copy; the values are read and written anew, then verified."""
     segs = []
@@ -303,6 +322,14 @@ def test_shards_refused_for_appends_processes_and_zarr(tmp_path):
     with pytest.raises(ValueError, match="Zarr store"):
         write_nwb(nwb, tmp_path / "z.nwb.zarr", shards=2, progress=False)
     assert nothing_left(tmp_path) == ["a.nwb"]
+
+
+def test_a_file_where_the_parts_dir_goes_is_refused(tmp_path):
+    (tmp_path / "r.nwb.parts").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"r\.nwb\.parts exists and is not a parts directory"):
+        write_nwb(ts_file(DaskDataIO(da.zeros((100, 2), "i2", chunks=50), chunks=(10, 2))), tmp_path / "r.nwb",
+                  shards=2, scheduler="sync", progress=False)
+    assert nothing_left(tmp_path) == ["r.nwb.parts"] and (tmp_path / "r.nwb.parts").read_text() == "mine"
 
 
 def test_existing_parts_dir_refused_without_overwrite_and_replaced_with(tmp_path):
