@@ -16,6 +16,9 @@ in its own fresh Python subprocess, so peak RSS is per case:
                            gzip 4 + shuffle, default deflate engine (ISA-L at level 4);
 (d2) ``nwb_dask_gzip_libdeflate`` the same with the libdeflate engine (size first);
 (e) ``nwb_dask_zstd``      zstd level 3 + shuffle, and ``nwb_dask_blosc`` blosc lz4 + byte shuffle.
+(g) ``nwb_dask_gzip_sharded{1,2,4}`` sharded writes (``shards="workers"``): a LocalCluster
+                           of 1/2/4 processes x 1 thread, each worker writing its own part
+                           file; then ``consolidate`` (raw chunk copies) timed apart.
                            The nwb_dask cases run on a ``distributed.LocalCluster``
                            (``--workers`` processes x 1 thread) or, with
                            ``--scheduler threads``, on dask's threaded scheduler.
@@ -93,6 +96,10 @@ CASES: dict[str, tuple] = {
     # of a shared-memory file (nwb_dask.engine._run_distributed)
     "nwb_dask_gzip_local_tcp": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "off"}),
     "nwb_dask_blosc_local_tcp": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local", {"NWB_DASK_SHM": "off"}),
+    # sharded writes (s19): gzip, one part per worker of a LocalCluster of 1/2/4 processes (_write_sharded)
+    "nwb_dask_gzip_sharded1": ("(g)", "gzip", "local"),
+    "nwb_dask_gzip_sharded2": ("(g)", "gzip", "local"),
+    "nwb_dask_gzip_sharded4": ("(g)", "gzip", "local"),
 }
 
 
@@ -230,6 +237,70 @@ class _NotAvailable(Exception):
     pass
 
 
+# ------------------------------------------------------------- sharded writes (s19)
+#: sharded case -> LocalCluster workers (1 thread each), one part file per worker
+SHARDED = {"nwb_dask_gzip_sharded1": 1, "nwb_dask_gzip_sharded2": 2, "nwb_dask_gzip_sharded4": 4}
+
+
+def _write_sharded(arr, path, args):
+    """``write_nwb(..., shards="workers")`` on a LocalCluster of SHARDED[case] processes, then consolidate.
+
+    The blocks are generated on the workers (persisted there first with
+    ``--persist``, where the benchmark has it).  Timed: the write alone; then
+    :func:`nwb_dask.consolidate` (raw chunk copies) separately.  Reported: the
+    workers' peak RSS (sum and largest), the parts' stored bytes, the
+    consolidate time and the chunks it copied raw.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster, wait
+
+    import nwb_dask
+    from nwb_dask.testing import ephys_nwbfile
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    extra = {}
+    with LocalCluster(n_workers=SHARDED[args.case], threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(_warm_generator)
+        if getattr(args, "persist", False):
+            arr = client.persist(arr)
+            wait(arr)
+        nwbfile = ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec=CASES[args.case][1]))
+        t0 = time.perf_counter()
+        stats = nwb_dask.write_nwb(nwbfile, path, scheduler=client, shards="workers", progress=False)
+        seconds = time.perf_counter() - t0
+        rss = [_mb(v) for v in client.run(_peak_rss_kib).values()]
+        extra.update(workers_rss_mb=sum(rss), worker_rss_max_mb=max(rss), stored_bytes=stats.stored_bytes,
+                     parts=SHARDED[args.case], rss_peak_mb=_mb(_peak_rss_kib()))  # the client's, before consolidate
+        del nwbfile, arr
+    one = path + ".consolidated.nwb"
+    t0 = time.perf_counter()
+    result = nwb_dask.consolidate(path, one, scheduler="threads", progress=False)
+    extra.update(consolidate_seconds=time.perf_counter() - t0, raw_chunks=result.raw_chunks)
+    os.remove(one)
+    return seconds, NWB_DATASET, extra
+
+
+def _sharded_summary(results: dict, cases: list) -> None:
+    """The sharded rows against the single-writer LocalCluster row (d), and consolidate."""
+    rows = [n for n in cases if n in SHARDED and results[n]["status"] == "ok"]
+    if not rows:
+        return
+    # the single-writer LocalCluster gzip row: a case pinned to the LocalCluster if there is one, else (d)
+    pinned = [n for n in ("nwb_dask_gzip_local", "nwb_dask_gzip") if n in results and results[n]["status"] == "ok"]
+    ref = results[pinned[0]]["mb_s"] if pinned else None
+    print(f"\n# sharded (g): one part per LocalCluster worker; x single = speed over the single writer "
+          f"{pinned[0] if pinned else '(not run)'} (it runs on a LocalCluster unless --scheduler threads)")
+    print(f"{'case':<25} {'MB/s':>7} {'x single':>8} {'workers RSS MB sum/max':>22} {'consolidate s':>13} "
+          f"{'raw chunks':>10}")
+    for name in rows:
+        r = results[name]
+        print(f"{name:<25} {r['mb_s']:>7.1f} {_fmt(r['mb_s'] / ref if ref else None, '>8.2f'):>8} "
+              f"{r['workers_rss_mb']:>12.0f}/{r['worker_rss_max_mb']:<9.0f} {r['consolidate_seconds']:>13.2f} "
+              f"{r['raw_chunks']:>10}")
+
+
 def _verify(path, dataset, arr, seed=0):
     """Compare 3 random 1-second windows of the file with the dask array."""
     import h5py
@@ -277,6 +348,8 @@ def run_child(args) -> dict:
             seconds, dataset, extra = _write_dask_to_hdf5(arr, path, args)
         elif args.case == "h5py_raw":
             seconds, dataset, extra = _write_h5py_raw(arr, path, args)
+        elif args.case in SHARDED:
+            seconds, dataset, extra = _write_sharded(arr, path, args)
         else:
             seconds, dataset, extra = _write_nwb_dask(arr, path, args, CASES[args.case][1])
         out["rss_peak_mb"] = _mb(_peak_rss_kib())  # before verification reads
@@ -284,12 +357,14 @@ def run_child(args) -> dict:
         out["write_seconds"] = seconds
         out["file_bytes"] = os.path.getsize(path)
         stored, chunks = _verify(path, dataset, source)  # the generator again: pure, and not on a closed cluster
+        stored = extra.get("stored_bytes", stored)  # a sharded file's dataset is virtual: its parts hold the bytes
         out.update(status="ok", stored_bytes=int(stored), chunks=list(chunks) if chunks else None)
     except _NotAvailable as exc:
         out.update(status="not available", error=str(exc))
     finally:
         if os.path.exists(path):
             os.remove(path)
+        shutil.rmtree(path + ".parts", ignore_errors=True)  # a sharded write's part files
     return out
 
 
@@ -421,7 +496,8 @@ def main() -> int:
                 best["all_mb_s"] = speeds
                 for leftover in os.listdir(tmpdir):  # a crashed child may leave its file
                     if leftover.startswith(name + "."):
-                        os.remove(os.path.join(tmpdir, leftover))
+                        where = os.path.join(tmpdir, leftover)
+                        shutil.rmtree(where) if os.path.isdir(where) else os.remove(where)  # a sharded write's parts
     finally:
         if own_tmp:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -457,6 +533,7 @@ def main() -> int:
             + (f" {statistics.median(r['all_mb_s']):>11.1f} {r['load']:>5.2f}" if args.repeat > 1 else "")
             + (f"  ({r['note']})" if r.get("note") else "")
         )
+    _sharded_summary(results, cases)
     rss0 = [r["rss_start_mb"] for r in results.values() if "rss_start_mb" in r]
     if rss0:
         print(f"\n# peak RSS = the child process's ru_maxrss; its RSS before writing (imports, generator bank) "

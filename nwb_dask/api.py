@@ -36,9 +36,14 @@ def write_nwb(nwbfile, path: str | os.PathLike, **kwargs: Any) -> WriteStats:
     ``cloud=True`` is refused with ``ValueError``: the cloud layout is an
     HDF5 one); anything else with :func:`nwb_dask.nwb.io.write_nwb` (``mode``,
     ``scheduler``, ``progress``, ``max_inflight_bytes``, ``cloud``,
-    NWBDaskIO's keywords).  Returns the write statistics.
+    NWBDaskIO's keywords, e.g. ``shards=`` for sharded writes from a
+    cluster: docs/cluster.md).  Returns the write statistics.
     """
     if is_zarr(path):
+        if kwargs.get("shards") is not None:  # a Zarr store is already one object per chunk, written by every worker
+            raise ValueError(f"cannot write {os.fspath(path)} with shards=: a Zarr store's chunks are already "
+                             "written by the workers that encode them; drop shards=")
+        kwargs.pop("shards", None)
         return write_nwb_zarr(nwbfile, path, **kwargs)
     return write_nwb_hdf5(nwbfile, path, **kwargs)
 

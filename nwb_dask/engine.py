@@ -243,6 +243,11 @@ class BlockTask:
         for the processes and distributed schedulers.
     target : any
         Where ``step`` stores (travels with the task; ``None`` otherwise).
+    worker : str, optional
+        Distributed only: the address of the one worker that must run this
+        task (``allow_other_workers=False``), for a worker-side sink whose
+        target only that worker may write (a sharded write's part file,
+        :mod:`nwb_dask.hdf5.shards`).  Ignored by the other schedulers.
     """
 
     key: Any
@@ -256,6 +261,7 @@ class BlockTask:
     dtype: Any = None
     step: Callable | None = None
     target: Any = None
+    worker: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -593,7 +599,9 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
                                           None if task.step else shm,  # a worker-side sink returns no chunks
                                           dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
-        fut = client.compute(work)
+        # a pinned task (sharded writes: one worker writes each part file) runs on its worker only
+        pin = {} if task.worker is None else dict(workers=[task.worker], allow_other_workers=False)
+        fut = client.compute(work, **pin)
         fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
         with lock:
             live[fetched] = fut

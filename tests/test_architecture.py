@@ -65,6 +65,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.hdf5.prefetch": 3,
     "nwb_dask.hdf5.structures": 3,
     "nwb_dask.hdf5.write": 3,
+    "nwb_dask.hdf5.shards": 3,  # sharded writes: part files written by one worker each, raw chunk copies
     "nwb_dask.zarr": 3,
     "nwb_dask.zarr.read": 3,
     "nwb_dask.zarr.sink": 3,
@@ -78,6 +79,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.nwb.read": 4,
     "nwb_dask.nwb.index": 4,
     "nwb_dask.nwb.io": 4,
+    "nwb_dask.nwb.shards": 4,   # sharded writes: the parts directory, the virtual dataset, pinned part tasks
     "nwb_dask.nwb.labelled": 4,  # to_xarray: TimeSeries as labelled, lazy xarray DataArrays
     # L5
     "nwb_dask.zarr.io": 5,

@@ -575,8 +575,8 @@ _WRITER = textwrap.dedent(
             nwb_dask.repack(src, out, min_bytes=1, overwrite=True, progress=False)
         elif tool == "convert":
             nwb_dask.convert(src, out, min_bytes=1, progress=False)
-        elif tool == "consolidate":
-            nwb_dask.consolidate(src, out, overwrite=True, progress=False)
+        elif tool == "consolidate":  # codec=: re-encoded through read_dataset (slowed above), not copied raw
+            nwb_dask.consolidate(src, out, overwrite=True, codec="none", progress=False)
     print("finished")
     """
 )

@@ -54,6 +54,7 @@ from nwb_dask.chunking import CLOUD_CHUNK_BYTES, READ_MIN_BYTES
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
 from nwb_dask.nwb.dataio import DaskDataIO
+from nwb_dask.nwb.shards import ShardedWrite, check_shards
 
 __all__ = ["CLOUD_PAGE_BYTES", "CLOUD_ZARR_REASON", "DaskDataIO", "NWBDaskIO", "cloud_file_options", "cloud_refusal",
            "write_nwb"]
@@ -184,6 +185,12 @@ class NWBDaskIO(NWBHDF5IO):
         data with default chunks (``"auto"``) get chunks near
         :data:`~nwb_dask.chunking.CLOUD_CHUNK_BYTES` (2 MiB) for range reads;
         see docs/writer.md ("Cloud-optimized files").
+    shards : "workers", int or None
+        Sharded writes for clusters (default None: one writer).  Each dask
+        dataset is cut along axis 0 into this many parts (``"workers"``: one
+        per worker), each written by one worker into its own HDF5 file in
+        ``<path>.parts/`` and joined by a virtual dataset; only for new
+        files.  See :mod:`nwb_dask.nwb.shards` and docs/cluster.md.
     atomic : bool
         A new file (modes ``"w"``, ``"w-"``, ``"x"``, or ``"a"`` on a missing
         file, given by ``path``) is built under a temporary name and renamed
@@ -219,10 +226,14 @@ class NWBDaskIO(NWBHDF5IO):
         progress: bool = True,
         atomic: bool = True,
         cloud: bool = False,
+        shards: int | str | None = None,
         **kwargs: Any,
     ):
         if cloud:
             _check_cloud(path, mode, file, comm, driver)
+        if shards is not None:  # sharded writes (nwb_dask.nwb.shards): checked before anything is created
+            check_shards(shards, path, mode, file=file, comm=comm, driver=driver, atomic=atomic)
+        self._shards = None
         self._output: AtomicOutput | None = None
         self.cloud = bool(cloud)
         self._failed = False
@@ -253,6 +264,8 @@ class NWBDaskIO(NWBHDF5IO):
             self._init_cloud(path, path, kwargs)
         else:
             super().__init__(path=path, **kwargs)
+        if shards is not None:
+            self._shards = ShardedWrite(self._target, shards, scheduler)
         # An append is undone if it fails: what the file holds now, and after each successful write.
         if atomic and mode in ("a", "r+") and self._output is None:
             self._journal = AppendJournal(h5io_file(self))
@@ -410,6 +423,8 @@ class NWBDaskIO(NWBHDF5IO):
             run()
             jobs, others = [], []
             for dset, data in queue:
+                if self._shards is not None and self._shards.owns(data):
+                    continue  # a virtual dataset over part files now (nwb_dask.nwb.shards)
                 if isinstance(data, DaskDataChunkIterator):
                     # the source, aligned (and its blocks checked) by plan_write under the dataset's name
                     jobs.append(plan_write(data.source, dset, data.codec, block_bytes=data.block_bytes,
@@ -418,6 +433,9 @@ class NWBDaskIO(NWBHDF5IO):
                     others.append((dset, data))
             queue.clear()
             self.stats = self.write_jobs(jobs, others)
+            if self._shards is not None:
+                self.stats = self._shards.write(self.stats, max_inflight_bytes=self.max_inflight_bytes,
+                                                progress=self.progress)
             if journal is not None:
                 h5io_file(self).flush()  # a full disk shows here, while the append can still be undone
                 self._journal = AppendJournal(h5io_file(self))
@@ -494,7 +512,10 @@ class NWBDaskIO(NWBHDF5IO):
                            dtype=data.dtype_expected)
             else:
                 check_link(builder, target)
-        return super().write_dataset(*args, **kwargs)
+        result = super().write_dataset(*args, **kwargs)
+        if self._shards is not None and not isinstance(data, VirtualData):
+            self._shards.take(self, parent, builder, data)  # a dask dataset becomes a VDS over part files
+        return result
 
     def read(self, *, min_bytes: int | None = None, **kwargs: Any):
         """Read the NWBFile with its large numeric datasets as dask arrays.
@@ -556,6 +577,7 @@ class NWBDaskIO(NWBHDF5IO):
             self._failed = True
             if output is not None:
                 output.discard()
+                self._discard_shards()
                 output.raise_for(exc)
                 if isinstance(exc, OSError):
                     raise _naming_target(exc, output.temp, self._target) from exc
@@ -563,17 +585,23 @@ class NWBDaskIO(NWBHDF5IO):
         if output is not None:
             if self._failed:
                 output.discard()
+                self._discard_shards()
             elif not output.temp.exists():  # unlinked under the writer: HDF5 wrote to a file no name reaches
                 output.discard()
+                self._discard_shards()
                 state = "was not changed" if self._target.exists() else "was not created"
                 raise FileNotFoundError(
                     f"cannot write {self._target}: its temporary {output.temp.name} was deleted while the file was "
                     f"being written (by `nwb-dask clean` or another program); {self._target} {state}")
             else:
                 try:
-                    output.commit()
+                    output.commit() if self._shards is None else self._shards.commit_with(output)  # parts first
                 except OSError as exc:  # e.g. the target is a directory: name it, not the temporary
                     raise _naming_target(exc, output.temp, self._target) from exc
+
+    def _discard_shards(self) -> None:
+        if getattr(self, "_shards", None) is not None:
+            self._shards.discard()
 
     def __exit__(self, exc_type, exc, tb):
         output = self._output

@@ -10,7 +10,12 @@ reference and attribute stays exactly as it was), then, in the copy, replaces
   copy, following further external links);
 * each virtual dataset with a real, chunked, compressed dataset holding the
   data HDF5 assembles from its sources (with the virtual dataset's
-  attributes);
+  attributes).  When its sources are chunked datasets with one chunk shape,
+  dtype, filters and fill value, each mapped whole onto chunk boundaries (a
+  sharded write's parts, :mod:`nwb_dask.nwb.shards`), and no ``codec`` or
+  ``chunks`` is asked for, their chunks are copied as stored
+  (``read_direct_chunk`` -> ``write_direct_chunk``: nothing decoded or
+  re-encoded); otherwise they are read and written anew;
 
 where datasets are read lazily from the input and written by the parallel
 writer.  Every written dataset is then compared with its source element by
@@ -50,7 +55,12 @@ class ConsolidateResult:
     verified : bool
         Every materialised dataset was compared with its source.
     stats : WriteStats
-        Bytes written by the parallel writer.
+        Bytes written by the parallel writer and copied raw.
+    raw_chunks : int
+        Chunks copied as stored, without decoding or encoding (virtual
+        datasets over sources chunked like them, e.g. sharded writes' parts).
+    raw_datasets : list of str
+        The virtual datasets materialised by raw chunk copies.
     """
 
     output: Path
@@ -58,6 +68,8 @@ class ConsolidateResult:
     groups: list[str]
     verified: bool
     stats: WriteStats
+    raw_chunks: int = 0
+    raw_datasets: list[str] = dataclasses.field(default_factory=list)
 
 
 def _copy_attrs(source, dest) -> None:
@@ -154,6 +166,8 @@ def consolidate(
     temp = atomic.temp
     done_datasets: list[str] = []
     done_groups: list[str] = []
+    raw_datasets: list[str] = []
+    raw = [0, 0, 0]  # chunks, stored bytes, logical bytes copied raw
     jobs = []
     try:
         shutil.copyfile(src, temp)
@@ -169,6 +183,10 @@ def consolidate(
                     del fout[name]
                     fout.copy(obj, fout[parent], name=base, expand_external=True)
                     (done_groups if isinstance(obj, h5py.Group) else done_datasets).append(name)
+                    continue
+                if obj.is_virtual and codec is None and chunks is None and _copy_raw(obj, src.parent, fout, name, raw):
+                    raw_datasets.append(name)  # sources chunked like it (sharded parts): chunks copied as stored
+                    done_datasets.append(name)
                     continue
                 if not _bulk(obj):  # a small or non-numeric virtual dataset: read it whole
                     del fout[name]
@@ -188,6 +206,8 @@ def consolidate(
                 done_datasets.append(name)
             # All datasets at once: the writer interleaves their blocks on the workers.
             stats = write_arrays(jobs, scheduler=scheduler, progress=progress) if jobs else WriteStats()
+            stats.chunks, stats.stored_bytes, stats.logical_bytes = (
+                stats.chunks + raw[0], stats.stored_bytes + raw[1], stats.logical_bytes + raw[2])
         differ = differing_datasets(temp, src, done_datasets, scheduler) if verify else []
         if differ:
             name = differ[0]
@@ -205,5 +225,38 @@ def consolidate(
         atomic.discard()
         atomic.raise_for(exc)
         raise
-    return ConsolidateResult(out, done_datasets, done_groups, verify, stats)
+    return ConsolidateResult(out, done_datasets, done_groups, verify, stats, raw[0], raw_datasets)
+
+
+def _copy_raw(vds, here: Path, fout, name: str, counts: list) -> bool:
+    """Materialise a virtual dataset in ``fout`` by copying its sources' chunks as stored, if it can (else False).
+
+    The new dataset has the sources' creation properties (chunks, filters,
+    fill value) and the virtual dataset's attributes; ``counts`` (chunks,
+    bytes, logical bytes) grows by what was copied.
+    """
+    import h5py
+
+    from nwb_dask.hdf5.shards import copy_chunks_raw, create_like, raw_copy_plan
+
+    sources, _why = raw_copy_plan(vds, here)
+    if not sources:
+        return False
+    group = fout[name.rsplit("/", 1)[0] or "/"]
+    scratch = f".{name.rsplit('/', 1)[1]}.nwb_dask-raw"
+    with h5py.File(sources[0][0], "r") as first:
+        dset = create_like(group, scratch, first[sources[0][1]], vds.shape)
+    if dset is None:  # HDF5 would store the filters' parameters differently: read and write the values instead
+        return False
+    del fout[name]
+    group.move(scratch, name.rsplit("/", 1)[1])
+    dset = fout[name]
+    _copy_attrs(vds, dset)
+    for path, dname, offset in sources:
+        with h5py.File(path, "r") as f:
+            n, nbytes = copy_chunks_raw(f[dname], dset, offset)
+        counts[0] += n
+        counts[1] += nbytes
+    counts[2] += int(vds.size) * vds.dtype.itemsize
+    return True
 
