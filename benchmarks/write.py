@@ -92,6 +92,10 @@ CASES: dict[str, tuple] = {
     "nwb_dask_gzip_local": ("(f)", "gzip", "local"),
     "nwb_dask_blosc_threads": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "threads"),
     "nwb_dask_blosc_local": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local"),
+    # the same-host handover's A/B (the child's environment, NWB_DASK_SHM): results over the network instead
+    # of a shared-memory file (nwb_dask.engine._run_distributed)
+    "nwb_dask_gzip_local_tcp": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "off"}),
+    "nwb_dask_blosc_local_tcp": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local", {"NWB_DASK_SHM": "off"}),
     # sharded writes (s19): gzip, one part per worker of a LocalCluster of 1/2/4 processes (_write_sharded)
     "nwb_dask_gzip_sharded1": ("(g)", "gzip", "local"),
     "nwb_dask_gzip_sharded2": ("(g)", "gzip", "local"),
@@ -107,9 +111,9 @@ def case_scheduler(name: str, default: str) -> str:
 
 def _threads_twin(name: str) -> str | None:
     """The threads case with the same codec as the LocalCluster case ``name`` (for the local/threads ratio)."""
-    if not name.endswith("_local"):
+    if "_local" not in name:
         return None
-    twin = name[: -len("_local")] + "_threads"
+    twin = name[: name.rindex("_local")] + "_threads"
     return twin if twin in CASES else None
 GZIP_H5 = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -403,7 +407,8 @@ def _run_case(name, args, tmpdir, chunk_shape) -> dict:
         "--tmpdir", tmpdir,
         "--chunk-shape", ",".join(map(str, chunk_shape)),
     ] + (["--persist"] if args.persist else [])  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, **(CASES[name][3] if len(CASES[name]) > 3 else {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             try:

@@ -14,12 +14,19 @@ that are views of the received buffer.  Pickled in band, as a list of
 ``bytes``, every block was copied into the pickle stream, which distributed
 then scanned whole for ``b"__main__"`` (7 ms per 11.8 MB of gzip chunks; the
 profile of the distributed path is in :func:`nwb_dask.engine.run_block_tasks`).
+
+On the client's own host a worker hands its chunks over in shared memory
+instead (:func:`shared_blocks`, :func:`spill_to_shared`, :func:`load_shared`):
+one file per block in a per-write tmpfs directory, only its table on the wire.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -27,7 +34,8 @@ from nwb_dask.blocks import block_label, checked_block
 from nwb_dask.chunking import chunk_offsets
 from nwb_dask.codecs import Codec, pad_chunk
 
-__all__ = ["EncodedBlock", "checked_task_block", "encode_block", "encode_chunks", "encode_task"]
+__all__ = ["EncodedBlock", "SharedBlocks", "checked_task_block", "encode_block", "encode_chunks", "encode_task",
+           "host_identity", "load_shared", "shared_blocks", "shm_enabled", "spill_to_shared", "SHM_ROOT"]
 
 
 @dataclass
@@ -48,11 +56,16 @@ class EncodedBlock:
     raw: np.ndarray | None = None
     stored: int | None = None
     n_chunks: int = 0
+    #: (file, table) when the chunks wait in a same-host shared-memory file (:func:`spill_to_shared`):
+    #: table rows (*offset, filter_mask, start, size); :func:`load_shared` turns it back into ``chunks``
+    shared: tuple | None = None
 
     @property
     def stored_bytes(self) -> int:
         if self.stored is not None:
             return self.stored
+        if self.shared is not None:
+            return int(self.shared[1][:, -1].sum())
         return sum(memoryview(c[2]).nbytes for c in self.chunks) if self.raw is None else self.nbytes
 
     def __reduce_ex__(self, protocol):
@@ -179,3 +192,213 @@ def encode_task(block, declared, task) -> EncodedBlock:
         result.chunks = encode_chunks(block, task.selection, task.chunk_shape, task.codec, task.fill_value)
         result.n_chunks = len(result.chunks)
     return result
+
+
+# --------------------------------------------------------------------------- #
+# same-host handover through shared memory (issue 19)                          #
+# --------------------------------------------------------------------------- #
+# Hand-written: neither distributed nor dask has a shared-memory transport; on
+# one host every result's bytes otherwise go worker -> socket -> client, with
+# both event loops in the way.  A worker on the client's host writes a block's
+# chunks into one file in a per-write tmpfs directory and returns only the
+# table; the client maps the file, stores the chunks from it and unlinks it.
+#
+# A/B in one run (NWB_DASK_SHM=off: the network), 1.6 GB persisted on a
+# LocalCluster of 2 workers, 2 shared cores, LocalCluster/threads best and median:
+# * benchmarks/shm_handover.py --rounds 5 (one cluster, modes interleaved),
+#   load 1.8-2.0: gzip 0.71 -> 0.80 and 0.72 -> 0.79, client CPU-s 1.71 ->
+#   1.38, workers 4.64 -> 4.29 (threads: 4.25 in all); load 5-6: gzip 0.67 ->
+#   0.79 / 0.62 -> 0.79, blosc 0.63 -> 0.69 / 0.60 -> 0.69;
+# * benchmarks/write.py --persist --repeat 3 (NWB files, a cluster per case),
+#   load 1.8-2.2: gzip 0.68 -> 0.70 (medians 418 -> 416 MB/s: a tie), blosc
+#   0.49 -> 0.60 (561 -> 693); --repeat 5, load 5.1-5.5: gzip 0.86 -> 0.85,
+#   medians 266 -> 306.
+# Reading the file into a new buffer instead of mapping it was no better than
+# the network and behind mapping (shm_handover.py, load 5: 0.77 / 0.68 against
+# 0.67 / 0.69 and mapped 0.96 / 0.91; write.py, load 4.5-5: best 0.73 against
+# 0.76 and mapped 0.81).
+
+#: Where the per-write directories live (a tmpfs on Linux).
+SHM_ROOT = "/dev/shm"
+_PREFIX = "nwb_dask-"
+
+
+_BOOT_ID: list = []  # read once per process
+
+
+def host_identity() -> tuple | None:
+    """This machine as a worker and the client compare it: hostname and kernel boot id (None: not Linux)."""
+    import socket
+
+    if not _BOOT_ID:
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                _BOOT_ID.append(f.read().strip())
+        except OSError:
+            _BOOT_ID.append(None)
+    return None if _BOOT_ID[0] is None else (socket.gethostname(), _BOOT_ID[0])
+
+
+@dataclass(frozen=True)
+class SharedBlocks:
+    """What a worker task receives to hand its chunks over through ``directory`` (created by the client)."""
+
+    directory: str
+    host: tuple
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a per-write directory, also when a late worker adds a file while it goes."""
+    import shutil
+
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.lexists(path):
+            return
+
+
+def _remove_stale(root: str) -> None:
+    """Remove directories left by writers that died without cleaning up (SIGKILL): ``nwb_dask-<pid>-<token>`` of dead pids."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        if len(parts) == 3 and parts[0] + "-" == _PREFIX and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+            _remove_tree(os.path.join(root, name))
+
+
+def shm_enabled() -> bool:
+    """Whether same-host workers hand chunks over in shared memory: ``NWB_DASK_SHM`` "on" (default) or "off"."""
+    mode = os.environ.get("NWB_DASK_SHM", "on")
+    if mode not in ("on", "off"):
+        raise ValueError(f"NWB_DASK_SHM={mode!r}: use on or off")
+    return mode == "on"
+
+
+@contextlib.contextmanager
+def shared_blocks(enabled: bool | None = None, root: str = SHM_ROOT) -> Iterator[SharedBlocks | None]:
+    """A per-write directory ``<root>/nwb_dask-<pid>-<token>`` for workers on this host, removed on the way out.
+
+    Yields None (results travel over the network as before) when disabled
+    (``enabled`` None: :func:`shm_enabled`), when ``root`` is not there or
+    the directory cannot be made.  A directory of a writer that died
+    without removing its own (SIGKILL) is removed here, by its pid.  The
+    directory and whatever a worker left in it (a killed worker's half-written
+    file, a result never fetched) is removed however the write ends.
+    """
+    host = host_identity() if (shm_enabled() if enabled is None else enabled) else None
+    if host is None or not os.path.isdir(root):
+        yield None
+        return
+    import secrets
+
+    _remove_stale(root)
+    path = os.path.join(root, f"{_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+    try:
+        os.mkdir(path, 0o700)
+    except OSError:
+        yield None
+        return
+    try:
+        yield SharedBlocks(path, host)
+    finally:
+        _remove_tree(path)
+
+
+def _write_all(fd: int, buffers: list) -> None:
+    """``os.writev`` until every buffer is written (it may write less, and takes at most IOV_MAX buffers)."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    views = [v for v in views if v.nbytes]
+    limit = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+    while views:
+        n = os.writev(fd, views[:limit])
+        while views and n >= views[0].nbytes:
+            n -= views[0].nbytes
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def spill_to_shared(result: EncodedBlock, shm: SharedBlocks | None) -> EncodedBlock:
+    """Worker side: move a result's chunks into one file of the client's directory, if it is this host's.
+
+    Taken only when the host identity is the client's and that exact
+    directory exists; any error writing the file (no space on the tmpfs,
+    permissions, the directory removed meanwhile) removes the partial file
+    and returns ``result`` unchanged: its bytes then travel over the network.
+    Each call writes a new file name, so a retried task never reuses a file
+    a killed attempt left half-written.
+    """
+    if shm is None or not result.chunks or host_identity() != shm.host or not os.path.isdir(shm.directory):
+        return result
+    import uuid
+
+
+    chunks = result.chunks
+    sizes = np.array([memoryview(d).nbytes for _, _, d in chunks], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    table = np.array([(*offset, mask) for offset, mask, _ in chunks], np.int64).reshape(len(chunks), -1)
+    table = np.column_stack([table, starts, sizes])
+    path = os.path.join(shm.directory, uuid.uuid4().hex)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        return result
+    try:
+        try:
+            _write_all(fd, [d for _, _, d in chunks])
+        finally:
+            os.close(fd)
+    except OSError:  # ENOSPC, EACCES, EIO: the network path instead, nothing left behind
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return result
+    return EncodedBlock(result.key, result.selection, result.nbytes, [], result.raw, result.stored, result.n_chunks,
+                        shared=(path, table))
+
+
+def load_shared(result: EncodedBlock) -> EncodedBlock:
+    """Client side: a result's chunks as views of a read-only mapping of its shared-memory file, unlinked here.
+
+    The file's pages stay allocated until the result is dropped (the caller
+    has stored it), so the window's count of the block's bytes still holds.
+    Mapping measured cheaper than reading the file into a new buffer
+    (``benchmarks/shm_handover.py``: the read's copy and fresh pages cost
+    more than the socket it replaced).
+    """
+    import mmap
+
+    path, table = result.shared
+    size = int(table[:, -2:].sum(axis=1).max()) if len(table) else 0
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise OSError(exc.errno, f"nwb_dask: the encoded chunks of block {result.selection} of dataset key "
+                                 f"{result.key!r} are gone from {path}: {os.strerror(exc.errno or errno.EIO)}") from exc
+    try:
+        found = os.fstat(fd).st_size
+        if found != size:
+            raise OSError(errno.EIO, f"nwb_dask: {path} holds {found} bytes, block {result.selection} of dataset key "
+                                     f"{result.key!r} wrote {size}")
+        buf = memoryview(mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                   prot=mmap.PROT_READ)) if size else memoryview(b"")
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    ndim = table.shape[1] - 3
+    chunks = [(tuple(row[:ndim]), row[ndim], buf[row[ndim + 1]:row[ndim + 1] + row[ndim + 2]])
+              for row in table.tolist()]
+    return EncodedBlock(result.key, result.selection, result.nbytes, chunks, result.raw, result.stored,
+                        result.n_chunks)

@@ -28,7 +28,8 @@ distributed    ``client.compute`` per block; each result's chunks travel out
                of band (:class:`EncodedBlock`), and the client's IO loop
                fetches each one straight from its worker while the caller
                stores earlier ones (:func:`_run_distributed`: the profile
-               behind this).
+               behind this); a worker on the client's host hands its
+               chunks over in a shared-memory file instead.
 =============  ==============================================================
 
 Every computed block is checked where it is computed, before it is encoded:
@@ -59,7 +60,8 @@ import numpy as np
 
 from nwb_dask.codecs import Codec
 from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
-    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task,
+    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task, load_shared, shared_blocks,
+    spill_to_shared,
 )
 
 __all__ = [
@@ -300,10 +302,15 @@ def _compute_block(array) -> np.ndarray:
     return _block_source(array).compute(scheduler="sync")
 
 
-def _remote_step(step: Callable, block, declared, task) -> Any:
-    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`)."""
+def _remote_step(step: Callable, block, declared, task, shm=None) -> Any:
+    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`).
+
+    With ``shm`` (the client's same-host directory) the chunks go into a
+    shared-memory file when this worker is on the client's host (:func:`spill_to_shared`).
+    """
     bound_heap_growth()
-    return step(block, declared, task)
+    result = step(block, declared, task)
+    return spill_to_shared(result, shm) if shm is not None else result
 
 
 def _compute_and_encode(task):
@@ -544,9 +551,16 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
     loops and sends 0.5 s each, the scheduler), so the CPU-seconds ratio,
     0.64-0.68, is the ceiling of this machine when nothing else runs.
 
+    Then the same-host handover: a worker on the client's host writes a
+    block's chunks into a file of a per-write ``/dev/shm`` directory and
+    returns only their table, and the client stores them from a mapping
+    of it (:mod:`nwb_dask.encoding`, where the A/B figures are;
+    ``NWB_DASK_SHM=off`` for the network).  The directory goes in the
+    ``finally`` however the write ends.
+
     The window is :func:`_run_futures`', over those fetches: a block's raw
     bytes count from its submission until the caller has stored its
-    result, wherever it is meanwhile (worker, wire or client).
+    result, wherever it is meanwhile (worker, shared memory, wire or client).
     """
     import asyncio
     import threading
@@ -573,6 +587,9 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
             with lock:
                 live.pop(fetched, None)
 
+    shared = shared_blocks()
+    shm = shared.__enter__()  # left in the finally below, however the write ends
+
     def submit(task):
         if isinstance(task, CallTask):
             raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
@@ -580,6 +597,7 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         # stored) in one task on a worker; only the result travels back.
         step = task.step or encode_task
         work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
+                                          None if task.step else shm,  # a worker-side sink returns no chunks
                                           dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
         # a pinned task (sharded writes: one worker writes each part file) runs on its worker only
         pin = {} if task.worker is None else dict(workers=[task.worker], allow_other_workers=False)
@@ -591,12 +609,17 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         return fetched
 
     try:
-        yield from _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel)
+        for result in _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel):
+            yield load_shared(result) if getattr(result, "shared", None) else result
+            del result
     finally:
-        with lock:
-            unfetched = list(live.values())
-        if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
-            abandon(client, unfetched)
+        try:
+            with lock:
+                unfetched = list(live.values())
+            if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
+                abandon(client, unfetched)
+        finally:
+            shared.__exit__(None, None, None)  # the directory and any file a worker left in it
 
 
 def abandon(client, futures: list, timeout: float = 60.0) -> None:

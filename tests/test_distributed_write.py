@@ -12,13 +12,20 @@
   dataset and nothing at the target path; a task that raises: the same;
 - the client's window: raw bytes submitted and not yet stored never exceed
   ``max_inflight_bytes`` unless one block is alone, and the progress bar
-  advances by bytes.
+  advances by bytes;
+- the same-host handover (workers on the client's host put a block's chunks
+  in a shared-memory file): taken on a LocalCluster, values equal, the
+  per-write directory gone after success, a raising task, a killed worker
+  and a cancel; a missing or foreign directory and a full tmpfs fall back
+  to the network; directories of dead writers are removed.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
+import subprocess
 import signal
 import sys
 import threading
@@ -33,6 +40,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from test_any_shape import CODECS, arrays, assert_same, make_codec
 
 import nwb_dask
+import nwb_dask.encoding as encoding
 import nwb_dask.engine as engine
 import nwb_dask.testing
 import nwb_dask.hdf5.write as hdf5_write
@@ -43,6 +51,11 @@ distributed = pytest.importorskip("distributed")
 
 CLUSTER = settings(deadline=None, max_examples=12, suppress_health_check=[HealthCheck.too_slow,
                    HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+
+
+def _shm_dirs() -> list:
+    """This process's per-write shared-memory directories (none once a write has ended)."""
+    return sorted(p for p in os.listdir(encoding.SHM_ROOT) if p.startswith(f"nwb_dask-{os.getpid()}-"))
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +304,7 @@ def test_worker_killed_mid_write_is_retried(client, tmp_path, monkeypatch, persi
     with h5py.File(tmp_path / "retry.nwb", "r") as f:
         assert_same(f["acquisition/ElectricalSeries/data"][...], x)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["retry.nwb"]  # no temporary file left
+    assert _shm_dirs() == []  # the per-write shared-memory directory is gone
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it, for the next tests
 
 
@@ -308,10 +322,12 @@ def test_worker_killed_without_retries_fails_cleanly(tmp_path, monkeypatch):
         except KilledWorker as exc:  # a block was running on the killed worker: no retry allowed
             assert "acquisition/ElectricalSeries/data" in " ".join(getattr(exc, "__notes__", []))
             assert list(tmp_path.iterdir()) == []  # nothing at the target, no temporary file
+            assert _shm_dirs() == []  # the per-write shared-memory directory is gone
         else:  # the killed worker held no running block: its queued ones ran elsewhere
             with h5py.File(tmp_path / "lost.nwb", "r") as f:
                 assert_same(f["acquisition/ElectricalSeries/data"][...], x)
         assert kill.killed is not None
+    assert _shm_dirs() == []
 
 
 def _raise_on_third(block, block_info=None):
@@ -328,6 +344,7 @@ def test_task_raising_on_a_worker_fails_cleanly(client, tmp_path):
         nwb_dask.write_nwb(nwbfile, tmp_path / "bad.nwb", scheduler=client, progress=False)
     assert "acquisition/ElectricalSeries/data" in " ".join(getattr(err.value, "__notes__", []))
     assert list(tmp_path.iterdir()) == []
+    assert _shm_dirs() == []  # the per-write shared-memory directory is gone
     # the stopped write left nothing running or held on the cluster
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
@@ -355,3 +372,204 @@ def test_cancel_event_stops_a_cluster_write(client, tmp_path):
 
     assert not any(client.run(steps_running).values())
     assert not [k for k in client.futures if str(k).startswith("encode_task")]  # nothing held for us any more
+    assert _shm_dirs() == []  # the per-write shared-memory directory is gone
+
+
+# --------------------------------------------------------------------------- #
+# the same-host handover through shared memory                                 #
+# --------------------------------------------------------------------------- #
+def _spy_store(monkeypatch):
+    """Record, per stored block, the kinds of buffers its chunks view and the shared-memory directories present."""
+    seen = []
+    real = hdf5_write.store_block
+
+    def spy(dset, selection, chunks=(), raw=None):
+        dirs = {d: os.listdir(os.path.join(encoding.SHM_ROOT, d)) for d in _shm_dirs()}
+        seen.append(({type(memoryview(data).obj) for _, _, data in chunks}, dirs))
+        return real(dset, selection, chunks, raw)
+
+    monkeypatch.setattr(hdf5_write, "store_block", spy)
+    return seen
+
+
+def _gzip_write(client, path, x, rows=1000):
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(rows // 4, x.shape[1]),
+                             **nwb_dask.codec("gzip").dataset_kwargs())
+        write_dask_array(da.from_array(x, chunks=(rows, x.shape[1])), d, scheduler=client, progress=False)
+    with h5py.File(path, "r") as f:
+        assert_same(f["x"][...], x)
+
+
+@pytest.mark.parametrize("mode, kind", [("on", mmap.mmap), ("off", np.ndarray)])
+def test_local_cluster_hands_chunks_over_in_shared_memory(client, tmp_path, monkeypatch, mode, kind):
+    """On the client's host, chunks are views of a mapped file of the per-write directory (off: distributed's frames)."""
+    monkeypatch.setenv("NWB_DASK_SHM", mode)
+    seen = _spy_store(monkeypatch)
+    x = np.random.default_rng(3).integers(-999, 999, (4000, 6)).astype("i2")
+    _gzip_write(client, tmp_path / "s.h5", x)
+    assert [kinds for kinds, _ in seen] == [{kind}] * 4  # on: the shm file; off: distributed's received frames (numpy)
+    if mode != "off":
+        assert all(len(dirs) == 1 for _, dirs in seen)  # one directory for the write, there while it ran
+    assert _shm_dirs() == []
+
+
+def test_shm_mode_is_checked(client, monkeypatch):
+    monkeypatch.setenv("NWB_DASK_SHM", "tmpfs")
+    with pytest.raises(ValueError, match="NWB_DASK_SHM='tmpfs': use on or off"):
+        list(engine.run_block_tasks([], scheduler=client))
+
+
+@CLUSTER
+@given(data=arrays(dtypes=["u1", "i2", "f8", "?"], max_ndim=3, max_blocks=12), spec=st.sampled_from(CODECS))
+def test_shared_memory_round_trip_any_shape(client, tmp_path, data, spec):
+    x, arr = data
+    if x.size == 0:
+        return
+    c = make_codec(spec)
+    path = tmp_path / "shm.h5"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NWB_DASK_SHM", "on")
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset("x", x.shape, x.dtype, chunks=tuple(max(1, n // 2) for n in x.shape),
+                                 **c.dataset_kwargs())
+            write_dask_array(arr, d, scheduler=client, progress=False, block_bytes=max(64, x.nbytes // 3))
+    with h5py.File(path, "r") as f:
+        assert_same(f["x"][...], x)
+    assert _shm_dirs() == []
+    path.unlink()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(block=encoded_blocks())
+def test_spill_and_load_round_trip(tmp_path, block):
+    """spill_to_shared -> load_shared gives the same chunks; the file is unlinked once loaded."""
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        spilled = encoding.spill_to_shared(block, shm)
+        if not block.chunks:
+            assert spilled is block  # nothing to hand over
+            return
+        assert spilled.chunks == [] and spilled.shared is not None and os.path.dirname(spilled.shared[0]) == shm.directory
+        assert spilled.stored_bytes == block.stored_bytes
+        spilled = pickle.loads(pickle.dumps(spilled, protocol=5))  # what travels: the table, no chunk bytes
+        back = encoding.load_shared(spilled)
+        assert all(isinstance(memoryview(d).obj, mmap.mmap) for _, _, d in back.chunks if len(d))
+        _same_block(back, block)
+        assert os.listdir(shm.directory) == []
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_or_foreign_directory_stays_on_the_network(tmp_path):
+    block = EncodedBlock(0, (slice(0, 4),), 8, [((0,), 0, b"abcd"), ((2,), 1, b"ef")], n_chunks=2)
+    host = encoding.host_identity()
+    assert encoding.spill_to_shared(block, encoding.SharedBlocks(str(tmp_path / "gone"), host)) is block
+    assert encoding.spill_to_shared(block, encoding.SharedBlocks(str(tmp_path), ("elsewhere", host[1]))) is block
+    assert encoding.spill_to_shared(block, encoding.SharedBlocks(str(tmp_path), (host[0], "another-boot"))) is block
+    assert os.listdir(tmp_path) == []
+
+
+def test_foreign_host_on_the_cluster_falls_back_to_the_network(client, tmp_path, monkeypatch):
+    """The client's identity differs from the workers' (another host): results come over TCP, values equal."""
+    monkeypatch.setattr(encoding, "host_identity", lambda: ("another-host", "another-boot"))
+    seen = _spy_store(monkeypatch)
+    _gzip_write(client, tmp_path / "f.h5", np.arange(4000 * 6, dtype="i2").reshape(4000, 6))
+    assert [kinds for kinds, _ in seen] == [{np.ndarray}] * 4
+    assert _shm_dirs() == []
+
+
+def test_missing_directory_on_the_cluster_falls_back_to_the_network(client, tmp_path, monkeypatch):
+    """The directory named in the task does not exist where the worker runs: results come over TCP."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def elsewhere(enabled=True, root=encoding.SHM_ROOT):
+        yield encoding.SharedBlocks(os.path.join(root, "nwb_dask-0-not-made"), encoding.host_identity())
+
+    monkeypatch.setattr(engine, "shared_blocks", elsewhere)
+    seen = _spy_store(monkeypatch)
+    _gzip_write(client, tmp_path / "m.h5", np.arange(4000 * 6, dtype="i2").reshape(4000, 6))
+    assert [kinds for kinds, _ in seen] == [{np.ndarray}] * 4
+    assert not os.path.exists(os.path.join(encoding.SHM_ROOT, "nwb_dask-0-not-made"))
+
+
+def _full_tmpfs():
+    """In a worker: writing a shared-memory file writes a few bytes, then fails as a full tmpfs does."""
+    import errno
+
+    def write_all(fd, buffers):
+        os.write(fd, b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    encoding._write_all, encoding._real_write_all = write_all, encoding._write_all
+
+
+def _tmpfs_back():
+    encoding._write_all = encoding._real_write_all
+
+
+def test_full_tmpfs_falls_back_to_the_network(client, tmp_path, monkeypatch):
+    """ENOSPC writing the shm file: the partial file is removed and the block's bytes travel over TCP."""
+    seen = _spy_store(monkeypatch)
+    client.run(_full_tmpfs)
+    try:
+        _gzip_write(client, tmp_path / "e.h5", np.arange(4000 * 6, dtype="i2").reshape(4000, 6))
+    finally:
+        client.run(_tmpfs_back)
+    assert [kinds for kinds, _ in seen] == [{np.ndarray}] * 4
+    assert all(len(dirs) == 1 for _, dirs in seen)  # the directory was there, the files could not be written
+    assert all(files == [] for _, dirs in seen for files in dirs.values())  # each partial file was removed
+    assert _shm_dirs() == []
+
+
+def test_directories_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"nwb_dask-{dead.pid}-0123456789abcdef"
+    stale.mkdir()
+    (stale / "half-written").write_bytes(b"x" * 100)
+    alive = tmp_path / f"nwb_dask-{os.getpid()}-fedcba9876543210"  # a live writer's (this process)
+    alive.mkdir()
+    other = tmp_path / "something-else"
+    other.mkdir()
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        assert shm is not None and os.path.isdir(shm.directory)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name,
+                                                                       os.path.basename(shm.directory)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_no_tmpfs_or_disabled_yields_none(tmp_path):
+    with encoding.shared_blocks(root=str(tmp_path / "absent")) as shm:
+        assert shm is None
+    with encoding.shared_blocks(enabled=False, root=str(tmp_path)) as shm:
+        assert shm is None
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_vanished_shm_file_is_an_error_naming_it(tmp_path):
+    block = EncodedBlock(3, (slice(0, 4),), 8, [((0,), 0, b"abcd")], n_chunks=1)
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        spilled = encoding.spill_to_shared(block, shm)
+        os.unlink(spilled.shared[0])
+        with pytest.raises(OSError, match=f"block .* of dataset key 3 are gone from {spilled.shared[0]}"):
+            encoding.load_shared(spilled)
+
+
+def test_ctrl_c_while_storing_removes_the_directory(client, tmp_path, monkeypatch):
+    """KeyboardInterrupt in the caller's loop (Ctrl-C): the write stops and its shm directory is removed."""
+    real = hdf5_write.store_block
+    during = []
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        during.append(_shm_dirs())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hdf5_write, "store_block", interrupted)
+    x, arr = _ephys(n_blocks=8, delay=0.05)
+    with h5py.File(tmp_path / "i.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(1000, 8), **nwb_dask.codec("zstd").dataset_kwargs())
+        with pytest.raises(KeyboardInterrupt):
+            write_dask_array(arr, d, scheduler=client, progress=False)
+    assert len(during) == 1 and len(during[0]) == 1  # the write had its directory
+    assert _shm_dirs() == []
