@@ -398,12 +398,20 @@ class AtomicOutput:
         self.fsync = fsync
         self._guard = guard_sigterm()
         self._open = True
+        #: With ``commit(keep_replaced=True)``: the directory the output replaced, kept aside (also when the
+        #: commit failed after the rename), else None.
+        self.replaced: Path | None = None
 
-    def commit(self, before_rename: Callable[[Path], None] | None = None) -> None:
+    def commit(self, before_rename: Callable[[Path], None] | None = None, *,
+               after_rename: Callable[[], None] | None = None, keep_replaced: bool = False) -> Path | None:
         """``fsync``, rename onto the target, ``fsync`` the directory.
 
         A store replacing a store goes through a rename aside (and back if the
-        second rename fails).
+        second rename fails).  ``after_rename`` is called once the output is in
+        place (before the directory's ``fsync``).  With ``keep_replaced``, the
+        directory it replaced is not removed but returned (under its hidden
+        ``.NAME.*.old`` name), for a caller that commits a second output and
+        must restore the first if that fails; otherwise None is returned.
 
         On any error the temporary is removed and the error raised (as
         ``OSError(ENOSPC)`` naming the target for a full disk).
@@ -415,15 +423,18 @@ class AtomicOutput:
                 _fsync(self.temp)
             if before_rename is not None:
                 before_rename(self.temp)
-            self._replace()
+            replaced = self._replace(keep_replaced)
+            if after_rename is not None:
+                after_rename()
             fsync_dir(self.target.parent)
         except BaseException as exc:
             self.discard()
             self.raise_for(exc)
             raise
         self._close()
+        return replaced
 
-    def _replace(self) -> None:
+    def _replace(self, keep_replaced: bool = False) -> Path | None:
         temp, out = self.temp, self.target
         if out.is_dir() and not out.is_symlink():  # rename(2) cannot replace a non-empty directory
             # Only a store replaces a store (callers check overwrite=): never delete a
@@ -439,9 +450,13 @@ class AtomicOutput:
                 except BaseException:
                     os.replace(aside, out)
                     raise
+            if keep_replaced:
+                self.replaced = aside
+                return aside
             shutil.rmtree(aside, ignore_errors=True)
         else:
             os.replace(temp, out)
+        return None
 
     def discard(self) -> None:
         """Remove the temporary (idempotent); the target is untouched."""

@@ -38,6 +38,8 @@ __all__ = [
     "zarr_dimension_separator",
     "zarr_object_codec",
     "zarr_problem",
+    "vds_escape",
+    "vds_unescape",
 ]
 
 
@@ -302,3 +304,13 @@ def lindi_store(handle: Any, url: str):
                           f"against {LINDI_CHECKED}); nwb_dask.compat.lindi_store needs updating")
     opts = LindiH5ZarrStoreOpts(num_dataset_chunks_threshold=None)
     return LindiH5ZarrStore(_file=handle.id, _url=url, _opts=opts, _entities_to_close=[handle])
+
+
+def vds_escape(name: str) -> str:
+    """A file name as a virtual-dataset source name: HDF5 reads ``%b``, ``%%`` ... in it like printf, so ``%`` doubles."""
+    return name.replace("%", "%%")
+
+
+def vds_unescape(name: str) -> str:
+    """The file a virtual-dataset source name stored by :func:`vds_escape` means (``%%`` back to ``%``)."""
+    return name.replace("%%", "%")

@@ -267,16 +267,48 @@ def _remove_tree(path: str) -> None:
             return
 
 
+_LOCK = ".lock"
+
+
 def _remove_stale(root: str) -> None:
-    """Remove directories left by writers that died without cleaning up (SIGKILL): ``nwb_dask-<pid>-<token>`` of dead pids."""
+    """Remove directories left by writers that died without cleaning up (SIGKILL).
+
+    A writer holds an exclusive ``flock`` on ``<dir>/.lock`` for as long as
+    its directory lives (:func:`shared_blocks`); the kernel drops it when the
+    writer dies, however it dies.  A directory is removed only when its lock
+    can be taken: a pid test would call another pid namespace's live writer
+    (containers sharing ``/dev/shm``) dead, and keep a dead one whose pid was
+    reused.  A directory without a lock file (an older nwb_dask) is removed
+    when its pid is not alive here.
+    """
+    import fcntl
+
     try:
         names = os.listdir(root)
     except OSError:
         return
     for name in names:
         parts = name.split("-")
-        if len(parts) == 3 and parts[0] + "-" == _PREFIX and parts[1].isdigit() and not _pid_alive(int(parts[1])):
-            _remove_tree(os.path.join(root, name))
+        if not (len(parts) == 3 and parts[0] + "-" == _PREFIX and parts[1].isdigit()):
+            continue
+        path = os.path.join(root, name)
+        try:
+            fd = os.open(os.path.join(path, _LOCK), os.O_RDONLY)
+        except FileNotFoundError:
+            if not _pid_alive(int(parts[1])):
+                _remove_tree(path)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its writer is alive
+            os.close(fd)
+            continue
+        try:
+            _remove_tree(path)
+        finally:
+            os.close(fd)
 
 
 def shm_enabled() -> bool:
@@ -304,17 +336,33 @@ def shared_blocks(enabled: bool | None = None, root: str = SHM_ROOT) -> Iterator
         return
     import secrets
 
+    import fcntl
+
     _remove_stale(root)
-    path = os.path.join(root, f"{_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+    token = secrets.token_hex(8)
+    # Made under a name the sweep ignores, locked, then renamed into view: no other writer's
+    # sweep can see it unlocked.
+    fresh = os.path.join(root, f".{_PREFIX}{token}.new")
+    path = os.path.join(root, f"{_PREFIX}{os.getpid()}-{token}")
+    lock = None
     try:
-        os.mkdir(path, 0o700)
+        os.mkdir(fresh, 0o700)
+        lock = os.open(os.path.join(fresh, _LOCK), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        os.rename(fresh, path)
     except OSError:
+        if lock is not None:
+            os.close(lock)
+        _remove_tree(fresh)
         yield None
         return
     try:
         yield SharedBlocks(path, host)
     finally:
-        _remove_tree(path)
+        try:
+            _remove_tree(path)
+        finally:
+            os.close(lock)
 
 
 def _write_all(fd: int, buffers: list) -> None:

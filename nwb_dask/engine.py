@@ -569,6 +569,8 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
     import dask
 
     loop = client.loop.asyncio_loop
+    # Client(direct_to_workers=False) (dask-gateway, Coiled, SSH tunnels: workers unreachable) is honoured
+    direct = True if getattr(client, "direct_to_workers", None) is None else bool(client.direct_to_workers)
     lock = threading.Lock()
     live: dict[Future, Any] = {}  # fetch -> the cluster future it waits for, until fetched
 
@@ -578,7 +580,8 @@ def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> It
         ended = asyncio.Event()
         fut.add_done_callback(lambda _: loop.call_soon_threadsafe(ended.set))  # runs in distributed's callback thread
         await ended.wait()
-        result = await client.gather(fut, direct=True, asynchronous=True)  # a failed task raises its error here
+        # a failed task raises its error here; straight from the worker unless the client says it cannot reach them
+        result = await client.gather(fut, direct=direct, asynchronous=True)
         fut.release()  # the worker may drop it: the result is here now
         return result
 

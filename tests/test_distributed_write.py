@@ -28,6 +28,7 @@ import pickle
 import subprocess
 import signal
 import sys
+import textwrap
 import threading
 import time
 
@@ -384,7 +385,7 @@ def _spy_store(monkeypatch):
     real = hdf5_write.store_block
 
     def spy(dset, selection, chunks=(), raw=None):
-        dirs = {d: os.listdir(os.path.join(encoding.SHM_ROOT, d)) for d in _shm_dirs()}
+        dirs = {d: [n for n in os.listdir(os.path.join(encoding.SHM_ROOT, d)) if n != ".lock"] for d in _shm_dirs()}
         seen.append(({type(memoryview(data).obj) for _, _, data in chunks}, dirs))
         return real(dset, selection, chunks, raw)
 
@@ -455,7 +456,7 @@ def test_spill_and_load_round_trip(tmp_path, block):
         back = encoding.load_shared(spilled)
         assert all(isinstance(memoryview(d).obj, mmap.mmap) for _, _, d in back.chunks if len(d))
         _same_block(back, block)
-        assert os.listdir(shm.directory) == []
+        assert os.listdir(shm.directory) == [".lock"]  # the loaded file is unlinked; the writer's lock stays
     assert os.listdir(tmp_path) == []
 
 
@@ -573,3 +574,40 @@ def test_ctrl_c_while_storing_removes_the_directory(client, tmp_path, monkeypatc
             write_dask_array(arr, d, scheduler=client, progress=False)
     assert len(during) == 1 and len(during[0]) == 1  # the write had its directory
     assert _shm_dirs() == []
+
+
+def test_a_live_writer_of_another_pid_namespace_is_never_swept(tmp_path):
+    """A directory whose pid is not alive *here* but whose writer holds its lock (another container sharing
+    /dev/shm) stays; the same directory unlocked is removed (its writer died, whatever its pid says)."""
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    foreign = tmp_path / f"nwb_dask-{dead.pid}-00112233445566aa"
+    foreign.mkdir()
+    (foreign / "block").write_bytes(b"x" * 100)
+    lock = os.open(foreign / ".lock", os.O_CREAT | os.O_RDWR)
+    # the other writer: a separate process holding the lock, as across a pid namespace
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, os, sys, time
+        fd = os.open({str(foreign / '.lock')!r}, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        sys.stdin.read()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with encoding.shared_blocks(root=str(tmp_path)) as shm:
+            assert shm is not None
+            assert (foreign / "block").exists(), "a live writer's directory was removed"
+            mine = shm.directory
+            assert os.path.exists(os.path.join(mine, ".lock"))
+        assert not os.path.exists(mine)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    os.close(lock)
+    # the holder is gone (as a SIGKILLed writer): its lock went with it, and the next write sweeps the directory
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        assert shm is not None
+    assert not foreign.exists()
+    assert os.listdir(tmp_path) == []

@@ -494,3 +494,63 @@ def test_sigterm_mid_raw_consolidate_leaves_nothing(tmp_path):
     assert "finished" not in stdout, "consolidate ended before the signal: the test tested nothing"
     assert proc.returncode == 143, stderr[-2000:]
     assert nothing_left(tmp_path) == ["src", "started"]
+
+
+def _sharded(path, x, shards=2):
+    write_nwb(ts_file(DaskDataIO(da.from_array(x, chunks=500), chunks=(250, 2))), path, shards=shards,
+              scheduler="sync", progress=False)
+
+
+@pytest.mark.parametrize("fail_at", ["rename", "parts-fsync", "file-fsync"])
+def test_overwrite_that_fails_keeps_the_old_file_readable(tmp_path, monkeypatch, fail_at):
+    """Mode "w" over a sharded file: if the new file's rename fails (or Ctrl-C between the two renames), the old
+    file keeps its own parts and reads its values; if the new file is already in place (a later fsync fails),
+    it keeps its new parts."""
+    import nwb_dask.atomic
+
+    path = tmp_path / "x.nwb"
+    old, new = values((3000, 2), seed=1), values((3000, 2), seed=2)
+    _sharded(path, old)
+    real_replace, real_fsync = os.replace, nwb_dask.atomic.fsync_dir
+    if fail_at == "rename":
+        def replace(a, b):
+            if os.fspath(b) == os.fspath(path):
+                raise KeyboardInterrupt
+            return real_replace(a, b)
+        monkeypatch.setattr(os, "replace", replace)
+    else:
+        calls = []
+
+        def fsync_dir(where):  # the parts directory is renamed (and synced) first, then the file
+            calls.append(where)
+            if len(calls) == (1 if fail_at == "parts-fsync" else 2):
+                raise OSError(5, "fsync failed")
+            return real_fsync(where)
+        monkeypatch.setattr(nwb_dask.atomic, "fsync_dir", fsync_dir)
+    with pytest.raises((KeyboardInterrupt, OSError)):
+        _sharded(path, new)
+    monkeypatch.setattr(os, "replace", real_replace)
+    monkeypatch.setattr(nwb_dask.atomic, "fsync_dir", real_fsync)
+    expected = new if fail_at == "file-fsync" else old
+    out = subprocess.run([sys.executable, "-c", f"import h5py; f = h5py.File({str(path)!r}); "
+                          f"import numpy; numpy.save({str(tmp_path / 'got.npy')!r}, f[{DATA!r}][()])"],
+                         capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "got.npy"), expected)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".npy")) == ["x.nwb", "x.nwb.parts"]
+
+
+def test_percent_in_the_file_name(tmp_path):
+    """HDF5 reads "%" in virtual-dataset source names like printf: the parts of "run_5%b.nwb" are found, and
+    consolidate still copies their chunks raw."""
+    path = tmp_path / "run_5%b.nwb"
+    x = values((3000, 2))
+    _sharded(path, x, shards=3)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f[DATA][()], x)
+    assert nwb_dask.read_dataset(path, DATA).compute().tolist() == x.tolist()
+    result = consolidate(path, tmp_path / "one%.nwb", scheduler="sync", progress=False)
+    assert result.raw_chunks == 12 and result.verified
+    with h5py.File(tmp_path / "one%.nwb", "r") as f:
+        assert not f[DATA].is_virtual
+        np.testing.assert_array_equal(f[DATA][()], x)

@@ -25,6 +25,7 @@ import numpy as np
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, guess_chunk_shape
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
+from nwb_dask.compat import vds_unescape
 
 __all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset",
            "release_handles", "release_remote_handles", "remember", "remote_dataset_array"]
@@ -473,7 +474,8 @@ def _virtual_tiles(dset, block_bytes: int, direct: bool):
         if m.file_name == ".":
             path = os.path.abspath(dset.file.filename)
         else:
-            path = next((c for c in link_candidates(m.file_name, here, "HDF5_VDS_PREFIX") if os.path.isfile(c)), None)
+            path = next((c for c in link_candidates(vds_unescape(m.file_name), here, "HDF5_VDS_PREFIX")
+                         if os.path.isfile(c)), None)
             if path is None:
                 return None
         try:

@@ -35,6 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from nwb_dask.compat import vds_unescape
 from nwb_dask.engine import BlockTask, EncodedBlock, checked_task_block, encode_chunks
 from nwb_dask.hdf5.write import store_block
 
@@ -274,7 +275,7 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
     first = None
     covered = 0
     for vmap in vds.virtual_sources():
-        vspace, fname, dname, sspace = vmap.vspace, vmap.file_name, vmap.dset_name, vmap.src_space
+        vspace, fname, dname, sspace = vmap.vspace, vds_unescape(vmap.file_name), vmap.dset_name, vmap.src_space
         path = vds.file.filename if fname == "." else os.path.join(here, fname)
         if vspace.get_select_type() != h5py.h5s.SEL_HYPERSLABS or not vspace.is_regular_hyperslab():
             return [], f"mapping of {fname}:{dname} is not one block"

@@ -16,6 +16,7 @@ import numpy as np
 from hdmf.backends.hdf5 import H5DataIO
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, ChunksArg
+from nwb_dask.compat import vds_escape
 from nwb_dask.codecs import Codec, CodecSpec, codec as make_codec
 from nwb_dask.nwb.iterators import DaskDataChunkIterator
 
@@ -167,7 +168,7 @@ class VirtualData(DaskDataIO):
         for path, dname, sshape in self.sources:
             stop = start + sshape[self.axis]
             index = tuple(slice(start, stop) if a == self.axis else slice(None) for a in range(len(shape)))
-            relative = os.path.relpath(path, here)
+            relative = vds_escape(os.path.relpath(path, here))  # HDF5 reads "%" in source names like printf
             layout[index] = h5py.VirtualSource(relative, dname, shape=sshape, dtype=dtype)
             start = stop
         return parent.create_virtual_dataset(name, layout, fillvalue=self.fillvalue)

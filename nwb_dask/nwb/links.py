@@ -34,6 +34,7 @@ import numpy as np
 
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, ChunksArg
 from nwb_dask.codecs import CodecSpec
+from nwb_dask.compat import vds_unescape
 from nwb_dask.hdf5.read import link_candidates
 from nwb_dask.nwb.dataio import ON_MISMATCH, LinkedData, OnMismatch
 
@@ -377,5 +378,5 @@ def audit_links(path: str | os.PathLike) -> list[LinkRecord]:
                     key = (src.file_name, src.dset_name)
                     if key not in seen:
                         seen.add(key)
-                        records.append(_record("virtual", name, src.file_name, src.dset_name, path))
+                        records.append(_record("virtual", name, vds_unescape(src.file_name), src.dset_name, path))
     return records

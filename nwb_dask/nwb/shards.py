@@ -43,6 +43,7 @@ from typing import Any
 import h5py
 
 from nwb_dask.atomic import AtomicOutput
+from nwb_dask.compat import vds_escape
 from nwb_dask.blocks import as_dask_array, checked_array
 from nwb_dask.chunking import align_to_chunks, block_selections
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, active_scheduler, interleave, \
@@ -199,7 +200,8 @@ class ShardedWrite:
             name = f"{rel}.{k}.h5"
             parts.append(_Part(key, k, a, b, str(self._output.temp / name), []))
             self._create(parts[-1], dset.name)
-            source = os.path.relpath(self.dir / name, self.target.parent)  # the final name, relative
+            # the final name, relative; "%" escaped, as HDF5 reads printf-like specifiers in source names
+            source = vds_escape(os.path.relpath(self.dir / name, self.target.parent))
             layout[a:b] = h5py.VirtualSource(source, PART_DATASET, shape=(b - a,) + dset.shape[1:], dtype=dset.dtype)
         # Each part's rows aligned to chunks on their own (part edges are chunk multiples): no block spans
         # two parts, and a part's blocks depend only on its rows' inputs (where they are persisted, _place).
@@ -382,21 +384,43 @@ class ShardedWrite:
 
     # ----------------------------------------------------------------- commit
     def commit_with(self, output: AtomicOutput) -> None:
-        """Rename the parts directory into place, then the NWB file (``output``); on error neither stays."""
-        placed = []
+        """Rename the parts directory into place, then the NWB file (``output``); on error neither changes.
+
+        A parts directory being replaced (mode ``"w"`` over a sharded file) is
+        kept aside until the new NWB file is in place: if that rename fails
+        (or Ctrl-C/SIGTERM comes between the two), the new parts are removed
+        and the old ones put back, so the old file still reads its values.
+        Once the new file is in place, its parts stay, whatever follows.
+        """
+        state: dict[str, Any] = {"renamed": False, "aside": None, "placed": False}
+
+        def placed() -> None:
+            state["placed"] = True
 
         def parts_first(_temp) -> None:
             if self._output is not None:
-                self._output.commit()
-                placed.append(self.dir)
+                try:
+                    self._output.commit(keep_replaced=True, after_rename=placed)
+                finally:  # also when its directory's fsync failed after the rename
+                    state["aside"] = self._output.replaced
+
+        def renamed() -> None:
+            state["renamed"] = True
 
         try:
-            output.commit(before_rename=parts_first)
+            output.commit(before_rename=parts_first, after_rename=renamed)
         except BaseException:
             self.discard()
-            for path in placed:  # the file did not follow its parts
-                shutil.rmtree(path, ignore_errors=True)
+            if not state["renamed"]:
+                if state["placed"]:  # the file did not follow its parts
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                if state["aside"] is not None:  # the old file's parts back beside it
+                    os.replace(state["aside"], self.dir)
+                    state["aside"] = None
             raise
+        finally:
+            if state["aside"] is not None:
+                shutil.rmtree(state["aside"], ignore_errors=True)
 
     def discard(self) -> None:
         """Remove the temporary parts directory (idempotent); the target's is untouched."""

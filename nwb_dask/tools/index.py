@@ -155,7 +155,7 @@ def write_index(src: str | os.PathLike, out: str | os.PathLike | None = None, *,
 
     lindi shows a progress bar per dataset whose chunk index takes more than 2 s.
     """
-    require_lindi()
+    require_lindi(f"writing a LINDI index of {os.fspath(src)}")
     from nwb_dask.compat import lindi_store
 
     from nwb_dask.atomic import AtomicOutput, check_output

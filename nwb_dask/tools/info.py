@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nwb_dask.chunking import is_large_numeric
-from nwb_dask.compat import dataset_filters
+from nwb_dask.compat import dataset_filters, vds_unescape
 
 __all__ = ["DatasetInfo", "FileInfo", "info"]
 
@@ -242,7 +242,7 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
                             neurodata_type=nd or _parent_type(obj))
             if obj.is_virtual:
                 for vs in obj.virtual_sources():
-                    rec = records.get(("virtual", p, vs.file_name, vs.dset_name))
+                    rec = records.get(("virtual", p, vds_unescape(vs.file_name), vs.dset_name))
                     d.sources.append(f"{vs.file_name}:{vs.dset_name}" + ("  [BROKEN]" if rec and rec.broken else ""))
                     d.broken |= bool(rec and rec.broken)
             d.hint = _hint(d, obj.dtype)
