@@ -313,7 +313,7 @@ class ShardedWrite:
         from dask.core import flatten
         from distributed import futures_of
 
-        persisted = {f.key for p in parts for f in futures_of(p.array)}
+        persisted = {f.key: f for p in parts for f in futures_of(p.array)}
         if not persisted:
             return
         keys = {}
@@ -321,7 +321,8 @@ class ShardedWrite:
             graph = p.array.__dask_graph__().cull(set(flatten(p.array.__dask_keys__())))
             keys[id(p)] = [k for k in graph.keys() if k in persisted]
         wanted = sorted({k for ks in keys.values() for k in ks}, key=str)
-        who = self._client.who_has(wanted)
+        # who_has takes futures: given bare keys it finds none and answers {} (every part then went anywhere)
+        who = self._client.who_has([persisted[k] for k in wanted])
         workers = _alive(self._client)
         cap = -(-len(parts) // len(workers))
         load = {w: 0 for w in workers}
