@@ -244,7 +244,7 @@ ENTRIES = {
     "read_nwb(index)": ("index", "read_nwb("),
     "read_dataset(index)": ("index", "read_dataset("),
     "read_nwb(index=)": ("index", "read_nwb("),
-    "write_index": ("index", "writing a LINDI / kerchunk index"),
+    "write_index": ("index", "writing a LINDI index of /"),
 }
 
 
