@@ -138,6 +138,15 @@ def assert_same_nwb(a: Path, b: Path) -> None:
                 assert same(nwb_value(va[key]), nwb_value(vb[key])), f"{where}.{key} differs"
 
 
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A module's one Client of a LocalCluster of 2 single-threaded worker processes (the default client meanwhile)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        with distributed.Client(c) as client:
+            yield client
+
+
 @pytest.fixture(autouse=True)
 def _own_metadata_cache(tmp_path_factory, monkeypatch):
     """Each test's remote opens get an empty metadata cache of their own (nwb_dask.sources.cache), never ~/.cache."""

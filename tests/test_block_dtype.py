@@ -212,14 +212,6 @@ def test_write_nwb_refuses_lossy_mismatches(declared, values, message, tmp_path)
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
-        with distributed.Client(c) as client:
-            yield client
-
-
 @pytest.mark.parametrize("scheduler", ["sync", "threads", "processes", "distributed"])
 def test_every_scheduler_refuses_with_the_message_intact(scheduler, tmp_path, request):
     sched = request.getfixturevalue("local_cluster") if scheduler == "distributed" else scheduler

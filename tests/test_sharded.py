@@ -39,11 +39,9 @@ DATA = "acquisition/ts/data"
 
 
 @pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
-        with distributed.Client(c) as cl:
-            yield cl
+def client(local_cluster):
+    """conftest's module cluster, under the name these tests use."""
+    return local_cluster
 
 
 def part_files(path: Path) -> list[Path]:
