@@ -93,7 +93,7 @@ CASES: dict[str, tuple] = {
     "nwb_dask_blosc_threads": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "threads"),
     "nwb_dask_blosc_local": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local"),
     # the same-host handover's A/B (the child's environment, NWB_DASK_SHM): results over the network instead
-    # of a shared-memory file (nwb_dask.engine._run_distributed)
+    # of a shared-memory file (nwb_dask.cluster.run_distributed)
     "nwb_dask_gzip_local_tcp": ("(f)", "gzip", "local", {"NWB_DASK_SHM": "off"}),
     "nwb_dask_blosc_local_tcp": ("(f)", ("blosc", {"cname": "lz4", "shuffle": "byte"}), "local", {"NWB_DASK_SHM": "off"}),
     # sharded writes (s19): gzip, one part per worker of a LocalCluster of 1/2/4 processes (_write_sharded)

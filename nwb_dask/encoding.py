@@ -18,6 +18,8 @@ profile of the distributed path is in :func:`nwb_dask.engine.run_block_tasks`).
 On the client's own host a worker hands its chunks over in shared memory
 instead (:func:`shared_blocks`, :func:`spill_to_shared`, :func:`load_shared`):
 one file per block in a per-write tmpfs directory, only its table on the wire.
+Files are recycled within a write (:class:`SharedLease`): their pages stay
+allocated, so a worker's write neither allocates nor zeroes them.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from nwb_dask.chunking import chunk_offsets
 from nwb_dask.codecs import Codec, pad_chunk
 
 __all__ = ["EncodedBlock", "SharedBlocks", "checked_task_block", "encode_block", "encode_chunks", "encode_task",
-           "host_identity", "load_shared", "shared_blocks", "shm_enabled", "spill_to_shared", "SHM_ROOT"]
+           "bound_heap_growth", "host_identity", "load_shared", "SharedLease", "shared_blocks", "shm_enabled", "spill_to_shared", "SHM_ROOT"]
 
 
 @dataclass
@@ -379,6 +381,36 @@ def _write_all(fd: int, buffers: list) -> None:
             views[0] = views[0][n:]
 
 
+#: Name prefix of a write's recycled files: stored blocks' files the client gave back (:meth:`SharedLease.release`).
+_FREE = "free-"
+
+
+def _claim_file(directory: str, path: str) -> int:
+    """Open ``path`` for a block's chunks: a recycled file of ``directory`` renamed to it, else a new file.
+
+    The rename is atomic, so two workers never claim the same file; a
+    claimed file is written from offset 0 and may be longer than the block
+    (the table says where each chunk is).  Recycled pages are already
+    allocated: writing into a fresh tmpfs file allocated and zeroed every
+    page, and the client's unlink freed them again (benchmarks/shm_handover.py).
+    """
+    try:
+        free = [n for n in os.listdir(directory) if n.startswith(_FREE)]
+    except OSError:
+        free = []
+    for name in free:
+        try:
+            os.rename(os.path.join(directory, name), path)
+        except OSError:  # another worker took it first
+            continue
+        try:
+            return os.open(path, os.O_WRONLY)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
 def spill_to_shared(result: EncodedBlock, shm: SharedBlocks | None) -> EncodedBlock:
     """Worker side: move a result's chunks into one file of the client's directory, if it is this host's.
 
@@ -401,7 +433,7 @@ def spill_to_shared(result: EncodedBlock, shm: SharedBlocks | None) -> EncodedBl
     table = np.column_stack([table, starts, sizes])
     path = os.path.join(shm.directory, uuid.uuid4().hex)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = _claim_file(shm.directory, path)
     except OSError:
         return result
     try:
@@ -417,11 +449,63 @@ def spill_to_shared(result: EncodedBlock, shm: SharedBlocks | None) -> EncodedBl
                         shared=(path, table))
 
 
-def load_shared(result: EncodedBlock) -> EncodedBlock:
-    """Client side: a result's chunks as views of a read-only mapping of its shared-memory file, unlinked here.
+class SharedLease:
+    """The client's mapping of one handed-over file, held until its block is stored.
 
-    The file's pages stay allocated until the result is dropped (the caller
-    has stored it), so the window's count of the block's bytes still holds.
+    :meth:`release` ends it: every chunk view is released first, so a
+    reference kept past the store fails loudly (``ValueError``) instead of
+    reading another block's bytes, then the mapping is closed and the file
+    given back to the write's pool for a worker to reuse, or unlinked.  A view
+    something else still exports (``numpy.frombuffer``) keeps the mapping
+    alive: that file is unlinked, never reused.
+    """
+
+    def __init__(self, path: str, mapping, base: memoryview, views: list):
+        self.path, self._mapping, self._base, self._views = path, mapping, base, views
+
+    def release(self, recycle: bool = True, pool_size: int = 8) -> bool:
+        """Unmap and give the file back (``recycle`` and fewer than ``pool_size`` free files) or unlink it.
+
+        Returns whether the file went back to the pool.  Idempotent.
+        """
+        if self._base is None:
+            return False
+        import uuid
+
+        views, base, mapping = self._views, self._base, self._mapping
+        self._views, self._base, self._mapping = [], None, None
+        try:
+            for v in views:
+                v.release()
+            base.release()
+            if mapping is not None:
+                mapping.close()
+        except BufferError:  # still exported elsewhere: its pages must never be rewritten
+            recycle = False
+        directory = os.path.dirname(self.path)
+        if recycle:
+            try:
+                recycle = sum(n.startswith(_FREE) for n in os.listdir(directory)) < pool_size
+            except OSError:
+                recycle = False
+        try:
+            if recycle:
+                os.rename(self.path, os.path.join(directory, _FREE + uuid.uuid4().hex))
+                return True
+            os.unlink(self.path)
+        except OSError:  # the directory is going (the write ended): nothing to give back
+            pass
+        return False
+
+
+def load_shared(result: EncodedBlock, lease: bool = False):
+    """Client side: a result's chunks as views of a read-only mapping of its shared-memory file.
+
+    Without ``lease`` the file is unlinked here and its pages stay allocated
+    until the result is dropped (the caller has stored it), so the window's
+    count of the block's bytes still holds.  With ``lease`` returns
+    ``(block, SharedLease)``: the file stays until the lease is released,
+    which recycles it.
     Mapping measured cheaper than reading the file into a new buffer
     (``benchmarks/shm_handover.py``: the read's copy and fresh pages cost
     more than the socket it replaced).
@@ -435,18 +519,66 @@ def load_shared(result: EncodedBlock) -> EncodedBlock:
     except OSError as exc:
         raise OSError(exc.errno, f"nwb_dask: the encoded chunks of block {result.selection} of dataset key "
                                  f"{result.key!r} are gone from {path}: {os.strerror(exc.errno or errno.EIO)}") from exc
+    mapping = None
     try:
         found = os.fstat(fd).st_size
-        if found != size:
+        if found < size:  # a recycled file may be longer than the block; never shorter
             raise OSError(errno.EIO, f"nwb_dask: {path} holds {found} bytes, block {result.selection} of dataset key "
                                      f"{result.key!r} wrote {size}")
-        buf = memoryview(mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                   prot=mmap.PROT_READ)) if size else memoryview(b"")
-    finally:
+        if size:
+            mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                prot=mmap.PROT_READ)
+        buf = memoryview(mapping) if size else memoryview(b"")
+    except BaseException:
         os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(fd)
+    if not lease:
         os.unlink(path)
     ndim = table.shape[1] - 3
     chunks = [(tuple(row[:ndim]), row[ndim], buf[row[ndim + 1]:row[ndim + 1] + row[ndim + 2]])
               for row in table.tolist()]
-    return EncodedBlock(result.key, result.selection, result.nbytes, chunks, result.raw, result.stored,
-                        result.n_chunks)
+    block = EncodedBlock(result.key, result.selection, result.nbytes, chunks, result.raw, result.stored,
+                         result.n_chunks)
+    if not lease:
+        return block
+    return block, SharedLease(path, mapping, buf, [c[2] for c in chunks])
+
+
+_HEAP_BOUNDED = False
+
+
+def bound_heap_growth() -> None:
+    """Keep glibc from hoarding freed multi-MB buffers (process-wide, once).
+
+    Blocks and encoded chunks of a few MB are allocated in worker threads and
+    freed as fast as they are written.  glibc raises its mmap threshold after
+    the first large frees and from then on serves such sizes from per-thread
+    heaps that fragment, so the writer's RSS crept up with the amount written
+    (benchmarks/write_memory.py, isal, threads: 1 GB 307 MB, 8 GB 541 MB).
+    Fixing the threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``, what the
+    ``MALLOC_MMAP_THRESHOLD_`` environment variable does) returns every large
+    buffer to the OS when freed, and RSS stays flat.  dask.distributed's
+    nanny tunes glibc the same way for its workers (``MALLOC_TRIM_THRESHOLD_``);
+    no library exposes the call.  A threshold set by the user's environment is
+    left alone; elsewhere than glibc this does nothing.
+
+    Cluster workers call it too, in their first block task: the nanny's
+    ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap threshold at glibc's
+    128 KiB, so every shuffle buffer and encoded chunk was a fresh mapping
+    whose pages the kernel faulted in and zeroed (1.6 GB gzip write, two
+    workers: 0.9-1.0 s of system time each, 0.2-0.3 s with the 1 MiB
+    threshold, for 1.7-1.8 s of user time).
+    """
+    global _HEAP_BOUNDED
+    if _HEAP_BOUNDED or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    _HEAP_BOUNDED = True
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -24,12 +24,14 @@ threads        a thread pool of ``num_workers``; blocks are computed with the
 sync           one block at a time in the calling thread (debugging).
 processes      a process pool (dask's multiprocessing context); each task is
                cloudpickled, only encoded bytes come back.
-distributed    ``client.compute`` per block; each result's chunks travel out
-               of band (:class:`EncodedBlock`), and the client's IO loop
-               fetches each one straight from its worker while the caller
-               stores earlier ones (:func:`_run_distributed`: the profile
+distributed    a task per block (persisted chunks of one worker: one task
+               for several, :func:`nwb_dask.cluster.batched`); each
+               result's chunks travel out of band (:class:`EncodedBlock`),
+               and the client's IO loop fetches each one straight from its
+               worker while the caller stores earlier ones
+               (:func:`nwb_dask.cluster.run_distributed`: the profile
                behind this); a worker on the client's host hands its
-               chunks over in a shared-memory file instead.
+               chunks over in a recycled shared-memory file instead.
 =============  ==============================================================
 
 Every computed block is checked where it is computed, before it is encoded:
@@ -50,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -59,9 +60,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from nwb_dask.codecs import Codec
+from nwb_dask.cluster import abandon, block_source, run_distributed
 from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
-    EncodedBlock, checked_task_block, encode_block, encode_chunks, encode_task, load_shared, shared_blocks,
-    spill_to_shared,
+    EncodedBlock, bound_heap_growth, checked_task_block, encode_block, encode_chunks, encode_task,
 )
 
 __all__ = [
@@ -290,27 +291,9 @@ class CallTask:
     args: tuple = ()
 
 
-def _block_source(array):
-    """A block's dask array as a task takes it: a one-chunk array as its chunk's Delayed (no concatenating copy)."""
-    if all(n == 1 for n in array.numblocks):
-        return array.to_delayed().ravel()[0]
-    return array
-
-
 def _compute_block(array) -> np.ndarray:
     """Compute a dask array in this thread; a one-chunk array without a concatenating copy."""
-    return _block_source(array).compute(scheduler="sync")
-
-
-def _remote_step(step: Callable, block, declared, task, shm=None) -> Any:
-    """A cluster worker's task: the block's step, in a process whose glibc returns large buffers (:func:`bound_heap_growth`).
-
-    With ``shm`` (the client's same-host directory) the chunks go into a
-    shared-memory file when this worker is on the client's host (:func:`spill_to_shared`).
-    """
-    bound_heap_growth()
-    result = step(block, declared, task)
-    return spill_to_shared(result, shm) if shm is not None else result
+    return block_source(array).compute(scheduler="sync")
 
 
 def _compute_and_encode(task):
@@ -435,8 +418,8 @@ def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]
             yield _compute_and_encode(task)
         return
     if info.kind == "distributed":
-        yield from _run_distributed(info.client, tasks, budget, CLUSTER_BLOCKS_PER_WORKER * info.workers, on_submit,
-                                    cancel)
+        yield from run_distributed(info.client, _no_calls(tasks), budget, CLUSTER_BLOCKS_PER_WORKER * info.workers,
+                                   on_submit, cancel, _run_futures, workers=info.workers)
         return
     if info.kind == "threads":
         pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")
@@ -460,6 +443,13 @@ def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]
     finally:
         # waits for running tasks: none still stores after the caller sees the error
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _no_calls(tasks):
+    for task in tasks:
+        if isinstance(task, CallTask):
+            raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
+        yield task
 
 
 def _window_full(in_flight: int, inflight_bytes: int, nbytes: int, budget: int, max_blocks: int) -> bool:
@@ -507,184 +497,6 @@ def _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel) -> Iterat
     finally:
         for other in pending:
             other.cancel()
-
-
-def _run_distributed(client, tasks, budget, max_blocks, on_submit, cancel) -> Iterator[Any]:
-    """The window over a cluster: each block's result is fetched ahead by the client's IO loop, straight from its worker.
-
-    Where the time of a distributed write went (issue 19; 1.6 GB of
-    384-channel int16 persisted on a LocalCluster of 2 single-threaded
-    workers, gzip-4 + shuffle, 2 cores; py-spy, timers, os.times and the task
-    stream; the threaded scheduler wrote the same in 1.8 s, 3.5 CPU-s):
-    4.7 s, 344 MB/s, 8.8 of the 9.4 CPU-seconds the two cores had.
-
-    * workers, compute thread (75% busy): encode 2.1 s each (deflate and
-      shuffle, as on threads), plus 0.5-1.0 s copying each persisted block
-      (dask's ``finalize`` concatenates even a one-chunk array);
-    * workers, event loop: pickling each result in band, a list of ``bytes``
-      (7 ms per 11.8 MB block, most of it distributed scanning the pickle
-      for ``b"__main__"``), and sending it;
-    * workers, system time 1.2-1.3 s each: page faults; the nanny's
-      ``MALLOC_TRIM_THRESHOLD_`` pins glibc's mmap threshold at 128 KiB, so
-      every shuffle buffer and encoded chunk was a fresh mapping;
-    * client (with a LocalCluster the scheduler shares its process): results
-      came through the scheduler, so the IO loop read every byte twice and
-      wrote it once (1.7 s reading, 0.8 s writing under py-spy) while the
-      main thread waited for each ``fut.result()`` in turn, then stored
-      (0.4-0.6 s of direct chunk writes) and built graphs (0.2 s).
-
-    So: a task takes its block's own key (:func:`_block_source`, no copy); a
-    result's chunks travel out of band (:meth:`EncodedBlock.__reduce_ex__`;
-    one packed contiguous buffer per block was measured too, and cost a
-    copy and a fresh 12 MB mapping per block on the worker); workers bound
-    their heap like the client (:func:`bound_heap_growth`: system time
-    0.2-0.4 s each); the client gathers each result directly from its
-    worker (``direct=True``, no hop through the scheduler) in a coroutine
-    on its IO loop, started once the task ends, so results arrive while the
-    caller stores earlier ones; and 3 blocks per worker cover the longer
-    round trip.  Then, on the same shared machine: 610-640 MB/s against
-    805-880 on threads in one interleaved run, and 5.1-5.3 CPU-s against
-    3.4-3.5; ``benchmarks/write.py --persist --repeat 3`` (NWB files, best
-    of 3), LocalCluster/threads from 0.43 to 0.67 for gzip and from 0.29 to
-    0.58 for blosc.  The rest is moving 0.83 GB between processes on the
-    same two cores (the client's socket reads 0.9 s, the workers' event
-    loops and sends 0.5 s each, the scheduler), so the CPU-seconds ratio,
-    0.64-0.68, is the ceiling of this machine when nothing else runs.
-
-    Then the same-host handover: a worker on the client's host writes a
-    block's chunks into a file of a per-write ``/dev/shm`` directory and
-    returns only their table, and the client stores them from a mapping
-    of it (:mod:`nwb_dask.encoding`, where the A/B figures are;
-    ``NWB_DASK_SHM=off`` for the network).  The directory goes in the
-    ``finally`` however the write ends.
-
-    The window is :func:`_run_futures`', over those fetches: a block's raw
-    bytes count from its submission until the caller has stored its
-    result, wherever it is meanwhile (worker, shared memory, wire or client).
-    """
-    import asyncio
-    import threading
-    import uuid
-
-    import dask
-
-    loop = client.loop.asyncio_loop
-    # Client(direct_to_workers=False) (dask-gateway, Coiled, SSH tunnels: workers unreachable) is honoured
-    direct = True if getattr(client, "direct_to_workers", None) is None else bool(client.direct_to_workers)
-    lock = threading.Lock()
-    live: dict[Future, Any] = {}  # fetch -> the cluster future it waits for, until fetched
-
-    async def fetch(fut):
-        # Gather only once the task has ended: a gather still waiting when the
-        # write is abandoned leaves distributed's inner waits unretrieved.
-        ended = asyncio.Event()
-        fut.add_done_callback(lambda _: loop.call_soon_threadsafe(ended.set))  # runs in distributed's callback thread
-        await ended.wait()
-        # a failed task raises its error here; straight from the worker unless the client says it cannot reach them
-        result = await client.gather(fut, direct=direct, asynchronous=True)
-        fut.release()  # the worker may drop it: the result is here now
-        return result
-
-    def fetched_ok(fetched: Future) -> None:
-        if not fetched.cancelled() and fetched.exception() is None:
-            with lock:
-                live.pop(fetched, None)
-
-    shared = shared_blocks()
-    shm = shared.__enter__()  # left in the finally below, however the write ends
-
-    def submit(task):
-        if isinstance(task, CallTask):
-            raise ValueError("nwb_dask engine: plain calls (DataChunkIterators) run on threads, not a cluster")
-        # The block is computed and encoded (and, with a worker-side sink,
-        # stored) in one task on a worker; only the result travels back.
-        step = task.step or encode_task
-        work = dask.delayed(_remote_step)(step, _block_source(task.array), task.array.dtype, replace(task, array=None),
-                                          None if task.step else shm,  # a worker-side sink returns no chunks
-                                          dask_key_name=f"{step.__name__}-{uuid.uuid4().hex}")  # the step's name on dashboards
-        # a pinned task (sharded writes: one worker writes each part file) runs on its worker only
-        pin = {} if task.worker is None else dict(workers=[task.worker], allow_other_workers=False)
-        fut = client.compute(work, **pin)
-        fetched = asyncio.run_coroutine_threadsafe(fetch(fut), loop)
-        with lock:
-            live[fetched] = fut
-        fetched.add_done_callback(fetched_ok)
-        return fetched
-
-    try:
-        for result in _run_futures(tasks, submit, budget, max_blocks, on_submit, cancel):
-            yield load_shared(result) if getattr(result, "shared", None) else result
-            del result
-    finally:
-        try:
-            with lock:
-                unfetched = list(live.values())
-            if unfetched:  # stopped early (an error, the cancel event, the caller closing the generator)
-                abandon(client, unfetched)
-        finally:
-            shared.__exit__(None, None, None)  # the directory and any file a worker left in it
-
-
-def abandon(client, futures: list, timeout: float = 60.0) -> None:
-    """Cancel a stopped write's tasks and wait for those already running on a worker to end.
-
-    A task with a worker-side sink writes its chunks into the store itself:
-    one still running when the caller deletes the partial output would
-    re-create it with its chunks.
-    """
-    keys = {f.key for f in futures}
-    client.cancel(futures)
-
-    def running(dask_worker, keys=keys) -> int:
-        return sum(1 for ts in dask_worker.state.executing if ts.key in keys)
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not any(client.run(running).values()):
-                return
-        except Exception:  # the cluster is gone: nothing runs any more
-            return
-        time.sleep(0.05)
-
-
-_HEAP_BOUNDED = False
-
-
-def bound_heap_growth() -> None:
-    """Keep glibc from hoarding freed multi-MB buffers (process-wide, once).
-
-    Blocks and encoded chunks of a few MB are allocated in worker threads and
-    freed as fast as they are written.  glibc raises its mmap threshold after
-    the first large frees and from then on serves such sizes from per-thread
-    heaps that fragment, so the writer's RSS crept up with the amount written
-    (benchmarks/write_memory.py, isal, threads: 1 GB 307 MB, 8 GB 541 MB).
-    Fixing the threshold at 1 MiB (``mallopt(M_MMAP_THRESHOLD)``, what the
-    ``MALLOC_MMAP_THRESHOLD_`` environment variable does) returns every large
-    buffer to the OS when freed, and RSS stays flat.  dask.distributed's
-    nanny tunes glibc the same way for its workers (``MALLOC_TRIM_THRESHOLD_``);
-    no library exposes the call.  A threshold set by the user's environment is
-    left alone; elsewhere than glibc this does nothing.
-
-    Cluster workers call it too, in their first block task: the nanny's
-    ``MALLOC_TRIM_THRESHOLD_`` also freezes the mmap threshold at glibc's
-    128 KiB, so every shuffle buffer and encoded chunk was a fresh mapping
-    whose pages the kernel faulted in and zeroed (1.6 GB gzip write, two
-    workers: 0.9-1.0 s of system time each, 0.2-0.3 s with the 1 MiB
-    threshold, for 1.7-1.8 s of user time).
-    """
-    import os
-
-    global _HEAP_BOUNDED
-    if _HEAP_BOUNDED or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    _HEAP_BOUNDED = True
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = -3
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def progress_bar(total: int | None, enabled: bool, desc: str = "nwb_dask write"):

@@ -57,7 +57,8 @@ LAYERS: dict[str, int] = {
     "nwb_dask.codecs.*": 1,     # codec registry, filter families, the gate
     # L2
     "nwb_dask.engine": 2,       # the one bounded executor
-    "nwb_dask.encoding": 2,     # the encode step, EncodedBlock, PackedChunks (one buffer per block)
+    "nwb_dask.encoding": 2,     # the encode step, EncodedBlock, the same-host handover files
+    "nwb_dask.cluster": 2,      # the engine's window on a dask.distributed cluster (batches, direct fetch)
     "nwb_dask.sources.*": 2,    # byte sources (local, http, fsspec), ranges
     # L3: HDF5 and Zarr without NWB knowledge
     "nwb_dask.hdf5": 3,

@@ -41,6 +41,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from test_any_shape import CODECS, arrays, assert_same, make_codec
 
 import nwb_dask
+import nwb_dask.cluster
 import nwb_dask.encoding as encoding
 import nwb_dask.engine as engine
 import nwb_dask.testing
@@ -460,6 +461,82 @@ def test_spill_and_load_round_trip(tmp_path, block):
     assert os.listdir(tmp_path) == []
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blocks=st.lists(encoded_blocks(), min_size=2, max_size=5))
+def test_recycled_files_hand_over_every_block_exactly(tmp_path, blocks):
+    """A stored block's file goes back to the pool and the next block is written into it (longer or shorter): same chunks."""
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        recycled = 0
+        for block in blocks:
+            free = [n for n in os.listdir(shm.directory) if n.startswith("free-")]
+            spilled = encoding.spill_to_shared(block, shm)
+            if not block.chunks:
+                continue
+            recycled += bool(free) and not [n for n in os.listdir(shm.directory) if n.startswith("free-")]
+            back, lease = encoding.load_shared(pickle.loads(pickle.dumps(spilled, protocol=5)), lease=True)
+            _same_block(back, block)
+            kept = back.chunks[0][2]
+            assert lease.release() is True and lease.release() is False  # given back once
+            with pytest.raises(ValueError):  # a view kept past the store fails loudly, never reads reused pages
+                bytes(kept)
+            assert sorted(n.startswith("free-") for n in os.listdir(shm.directory)) == [False, True]  # .lock + 1
+        assert recycled == max(0, sum(1 for b in blocks if b.chunks) - 1)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_lease_whose_view_is_still_exported_unlinks_its_file(tmp_path):
+    """numpy holds a chunk's buffer: the file is unlinked, not reused, and numpy's array keeps its bytes."""
+    block = EncodedBlock(0, (slice(0, 4),), 8, [((0,), 0, b"abcd"), ((2,), 1, b"ef")], n_chunks=2)
+    with encoding.shared_blocks(root=str(tmp_path)) as shm:
+        back, lease = encoding.load_shared(encoding.spill_to_shared(block, shm), lease=True)
+        held = np.frombuffer(back.chunks[0][2], np.uint8)
+        assert lease.release() is False
+        assert os.listdir(shm.directory) == [".lock"]
+        block2 = EncodedBlock(1, (slice(0, 4),), 8, [((0,), 0, b"wxyz")], n_chunks=1)
+        encoding.load_shared(encoding.spill_to_shared(block2, shm))
+        assert held.tobytes() == b"abcd"
+
+
+def test_cluster_write_reuses_its_shared_files(client, tmp_path, monkeypatch):
+    """On a LocalCluster most blocks go into recycled files; values equal; the directory is gone after."""
+    def claims(dask_worker=None):
+        import nwb_dask.encoding as enc
+        return getattr(enc, "_test_claims", [0, 0])
+
+    def patch():
+        import os as os_
+        import nwb_dask.encoding as enc
+        if getattr(enc, "_test_real_claim", None) is None:
+            enc._test_real_claim = enc._claim_file
+        enc._test_claims = [0, 0]
+
+        def claim(d, p):
+            enc._test_claims[any(n.startswith("free-") for n in os_.listdir(d))] += 1
+            return enc._test_real_claim(d, p)
+        enc._claim_file = claim
+
+    def unpatch():
+        import nwb_dask.encoding as enc
+        enc._claim_file = enc._test_real_claim
+
+    client.run(patch)
+    try:
+        x, arr = _ephys(n_blocks=12)
+        arr = client.persist(arr)
+        path = tmp_path / "r.h5"
+        with h5py.File(path, "w") as f:
+            d = f.create_dataset("x", x.shape, x.dtype, chunks=(arr.chunks[0][0] // 2, x.shape[1]),
+                                 **nwb_dask.codec("gzip").dataset_kwargs())
+            write_dask_array(arr, d, scheduler=client, progress=False)
+        got = [sum(c) for c in zip(*client.run(claims).values())]
+    finally:
+        client.run(unpatch)
+    with h5py.File(path, "r") as f:
+        assert_same(f["x"][...], x)
+    assert sum(got) == 12 and got[1] >= 4, got  # [new files, recycled]: at most 6 in flight need a new file
+    assert _shm_dirs() == []
+
+
 def test_missing_or_foreign_directory_stays_on_the_network(tmp_path):
     block = EncodedBlock(0, (slice(0, 4),), 8, [((0,), 0, b"abcd"), ((2,), 1, b"ef")], n_chunks=2)
     host = encoding.host_identity()
@@ -486,7 +563,7 @@ def test_missing_directory_on_the_cluster_falls_back_to_the_network(client, tmp_
     def elsewhere(enabled=True, root=encoding.SHM_ROOT):
         yield encoding.SharedBlocks(os.path.join(root, "nwb_dask-0-not-made"), encoding.host_identity())
 
-    monkeypatch.setattr(engine, "shared_blocks", elsewhere)
+    monkeypatch.setattr(nwb_dask.cluster, "shared_blocks", elsewhere)
     seen = _spy_store(monkeypatch)
     _gzip_write(client, tmp_path / "m.h5", np.arange(4000 * 6, dtype="i2").reshape(4000, 6))
     assert [kinds for kinds, _ in seen] == [{np.ndarray}] * 4
@@ -611,3 +688,126 @@ def test_a_live_writer_of_another_pid_namespace_is_never_swept(tmp_path):
         assert shm is not None
     assert not foreign.exists()
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- #
+# batches: persisted chunks of one worker in one task (nwb_dask.cluster)      #
+# --------------------------------------------------------------------------- #
+class _FakeChunk:
+    def __init__(self, key):
+        self.key = key
+
+
+class _FakeTask:
+    def __init__(self, i, nbytes, holders, pinned):
+        self.i, self.nbytes, self.holders, self.worker = i, nbytes, holders, pinned
+        self.array = None if holders is None else ("persisted", i)
+
+
+class _WhoHas:
+    def __init__(self):
+        self.calls = []
+
+    def who_has(self, futures):
+        self.calls.append(len(futures))
+        return {f.key: list(f.key[1]) for f in futures}
+
+
+@st.composite
+def _task_streams(draw):
+    n = draw(st.integers(0, 40))
+    items, i = [], 0
+    for _ in range(n):
+        if draw(st.integers(0, 9)) == 0:
+            items.append(None)  # the source waits for a result
+            continue
+        kind = draw(st.sampled_from(["w0", "w1", "w2", "both", "none", "graph", "pinned"]))
+        holders = {"w0": ("w0",), "w1": ("w1",), "w2": ("w2",), "both": ("w0", "w1"), "none": ()}.get(kind)
+        if kind == "graph":
+            holders = None
+        items.append(_FakeTask(i, draw(st.integers(1, 50)), holders, "w0" if kind == "pinned" else None))
+        i += 1
+    return items
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=_task_streams(), max_bytes=st.integers(1, 120), lookahead=st.integers(1, 12))
+def test_batches_group_only_one_workers_chunks_and_lose_nothing(monkeypatch, stream, max_bytes, lookahead):
+    """Every task comes out once, before the same pause; a batch is >= 2 tasks of one holder, <= max_bytes."""
+    import nwb_dask.cluster as cluster
+
+    def chunk(array):
+        return None if array is None else _FakeChunk(("k", stream_by_i[array[1]].holders, array[1]))
+
+    stream_by_i = {t.i: t for t in stream if t is not None}
+    monkeypatch.setattr(cluster, "persisted_chunk", chunk)  # the same for every example
+    fake = _WhoHas()
+    out = list(cluster.batched(fake, iter(stream), max_bytes, lookahead=lookahead))
+
+    def segments(items, unpack):
+        segs = [[]]
+        for item in items:
+            if item is None:
+                segs.append([])
+            else:
+                segs[-1].extend(unpack(item))
+        return [sorted(t.i for t in s) for s in segs]
+
+    unpack = lambda item: item.tasks if isinstance(item, cluster.Batch) else [item]  # noqa: E731
+    got, want = segments(out, unpack), segments(stream, lambda t: [t])
+    assert [g for g in got if g] == [w for w in want if w]  # every task once, none moved across a pause
+    assert out.count(None) <= stream.count(None)
+    for item in out:
+        if isinstance(item, cluster.Batch):
+            assert len(item.tasks) >= 2 and item.nbytes <= max_bytes
+            assert all(t.holders == (item.worker,) and t.worker is None for t in item.tasks)
+            assert [c.key[2] for c in item.chunks] == [t.i for t in item.tasks]
+            assert [t.i for t in item.tasks] == sorted(t.i for t in item.tasks)  # a worker's in order
+    assert all(n <= lookahead for n in fake.calls)  # one who_has per look, at most lookahead chunks
+
+
+def test_persisted_write_goes_in_batches_where_the_chunks_are(client, tmp_path, monkeypatch):
+    """Persisted chunks: fewer tasks than blocks, each on the worker holding its chunks, no transfers; values equal."""
+    import nwb_dask.cluster as cluster
+
+    seen = []
+    real = cluster.batched
+
+    def spy(*args, **kwargs):
+        for item in real(*args, **kwargs):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(cluster, "batched", spy)
+    x = np.random.default_rng(3).integers(-2000, 2000, (24 * 1000, 6)).astype("i2")
+    arr = client.persist(da.from_array(x, chunks=(1000, 6)))
+    client.gather(distributed.futures_of(arr))  # persisted (wait needs a default client)
+    before = sum(client.run(lambda dask_worker: dask_worker.state.transfer_incoming_count_total).values())
+    path = tmp_path / "b.h5"
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(500, 6), **nwb_dask.codec("gzip").dataset_kwargs())
+        stats = write_dask_array(arr, d, scheduler=client, progress=False, max_inflight_bytes=8 * 12_000)
+    after = sum(client.run(lambda dask_worker: dask_worker.state.transfer_incoming_count_total).values())
+    batches = [b for b in seen if isinstance(b, cluster.Batch)]
+    assert batches and len(seen) < 24 and sum(len(b.tasks) for b in batches) + len(seen) - len(batches) == 24
+    assert all(b.nbytes <= cluster.batch_bytes(8 * 12_000, 2) for b in batches)  # 2 per worker fit the window
+    assert after == before  # no block travelled between workers
+    assert stats.logical_bytes == x.nbytes
+    with h5py.File(path, "r") as f:
+        assert_same(f["x"][...], x)
+    assert _shm_dirs() == []
+
+
+def test_a_failing_block_inside_a_batch_names_that_block(client, tmp_path):
+    """One persisted chunk computes values its dtype cannot hold: the error names the block; nothing else is kept."""
+    x = np.zeros((8 * 500, 3), "i4")
+    x[2600, 1] = 2**20  # block 5 of a dataset declared int16
+
+    arr = client.persist(da.from_array(x, chunks=(500, 3)).map_blocks(lambda b: b, dtype="i2"))
+    client.gather(distributed.futures_of(arr))  # persisted (wait needs a default client)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, "i2", chunks=(250, 3), **nwb_dask.codec("gzip").dataset_kwargs())
+        with pytest.raises(nwb_dask.blocks.BlockDtypeError,
+                           match=r"dataset '/x' block \(5, 0\) at \[2500:3000, 0:3\].*1048576 at \[2600, 1\]"):
+            write_dask_array(arr, d, scheduler=client, progress=False)
+    assert _shm_dirs() == []

@@ -263,6 +263,27 @@ def test_consolidate_falls_back_for_a_vds_off_chunk_boundaries(tmp_path):
         np.testing.assert_array_equal(f["x"][()], np.concatenate(segs))
 
 
+def test_consolidate_falls_back_for_overlapping_mappings_that_add_up_to_the_size(tmp_path):
+    """Two mappings overlap by a chunk and leave one unmapped: sizes add up, yet no raw copy (HDF5's later wins)."""
+    for k in range(2):
+        with h5py.File(tmp_path / f"s{k}.h5", "w") as f:
+            f.create_dataset("x", data=values((8, 2), "i4", k), chunks=(4, 2), compression="gzip")
+    layout = h5py.VirtualLayout((16, 2), "i4")
+    layout[0:8] = h5py.VirtualSource("s0.h5", "x", shape=(8, 2))
+    layout[4:12] = h5py.VirtualSource("s1.h5", "x", shape=(8, 2))  # 8 + 8 = 16 rows: the sizes alone say "covered"
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        f.create_virtual_dataset("x", layout, fillvalue=-1)
+        expected = f["x"][()]
+        sources, reason = raw_copy_plan(f["x"], tmp_path)
+    assert sources == [] and "s0.h5:x and" in reason and "s1.h5:x overlap" in reason
+    result = consolidate(tmp_path / "w.h5", tmp_path / "out.h5", scheduler="sync", progress=False)
+    assert result.raw_chunks == 0 and result.raw_datasets == [] and result.verified
+    with h5py.File(tmp_path / "out.h5", "r") as f:
+        np.testing.assert_array_equal(f["x"][()], expected)
+    a, b = values((8, 2), "i4", 0)[4:], values((8, 2), "i4", 1)[:4]
+    assert (expected[4:8] == a).all() or (expected[4:8] == b).all()  # one source's rows, whichever HDF5 chose
+
+
 def test_consolidate_with_a_codec_reencodes(tmp_path):
     x = values((3_000, 2))
     path = tmp_path / "r.nwb"
@@ -402,6 +423,41 @@ def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, monkeypatc
     assert len(retried) == 1 and retried[0], "no worker holding parts was lost: the test did not test anything"
     assert nothing_left(tmp_path) == ["k.nwb", "k.nwb.parts"]
     assert len(part_files(path)) == 4
+    read_back_elsewhere(path, x, tmp_path)
+
+
+def test_worker_lost_after_its_last_block_before_closing_its_parts_is_retried(tmp_path, monkeypatch):
+    """Every block stored, then kill -9 of a part's worker before it closes the part: written again, right values."""
+    distributed = pytest.importorskip("distributed")
+    killed, retried = [], []
+    real_close, real_retry = nwb_dask.nwb.shards.ShardedWrite._close, nwb_dask.nwb.shards.ShardedWrite._retry
+
+    def close(self, pinned):
+        if not killed:  # the first attempt's close: its blocks are all stored
+            victim = sorted(w for w, paths in pinned.items() if paths)[0]
+            pid = self._client.run(os.getpid, workers=[victim])[victim]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(victim)
+            deadline = time.monotonic() + 20
+            while victim in self._client.scheduler_info()["workers"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return real_close(self, pinned)
+
+    def retry(self, todo, lost, closed, exc, attempt):
+        retried.append((sorted(lost), exc))
+        return real_retry(self, todo, lost, closed, exc, attempt)
+
+    monkeypatch.setattr(nwb_dask.nwb.shards.ShardedWrite, "_close", close)
+    monkeypatch.setattr(nwb_dask.nwb.shards.ShardedWrite, "_retry", retry)
+    x = values((40_000, 4), seed=9)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
+            distributed.Client(c) as cl:
+        path = tmp_path / "k.nwb"
+        write_nwb(ts_file(DaskDataIO(da.from_array(x, chunks=(5_000, 4)), chunks=(2_500, 4))), path, scheduler=cl,
+                  shards=2, progress=False)
+    assert killed and retried == [([killed[0]], None)], "the lost worker's parts were not written again"
+    assert nothing_left(tmp_path) == ["k.nwb", "k.nwb.parts"]
+    assert len(part_files(path)) == 2
     read_back_elsewhere(path, x, tmp_path)
 
 

@@ -274,6 +274,7 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
     sources: list[tuple[str, str, tuple]] = []
     first = None
     covered = 0
+    boxes: list[tuple[tuple, tuple]] = []  # (lo, hi exclusive) of each mapping in the dataset
     for vmap in vds.virtual_sources():
         vspace, fname, dname, sspace = vmap.vspace, vds_unescape(vmap.file_name), vmap.dset_name, vmap.src_space
         path = vds.file.filename if fname == "." else os.path.join(here, fname)
@@ -309,11 +310,32 @@ def raw_copy_plan(vds, here: str | os.PathLike) -> tuple[list[tuple[str, str, tu
                 return [], f"{fname}:{dname} is not placed on chunk boundaries (axis {axis})"
         sources.append((os.path.abspath(path), dname, tuple(int(a) for a in lo)))
         covered += int(np.prod(block))
+        boxes.append((tuple(int(a) for a in lo), tuple(int(a) + n for a, n in zip(lo, block))))
     if not sources:
         return [], "no sources"
-    if covered != vds.size:
-        return [], "the sources overlap or leave parts of the dataset to the fill value"
+    overlap = _first_overlap(boxes)
+    if overlap is not None:  # HDF5 lets the later mapping win where two overlap; a chunk copy would not say which
+        (i, j) = overlap
+        return [], f"the mappings of {sources[i][0]}:{sources[i][1]} and {sources[j][0]}:{sources[j][1]} overlap"
+    if covered != vds.size:  # disjoint boxes inside the dataset: they cover it exactly when their sizes add up
+        return [], "the sources leave parts of the dataset to the fill value"
     return sources, None
+
+
+def _first_overlap(boxes: list[tuple[tuple, tuple]]) -> tuple[int, int] | None:
+    """The first pair (i, j), i < j, of half-open boxes that share an element, or None."""
+    if len(boxes) < 2:
+        return None
+    lo = np.array([b[0] for b in boxes], dtype=np.int64)
+    hi = np.array([b[1] for b in boxes], dtype=np.int64)
+    empty = np.any(hi <= lo, axis=1)
+    for i in range(len(boxes) - 1):  # O(n^2 d) in numpy: fine for the thousands of mappings a VDS holds
+        if empty[i]:
+            continue
+        hit = np.all((lo[i + 1:] < hi[i]) & (lo[i] < hi[i + 1:]), axis=1) & ~empty[i + 1:]
+        if hit.any():
+            return i, i + 1 + int(np.argmax(hit))
+    return None
 
 
 def copy_chunks_raw(src, dst, offset: tuple) -> tuple[int, int]:

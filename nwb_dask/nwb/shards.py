@@ -292,7 +292,14 @@ class ShardedWrite:
                 self._retry(todo, lost, closed, exc, attempt)
                 continue
             lost = watchdog.stop() if watchdog is not None else set()
-            self._check(todo, self._close(pinned), lost)
+            closed = self._close(pinned)
+            if any(p.worker in lost or p.path not in closed for p in todo) and self._client is not None:
+                # every block stored, but a worker holding parts was lost before its handles closed: its parts
+                # are not known to be whole (HDF5 flushes metadata at close), so they are written again
+                lost |= {p.worker for p in todo if p.path not in closed}
+                self._retry(todo, lost, closed, None, attempt)
+                continue
+            self._check(todo, closed, lost)
             break
         self._templates.close()  # every part is whole: none is created again
         self._templates = None
