@@ -13,7 +13,9 @@ both directions, for every codec variant and every dtype:
 from __future__ import annotations
 
 import itertools
+import platform
 import pickle
+import sys
 import zlib
 
 import h5py
@@ -763,3 +765,50 @@ def test_auto_engine_follows_the_level(level, engine):
     chunk = (np.arange(20_000) % 97).astype(np.int16).reshape(200, 100)
     auto = codec("gzip", level=level).encode(chunk)
     assert auto == codec("gzip", level=level, engine=engine).encode(chunk)
+
+
+# --------------------------------------------------------------------------- #
+# the byte shuffle's SIMD kernel (bitshuffle) against numpy's transpose         #
+# --------------------------------------------------------------------------- #
+def _numpy_planes(raw: bytes, itemsize: int) -> bytes:
+    n = len(raw) // itemsize
+    if itemsize <= 1 or n <= 1:
+        return raw
+    a = np.frombuffer(raw, np.uint8)
+    return a[: n * itemsize].reshape(n, itemsize).T.tobytes() + raw[n * itemsize:]
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=st.binary(min_size=0, max_size=5000), itemsize=st.integers(1, 17), offset=st.integers(0, 7))
+def test_shuffle_equals_the_numpy_transpose_whatever_the_kernel(raw, itemsize, offset):
+    """Any length (trailing bytes kept), element size and buffer alignment: the same bytes, both ways."""
+    from nwb_dask.codecs.shuffle import Shuffle, transpose_bytes
+
+    padded = bytearray(offset) + bytearray(raw)
+    buf = memoryview(padded)[offset:]  # not aligned to the element size
+    got = bytes(Shuffle().encode(buf, itemsize))
+    assert got == _numpy_planes(raw, itemsize)
+    assert bytes(transpose_bytes(got, itemsize, inverse=True)) == raw
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+                    reason="bitshuffle is a dependency on Linux x86_64 only")
+def test_the_simd_kernel_is_used_where_it_is_a_dependency():
+    from nwb_dask.codecs import shuffle
+
+    assert shuffle._simd_transpose() is not None  # a fresh install on this platform gets bitshuffle
+
+
+def test_a_wrong_simd_kernel_is_refused(monkeypatch):
+    """A kernel that returns other bytes than the numpy transpose (a broken build) is never used."""
+    pytest.importorskip("bitshuffle")
+    from bitshuffle import ext
+
+    from nwb_dask.codecs import shuffle
+
+    for name in ("trans_byte_elem_SSE", "trans_byte_elem_NEON", "trans_byte_elem_scal"):
+        monkeypatch.setattr(ext, name, lambda a: a.copy(), raising=False)  # no transpose at all
+    monkeypatch.setattr(shuffle, "_SIMD", [])
+    assert shuffle._simd_transpose() is None
+    raw = bytes(range(200))
+    assert bytes(shuffle.Shuffle().encode(raw, 4)) == _numpy_planes(raw, 4)

@@ -125,7 +125,7 @@ class Codec:
             return 0, bytes(buf)
         for stage in self._stages:
             buf = stage.encode(buf, itemsize)
-        return 0, buf
+        return 0, buf if isinstance(buf, bytes) else bytes(buf)
 
     def decode(
         self,
