@@ -370,6 +370,38 @@ def test_existing_parts_dir_refused_without_overwrite_and_replaced_with(tmp_path
         np.testing.assert_array_equal(f[DATA][()], new)
 
 
+def test_an_unsharded_write_over_a_sharded_file_removes_its_parts_only_after(tmp_path, monkeypatch):
+    """The old parts stay while the new file is written (a failed write keeps the old file readable), then go."""
+    path = tmp_path / "r.nwb"
+    old, new = values((1_000, 2), seed=1), values((1_000, 2), seed=2)
+    write_nwb(ts_file(DaskDataIO(da.from_array(old, chunks=250), chunks=(100, 2))), path, shards=4,
+              scheduler="sync", progress=False)
+    with pytest.raises(RuntimeError, match="sensor unplugged"):  # a failing unsharded overwrite: the old pair intact
+        write_nwb(ts_file(DaskDataIO(da.from_array(new, chunks=250).map_blocks(_fail_at_block_3, dtype=new.dtype),
+                                     chunks=(100, 2))),
+                  path, mode="w", scheduler="sync", progress=False)
+    assert nothing_left(tmp_path) == ["r.nwb", "r.nwb.parts"]
+    read_back_elsewhere(path, old, tmp_path)
+    write_nwb(ts_file(DaskDataIO(da.from_array(new, chunks=250), chunks=(100, 2))), path, mode="w",
+              scheduler="sync", progress=False)
+    assert path.is_file() and not parts_dir(path).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries either
+    with h5py.File(path, "r") as f:
+        assert not f[DATA].is_virtual
+        np.testing.assert_array_equal(f[DATA][()], new)
+
+
+def test_a_parts_named_directory_the_old_file_did_not_use_is_left_alone(tmp_path):
+    path = tmp_path / "r.nwb"
+    write_nwb(ts_file(DaskDataIO(da.from_array(values((400, 2), seed=1), chunks=100), chunks=(100, 2))), path,
+              scheduler="sync", progress=False)
+    parts_dir(path).mkdir()
+    (parts_dir(path) / "mine.txt").write_text("not nwb_dask's")
+    write_nwb(ts_file(DaskDataIO(da.from_array(values((400, 2), seed=2), chunks=100), chunks=(100, 2))), path,
+              mode="w", scheduler="sync", progress=False)
+    assert (parts_dir(path) / "mine.txt").read_text() == "not nwb_dask's"
+
+
 # --------------------------------------------------------------------------- #
 # faults: nothing at the target                                                #
 # --------------------------------------------------------------------------- #

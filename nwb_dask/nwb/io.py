@@ -27,6 +27,7 @@ reads as before.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ from nwb_dask.chunking import CLOUD_CHUNK_BYTES, READ_MIN_BYTES
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES
 from nwb_dask.hdf5.write import WriteStats, plan_write, write_arrays
 from nwb_dask.nwb.dataio import DaskDataIO
-from nwb_dask.nwb.shards import ShardedWrite, check_shards
+from nwb_dask.nwb.shards import ShardedWrite, check_shards, parts_of_replaced_file
 
 __all__ = ["CLOUD_PAGE_BYTES", "CLOUD_ZARR_REASON", "DaskDataIO", "NWBDaskIO", "cloud_file_options", "cloud_refusal",
            "write_nwb"]
@@ -594,10 +595,14 @@ class NWBDaskIO(NWBHDF5IO):
                     f"cannot write {self._target}: its temporary {output.temp.name} was deleted while the file was "
                     f"being written (by `nwb-dask clean` or another program); {self._target} {state}")
             else:
+                # an unsharded file over a sharded one: the old parts go once the new file is in place
+                stale = parts_of_replaced_file(self._target) if self._shards is None else None
                 try:
                     output.commit() if self._shards is None else self._shards.commit_with(output)  # parts first
                 except OSError as exc:  # e.g. the target is a directory: name it, not the temporary
                     raise _naming_target(exc, output.temp, self._target) from exc
+                if stale is not None:
+                    shutil.rmtree(stale, ignore_errors=True)
 
     def _discard_shards(self) -> None:
         if getattr(self, "_shards", None) is not None:

@@ -43,7 +43,7 @@ from typing import Any
 import h5py
 
 from nwb_dask.atomic import AtomicOutput
-from nwb_dask.compat import vds_escape
+from nwb_dask.compat import vds_escape, vds_unescape
 from nwb_dask.blocks import as_dask_array, checked_array
 from nwb_dask.chunking import align_to_chunks, block_selections
 from nwb_dask.engine import DEFAULT_INFLIGHT_BYTES, BlockTask, WriteStats, active_scheduler, interleave, \
@@ -52,7 +52,7 @@ from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, clos
     reopen_parts, split_rows, store_part_block
 from nwb_dask.hdf5.write import plan_write
 
-__all__ = ["PARTS_SUFFIX", "ShardedWrite", "check_shards", "parts_dir"]
+__all__ = ["PARTS_SUFFIX", "ShardedWrite", "check_shards", "parts_dir", "parts_of_replaced_file"]
 
 #: The parts directory of ``rec.nwb`` is ``rec.nwb.parts``.
 PARTS_SUFFIX = ".parts"
@@ -62,6 +62,36 @@ def parts_dir(target: str | os.PathLike) -> Path:
     """The parts directory of an NWB file written with ``shards=``: ``<file>.parts`` beside it."""
     target = Path(target)
     return target.with_name(target.name + PARTS_SUFFIX)
+
+
+def parts_of_replaced_file(target: str | os.PathLike) -> Path | None:
+    """The parts directory of the sharded file a new, unsharded ``target`` is about to replace, or None.
+
+    Only a directory the old file's virtual datasets actually read from is
+    named (a directory of that name the file does not use is someone
+    else's): once the new file is in place nothing reads it any more, and
+    the caller removes it.
+    """
+    target, parts = Path(target), parts_dir(target)
+    if not parts.is_dir() or parts.is_symlink() or not target.is_file():
+        return None
+    found: list[bool] = []
+    inside = os.path.realpath(parts) + os.sep
+
+    def visit(_name, obj) -> None:
+        if not found and isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            for vmap in obj.virtual_sources():
+                source = os.path.realpath(os.path.join(target.parent, vds_unescape(vmap.file_name)))
+                if source.startswith(inside):
+                    found.append(True)
+                    return
+
+    try:
+        with h5py.File(target, "r") as f:
+            f.visititems(visit)
+    except (OSError, ValueError):  # not an HDF5 file nwb_dask can read: leave the directory alone
+        return None
+    return parts if found else None
 
 
 def check_shards(shards, path, mode: str, *, file=None, comm=None, driver=None, atomic: bool = True) -> None:
