@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from nwb_dask.encoding import bound_heap_growth, encode_task, load_shared, shared_blocks, spill_to_shared
 
-__all__ = ["Batch", "abandon", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
+__all__ = ["Batch", "BatchResults", "abandon", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
            "remote_steps", "run_distributed", "BATCH_LOOKAHEAD", "CLUSTER_TASK_BYTES"]
 
 #: Persisted chunks held by one worker go to it in one task of up to this many raw bytes (and at most a
@@ -75,9 +75,14 @@ def remote_step(step: Callable, block, declared, task, shm=None) -> Any:
     return spill_to_shared(result, shm) if shm is not None else result
 
 
-def remote_steps(steps: list, blocks: list, declared: list, tasks: list, shm=None) -> list:
+class BatchResults(list):
+    """A batch task's results, one per block in order (a type of its own: a step may return a list)."""
+
+
+def remote_steps(steps: list, blocks: list, declared: list, tasks: list, shm=None) -> BatchResults:
     """A batch's task: :func:`remote_step` for each of its blocks, in order, on the worker holding them all."""
-    return [remote_step(step, block, d, task, shm) for step, block, d, task in zip(steps, blocks, declared, tasks)]
+    return BatchResults(remote_step(step, block, d, task, shm)
+                        for step, block, d, task in zip(steps, blocks, declared, tasks))
 
 
 @dataclass
@@ -131,7 +136,10 @@ def _grouped(client, window: list, max_bytes: int) -> Iterator[Any]:
     chunks = [None if getattr(t, "worker", None) is not None or getattr(t, "array", None) is None
               else persisted_chunk(t.array) for t in window]
     found = [c for c in chunks if c is not None]
-    who = client.who_has(found) if len(found) > 1 else {}
+    try:
+        who = client.who_has(found) if len(found) > 1 else {}
+    except Exception:  # the scheduler busy or restarting: these blocks go one task each, as without batches
+        who = {}
     groups: dict[str, list] = {}  # worker -> its open group: [indices], bytes
     out: list = []  # in the order of each item's first task: a task, or a group being filled
     for i, (task, chunk) in enumerate(zip(window, chunks)):
@@ -156,14 +164,16 @@ def _grouped(client, window: list, max_bytes: int) -> Iterator[Any]:
 
 
 def run_distributed(client, tasks, budget: int, max_blocks: int, on_submit, cancel, run_futures: Callable,
-                    workers: int = 1, batch: bool = True) -> Iterator[Any]:
+                    workers: int = 1, batch: bool = True, recycle: bool = False) -> Iterator[Any]:
     """The window over a cluster: each block's result is fetched ahead by the client's IO loop, straight from its worker.
 
     ``run_futures(items, submit, budget, max_blocks, on_submit, cancel)`` is
     the engine's window; ``on_submit`` is called for each block (also inside
     a batch); ``batch`` groups persisted chunks of one worker
-    (:func:`batched`) and ``workers`` sizes those batches.
-The window over a cluster: each block's result is fetched ahead by the client's IO loop, straight from its worker.
+    (:func:`batched`) and ``workers`` (the cluster's threads) sizes those
+    batches; ``recycle`` (the caller stores each block before asking for the
+    next) gives each same-host handover file back for reuse once the caller
+    resumes, else the file is unlinked and the block's views stay valid.
 
     Where the time of a distributed write went (issue 19; 1.6 GB of
     384-channel int16 persisted on a LocalCluster of 2 single-threaded
@@ -283,9 +293,15 @@ The window over a cluster: each block's result is fetched ahead by the client's 
     try:
         items = batched(client, tasks, batch_bytes(budget, workers)) if batch else tasks
         for results in run_futures(items, submit, budget, max_blocks, None, cancel):
-            for result in results if isinstance(results, list) else [results]:
+            for result in results if isinstance(results, BatchResults) else [results]:
+                if cancel is not None and cancel.is_set():
+                    break  # the rest of a batch is not handed over (the directory goes in the finally)
                 if not getattr(result, "shared", None):
                     yield result
+                    del result
+                    continue
+                if not recycle:
+                    yield load_shared(result)  # unlinked: the views live as long as the caller keeps them
                     del result
                     continue
                 block, lease = load_shared(result, lease=True)

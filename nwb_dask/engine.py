@@ -351,6 +351,7 @@ def run_block_tasks(
     total: int | None = None,
     desc: str = "nwb_dask write",
     cancel: Any = None,
+    transient: bool = False,
 ) -> Iterator[Any]:
     """Compute and encode blocks on the active scheduler; yield them as they finish.
 
@@ -385,6 +386,12 @@ def run_block_tasks(
         Set by another thread to stop early: nothing more is submitted,
         pending tasks are cancelled, running ones are waited for, and the
         generator ends.
+    transient : bool
+        The caller is done with each result before it asks for the next (it
+        stores it at once): the engine may then reuse its memory (on a
+        cluster, the same-host handover files are recycled, and a kept
+        result's chunks raise ``ValueError`` on use).  Default False: every
+        result stays valid for as long as the caller keeps it.
 
     Yields
     ------
@@ -399,14 +406,14 @@ def run_block_tasks(
         info = replace(info, workers=int(workers))
     bar = progress_bar(total, progress, desc)
     try:
-        for result in _run(info, tasks, max_inflight_bytes, on_submit, cancel):
+        for result in _run(info, tasks, max_inflight_bytes, on_submit, cancel, transient):
             bar.update(getattr(result, "nbytes", 0) or 0)
             yield result
     finally:
         bar.close()
 
 
-def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]:
+def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel, transient=False) -> Iterator[Any]:
     if info.kind == "sync":
         for task in tasks:
             if cancel is not None and cancel.is_set():
@@ -419,7 +426,7 @@ def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel) -> Iterator[Any]
         return
     if info.kind == "distributed":
         yield from run_distributed(info.client, _no_calls(tasks), budget, CLUSTER_BLOCKS_PER_WORKER * info.workers,
-                                   on_submit, cancel, _run_futures, workers=info.workers)
+                                   on_submit, cancel, _run_futures, workers=info.workers, recycle=transient)
         return
     if info.kind == "threads":
         pool = ThreadPoolExecutor(info.workers, thread_name_prefix="nwb_dask-encode")

@@ -511,8 +511,9 @@ def test_cluster_write_reuses_its_shared_files(client, tmp_path, monkeypatch):
         enc._test_claims = [0, 0]
 
         def claim(d, p):
-            enc._test_claims[any(n.startswith("free-") for n in os_.listdir(d))] += 1
-            return enc._test_real_claim(d, p)
+            fd = enc._test_real_claim(d, p)
+            enc._test_claims[os_.fstat(fd).st_size > 0] += 1  # a recycled file holds an earlier block's bytes
+            return fd
         enc._claim_file = claim
 
     def unpatch():
@@ -798,8 +799,19 @@ def test_persisted_write_goes_in_batches_where_the_chunks_are(client, tmp_path, 
     assert _shm_dirs() == []
 
 
-def test_a_failing_block_inside_a_batch_names_that_block(client, tmp_path):
+def test_a_failing_block_inside_a_batch_names_that_block(client, tmp_path, monkeypatch):
     """One persisted chunk computes values its dtype cannot hold: the error names the block; nothing else is kept."""
+    import nwb_dask.cluster as cluster
+
+    seen = []
+    real = cluster.batched
+
+    def spy(*args, **kwargs):
+        for item in real(*args, **kwargs):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(cluster, "batched", spy)
     x = np.zeros((8 * 500, 3), "i4")
     x[2600, 1] = 2**20  # block 5 of a dataset declared int16
 
@@ -810,4 +822,22 @@ def test_a_failing_block_inside_a_batch_names_that_block(client, tmp_path):
         with pytest.raises(nwb_dask.blocks.BlockDtypeError,
                            match=r"dataset '/x' block \(5, 0\) at \[2500:3000, 0:3\].*1048576 at \[2600, 1\]"):
             write_dask_array(arr, d, scheduler=client, progress=False)
+    assert any(isinstance(b, cluster.Batch) for b in seen), "no batch was formed: the test tested nothing"
+    assert _shm_dirs() == []
+
+
+def test_a_caller_that_keeps_every_block_gets_valid_chunks_on_a_cluster(client, tmp_path):
+    """run_block_tasks without transient=True (list() of the results): no file is recycled under a kept block."""
+    x = np.random.default_rng(8).integers(-999, 999, (12 * 800, 5)).astype("i2")
+    arr = client.persist(da.from_array(x, chunks=(800, 5)))
+    client.gather(distributed.futures_of(arr))
+    c = nwb_dask.codec("gzip")
+    with h5py.File(tmp_path / "k.h5", "w") as f:
+        d = f.create_dataset("x", x.shape, x.dtype, chunks=(400, 5), **c.dataset_kwargs())
+        kept = list(engine.run_block_tasks(hdf5_write.plan_write(arr, d, c).tasks(0), scheduler=client))
+        assert any(isinstance(memoryview(ch[2]).obj, mmap.mmap) for b in kept for ch in b.chunks)  # the handover ran
+        for done in kept:  # stored only now, after every block arrived
+            store_block(d, done.selection, done.chunks)
+    with h5py.File(tmp_path / "k.h5", "r") as f:
+        assert_same(f["x"][...], x)
     assert _shm_dirs() == []

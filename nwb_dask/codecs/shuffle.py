@@ -36,38 +36,63 @@ _UINTS = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SIMD: list = []  # [function or None], found once per process
 
 
+def _c_kernel(lib, name: str):
+    """``planes = f(elements)`` over bitshuffle's exported C kernel ``name``, called through ctypes.
+
+    ctypes drops the GIL for the call (bitshuffle's Cython wrappers hold it):
+    encode threads then shuffle in parallel, and the storing thread runs meanwhile.
+    """
+    import ctypes
+
+    c = getattr(lib, name)
+    c.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+    c.restype = ctypes.c_int64
+
+    def planes(elements: np.ndarray) -> np.ndarray:
+        src = np.ascontiguousarray(elements)
+        out = np.empty(src.nbytes, np.uint8)
+        if c(src.ctypes.data, out.ctypes.data, src.size, src.itemsize) < 0:
+            raise RuntimeError(f"bitshuffle {name} failed")
+        return out
+
+    planes.__name__ = name
+    return planes
+
+
 def _simd_transpose():
     """bitshuffle's SIMD byte transpose (elements -> byte planes, HDF5's shuffle), if installed and right here; else None.
 
     numpy's per-plane strided copy ran at 1.3 GB/s on blocks read from memory
-    (a fifth of a gzip-4 + shuffle write's CPU time, as much as deflate's on
-    shuffled int16); bitshuffle's ``trans_byte_elem_SSE`` at 5.7 GB/s
-    (``benchmarks/shuffle.py``).  No library exposes HDF5's shuffle on a buffer
-    with SIMD under a documented name: bitshuffle's extension exports these
-    kernels (its own tests call them), so each candidate is first checked
-    against the numpy transpose on a probe of every element size and odd
-    lengths, and any error or difference keeps numpy.
+    (a fifth of a gzip-4 + shuffle write's CPU time); bitshuffle's
+    ``bshuf_trans_byte_elem_SSE`` at 5.7 GB/s (``benchmarks/shuffle.py``).  No
+    library exposes HDF5's shuffle on a buffer with SIMD under a documented
+    Python name: bitshuffle's extension exports these C kernels (its own tests
+    call their Python wrappers), so each candidate is first checked against
+    the numpy transpose on a probe of every element size and odd lengths, and
+    any error or difference keeps numpy.
     """
     if _SIMD:
         return _SIMD[0]
     found = None
     try:
+        import ctypes
+
         from bitshuffle import ext  # optional: the numpy path is the reference
-    except Exception:  # ImportError, or a broken build
-        ext = None
+
+        lib = ctypes.CDLL(ext.__file__)
+    except Exception:  # not installed, a broken build, no ctypes
+        lib = None
     rng = np.random.default_rng(0)
-    for name in ("trans_byte_elem_SSE", "trans_byte_elem_NEON", "trans_byte_elem_scal"):
-        fn = getattr(ext, name, None)
-        if fn is None:
-            continue
+    for name in ("bshuf_trans_byte_elem_SSE", "bshuf_trans_byte_elem_NEON", "bshuf_trans_byte_elem_scal"):
         try:
+            fn = _c_kernel(lib, name)
             ok = True
             for size, dtype in _UINTS.items():
                 for n in (2, 3, 7, 8, 9, 31, 33, 1027):
                     probe = rng.integers(0, 256, n * size, dtype=np.uint8)
                     got = np.asarray(fn(probe.view(dtype))).view(np.uint8)
                     ok = ok and np.array_equal(got, probe.reshape(n, size).T.ravel())
-        except Exception:
+        except Exception:  # no such symbol (NEON on x86), a kernel refusing this CPU
             ok = False
         if ok:
             found = fn

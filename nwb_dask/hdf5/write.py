@@ -192,7 +192,7 @@ def write_arrays(
     try:
         for done in run_block_tasks(
             interleave([job.tasks(i) for i, job in enumerate(jobs)]), max_inflight_bytes=max_inflight_bytes,
-            scheduler=scheduler, progress=progress, total=total,
+            scheduler=scheduler, progress=progress, total=total, transient=True,  # each block is stored at once
         ):
             stats.stored_bytes += store_block(jobs[done.key].dset, done.selection, done.chunks, done.raw)
             stats.chunks += 0 if done.raw is not None else len(done.chunks)

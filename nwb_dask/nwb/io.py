@@ -596,7 +596,8 @@ class NWBDaskIO(NWBHDF5IO):
                     f"being written (by `nwb-dask clean` or another program); {self._target} {state}")
             else:
                 # an unsharded file over a sharded one: the old parts go once the new file is in place
-                stale = parts_of_replaced_file(self._target) if self._shards is None else None
+                unsharded = self._shards is None or not self._shards.datasets  # shards= given, nothing taken
+                stale = parts_of_replaced_file(self._target) if unsharded else None
                 try:
                     output.commit() if self._shards is None else self._shards.commit_with(output)  # parts first
                 except OSError as exc:  # e.g. the target is a directory: name it, not the temporary

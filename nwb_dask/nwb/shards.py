@@ -78,13 +78,14 @@ def parts_of_replaced_file(target: str | os.PathLike) -> Path | None:
     found: list[bool] = []
     inside = os.path.realpath(parts) + os.sep
 
-    def visit(_name, obj) -> None:
-        if not found and isinstance(obj, h5py.Dataset) and obj.is_virtual:
+    def visit(_name, obj) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
             for vmap in obj.virtual_sources():
                 source = os.path.realpath(os.path.join(target.parent, vds_unescape(vmap.file_name)))
                 if source.startswith(inside):
                     found.append(True)
-                    return
+                    return True  # visititems stops at a value other than None
+        return None
 
     try:
         with h5py.File(target, "r") as f:
@@ -137,6 +138,7 @@ class _Part:
     blocks: list  # [(block index, selection)]
     worker: Any = None
     done: set = field(default_factory=set)  # block indices stored (their results are back)
+    counts: list = field(default_factory=lambda: [0, 0, 0])  # stored bytes, chunks, logical bytes of ``done``
     index: dict | None = None  # block start -> block index
     array: Any = None  # the part's rows of the source, aligned to chunks
 
@@ -309,12 +311,12 @@ class ShardedWrite:
                                             desc="nwb_dask sharded"):
                     part = where[(done.key, _part_start(self._jobs[done.key], done.selection))]
                     part.done.add(_block_index(part, done.selection))
-                    own.stored_bytes += done.stored_bytes
-                    own.chunks += done.n_chunks
-                    own.logical_bytes += done.nbytes
+                    part.counts[0] += done.stored_bytes
+                    part.counts[1] += done.n_chunks
+                    part.counts[2] += done.nbytes
             except BaseException as exc:
                 lost = watchdog.stop() if watchdog is not None else set()
-                closed = self._close(pinned)
+                closed = self._close(pinned) or {}
                 if not lost or not isinstance(exc, Exception):
                     exc.add_note(f"nwb_dask: while writing sharded dataset(s) {', '.join(own.datasets)} of "
                                  f"{self.target}")
@@ -323,16 +325,18 @@ class ShardedWrite:
                 continue
             lost = watchdog.stop() if watchdog is not None else set()
             closed = self._close(pinned)
-            if any(p.worker in lost or p.path not in closed for p in todo) and self._client is not None:
+            if closed is not None and self._client is not None and any(p.worker in lost or p.path not in closed
+                                                                        for p in todo):
                 # every block stored, but a worker holding parts was lost before its handles closed: its parts
                 # are not known to be whole (HDF5 flushes metadata at close), so they are written again
                 lost |= {p.worker for p in todo if p.path not in closed}
                 self._retry(todo, lost, closed, None, attempt)
                 continue
-            self._check(todo, closed, lost)
+            self._check(todo, closed or {}, lost)
             break
         self._templates.close()  # every part is whole: none is created again
         self._templates = None
+        own.stored_bytes, own.chunks, own.logical_bytes = (sum(p.counts[i] for p in parts) for i in range(3))
         own.seconds = time.perf_counter() - t0
         seconds = stats.seconds + own.seconds  # one after the other
         stats.add(own)
@@ -392,20 +396,21 @@ class ShardedWrite:
         redo = [p for p in todo if p.worker in lost or closed.get(p.path, "lost") is not None]
         for i, p in enumerate(redo):
             p.done.clear()
+            p.counts = [0, 0, 0]  # rewritten from scratch: counted once, when it is stored again
             p.worker = live[i % len(live)]
             self._create(p, self._jobs[p.key].name)
         # the other parts go on where they are; the handles of all were closed for good: allow them open again
         self._client.run(reopen_parts, [p.path for p in todo])
 
-    def _close(self, pinned: dict) -> dict:
-        """Close the parts' handles where they are open: {path: None, or the error closing it}."""
+    def _close(self, pinned: dict) -> dict | None:
+        """Close the parts' handles where they are open: {path: None, or the error closing it}; None: no cluster."""
         paths = [p for ps in pinned.values() for p in ps]
         if self._client is None:
             return close_parts(paths)
         try:
             closed = self._client.run(close_parts, paths, on_error="return")
-        except Exception:  # pragma: no cover - the cluster is gone: the parts are not known to be whole
-            return {}
+        except Exception:  # the cluster is gone: the parts are not known to be whole (PartWorkerError names them)
+            return None
         # workers sharing one process (LocalCluster(processes=False)) close each other's parts
         return {p: e for got in closed.values() if isinstance(got, dict) for p, e in got.items()}
 
