@@ -549,7 +549,7 @@ _WRITER = textwrap.dedent(
     def slow(block):
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # the writer is under way
             Path(marker).touch()
-        time.sleep(0.05)
+        time.sleep(0.1)  # 50 blocks on 2 threads: >= 2.5 s of writing, so a loaded machine still signals mid-write
         return block
 
     read = nwb_dask.nwb.read.read_dataset
