@@ -767,11 +767,11 @@ def test_batches_group_only_one_workers_chunks_and_lose_nothing(monkeypatch, str
     assert all(n <= lookahead for n in fake.calls)  # one who_has per look, at most lookahead chunks
 
 
-def test_persisted_write_goes_in_batches_where_the_chunks_are(client, tmp_path, monkeypatch):
-    """Persisted chunks: fewer tasks than blocks, each on the worker holding its chunks, no transfers; values equal."""
+def _spy_batches(monkeypatch) -> list:
+    """What nwb_dask.cluster.batched hands the window, recorded as it goes."""
     import nwb_dask.cluster as cluster
 
-    seen = []
+    seen: list = []
     real = cluster.batched
 
     def spy(*args, **kwargs):
@@ -780,6 +780,14 @@ def test_persisted_write_goes_in_batches_where_the_chunks_are(client, tmp_path, 
             yield item
 
     monkeypatch.setattr(cluster, "batched", spy)
+    return seen
+
+
+def test_persisted_write_goes_in_batches_where_the_chunks_are(client, tmp_path, monkeypatch):
+    """Persisted chunks: fewer tasks than blocks, each on the worker holding its chunks, no transfers; values equal."""
+    import nwb_dask.cluster as cluster
+
+    seen = _spy_batches(monkeypatch)
     x = np.random.default_rng(3).integers(-2000, 2000, (24 * 1000, 6)).astype("i2")
     arr = client.persist(da.from_array(x, chunks=(1000, 6)))
     client.gather(distributed.futures_of(arr))  # persisted (wait needs a default client)
@@ -803,15 +811,7 @@ def test_a_failing_block_inside_a_batch_names_that_block(client, tmp_path, monke
     """One persisted chunk computes values its dtype cannot hold: the error names the block; nothing else is kept."""
     import nwb_dask.cluster as cluster
 
-    seen = []
-    real = cluster.batched
-
-    def spy(*args, **kwargs):
-        for item in real(*args, **kwargs):
-            seen.append(item)
-            yield item
-
-    monkeypatch.setattr(cluster, "batched", spy)
+    seen = _spy_batches(monkeypatch)
     x = np.zeros((8 * 500, 3), "i4")
     x[2600, 1] = 2**20  # block 5 of a dataset declared int16
 

@@ -75,7 +75,6 @@ def parts_of_replaced_file(target: str | os.PathLike) -> Path | None:
     target, parts = Path(target), parts_dir(target)
     if not parts.is_dir() or parts.is_symlink() or not target.is_file():
         return None
-    found: list[bool] = []
     inside = os.path.realpath(parts) + os.sep
 
     def visit(_name, obj) -> bool | None:
@@ -83,16 +82,15 @@ def parts_of_replaced_file(target: str | os.PathLike) -> Path | None:
             for vmap in obj.virtual_sources():
                 source = os.path.realpath(os.path.join(target.parent, vds_unescape(vmap.file_name)))
                 if source.startswith(inside):
-                    found.append(True)
-                    return True  # visititems stops at a value other than None
+                    return True  # visititems stops here and returns it
         return None
 
     try:
         with h5py.File(target, "r") as f:
-            f.visititems(visit)
+            used = f.visititems(visit)
     except (OSError, ValueError):  # not an HDF5 file nwb_dask can read: leave the directory alone
         return None
-    return parts if found else None
+    return parts if used else None
 
 
 def check_shards(shards, path, mode: str, *, file=None, comm=None, driver=None, atomic: bool = True) -> None:
