@@ -596,7 +596,9 @@ def test_full_tmpfs_falls_back_to_the_network(client, tmp_path, monkeypatch):
         client.run(_tmpfs_back)
     assert [kinds for kinds, _ in seen] == [{np.ndarray}] * 4
     assert all(len(dirs) == 1 for _, dirs in seen)  # the directory was there, the files could not be written
-    assert all(files == [] for _, dirs in seen for files in dirs.values())  # each partial file was removed
+    # Each partial file was removed before its block was returned.  Only the last store sees every block's
+    # write attempt over: at an earlier one, another worker may be between its half write and its unlink.
+    assert all(files == [] for files in seen[-1][1].values())
     assert _shm_dirs() == []
 
 
