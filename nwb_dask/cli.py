@@ -10,7 +10,8 @@ One convention for every command (docs/cli.md):
   command quietly with status 0.
 * ``--json`` on every command that reports (demo, repack, convert,
   consolidate, info, index, links, clean, cache): one JSON object on stdout instead of the text.
-* ``--scheduler`` (local, threads, processes, sync) and ``--workers`` on every
+* ``--scheduler`` (local, threads, processes, sync, or a running cluster's address),
+  ``--scheduler-file`` and ``--workers`` on every
   command that computes (demo, repack, convert, consolidate).
 """
 
@@ -109,17 +110,49 @@ def _codec_arg(args: argparse.Namespace, keep: Any = "source"):
     return codec(args.codec, **options)
 
 
+def _scheduler_kind(text: str) -> str:
+    """An argparse type: one of :data:`SCHEDULERS` or a running scheduler's address (``tcp://HOST:PORT``)."""
+    if text in SCHEDULERS or "://" in text:
+        return text
+    raise argparse.ArgumentTypeError(f"must be one of {', '.join(SCHEDULERS)} or a scheduler's address such as "
+                                     f"tcp://HOST:8786, got {text!r}")
+
+
+def _shards_arg(text: str) -> int | str:
+    """An argparse type: ``workers`` or a positive number of parts (``shards=`` of NWBDaskIO)."""
+    return text if text == "workers" else _int_at_least(1, "workers or a positive integer")(text)
+
+
 def _scheduler(args: argparse.Namespace):
     from nwb_dask.engine import use_scheduler
 
-    return use_scheduler(args.scheduler, args.workers)
+    if args.scheduler_file is not None and args.scheduler_given:
+        raise UsageError(f"--scheduler {args.scheduler} and --scheduler-file {args.scheduler_file} both name a "
+                         "scheduler; give one")
+    return use_scheduler(args.scheduler, args.workers, scheduler_file=args.scheduler_file)
+
+
+class _Given(argparse.Action):
+    """Store the value and remember that it was given (a default ``--scheduler`` is not a conflict)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.scheduler_given = True
 
 
 def _add_compute_arguments(parser: argparse.ArgumentParser, default: str = "threads") -> None:
-    """``--scheduler`` and ``--workers``: the same choices on every command that computes."""
-    parser.add_argument("--scheduler", default=default, choices=SCHEDULERS,
-                        help=f"dask scheduler (default {default}; local = a LocalCluster of worker processes)")
-    parser.add_argument("--workers", type=_positive_int, help="dask workers (default: all cores)")
+    """``--scheduler``, ``--scheduler-file`` and ``--workers``: the same choices on every command that computes."""
+    parser.add_argument("--scheduler", default=default, type=_scheduler_kind, action=_Given,
+                        metavar="{" + ",".join(SCHEDULERS) + ",tcp://HOST:PORT}",
+                        help=f"dask scheduler (default {default}; local = a LocalCluster of worker processes; an "
+                             "address connects to a running cluster, which is left running)")
+    parser.add_argument("--scheduler-file", metavar="FILE",
+                        help="connect to the running cluster whose scheduler wrote FILE (dask scheduler "
+                             "--scheduler-file, dask-mpi)")
+    parser.add_argument("--workers", type=_positive_int,
+                        help="workers of the cluster or pool nwb-dask starts (default: all cores; not with an "
+                             "address or --scheduler-file)")
+    parser.set_defaults(scheduler_given=False)
 
 
 def _add_json_argument(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +172,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         serial_seconds=args.serial_seconds,
         overwrite=args.overwrite,
+        scheduler_file=args.scheduler_file,
+        shards=args.shards,
     )
     data = dataclasses.asdict(result)
     data.update(ratio=result.ratio, write_mb_s=result.write_mb_s, kept=args.output is not None)
@@ -400,6 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="also write this much with plain serial pynwb for comparison (0: skip; default 5)",
     )
+    demo.add_argument("--shards", type=_shards_arg, metavar="workers|N",
+                      help="write the recording sharded: one part file per worker (workers) or N parts, "
+                           "under OUTPUT.parts, joined by a virtual dataset (docs/cluster.md)")
     demo.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     demo.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     _add_json_argument(demo)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 from nwb_dask.atomic import partial_path
 from nwb_dask.chunking import DEFAULT_BLOCK_BYTES
 from nwb_dask.codecs import CodecSpec, codec
+from nwb_dask.compat import vds_unescape
 from nwb_dask.errors import VerificationError
 from nwb_dask.engine import use_scheduler
 
@@ -47,6 +49,8 @@ class DemoResult:
     scheduler: str
     serial_bytes: int = 0
     serial_seconds: float = 0.0
+    #: Part files of a sharded write (``shards=``; 0: one self-contained file).
+    parts: int = 0
 
     @property
     def ratio(self) -> float:
@@ -75,7 +79,8 @@ class DemoResult:
                 f"file         {self.path}",
                 f"data         {self.shape[0]} samples x {self.shape[1]} channels int16 ({gb:.2f} GB)",
                 f"codec        {self.codec}, chunks {self.chunk_shape}, scheduler {self.scheduler}",
-                f"size         {self.file_bytes / 1e6:.1f} MB on disk (dataset {self.stored_bytes / 1e6:.1f} MB)",
+                f"size         {self.file_bytes / 1e6:.1f} MB on disk (dataset {self.stored_bytes / 1e6:.1f} MB)"
+                + (f", the dataset in {self.parts} part files in {self.path}.parts" if self.parts else ""),
                 f"ratio        {self.ratio:.3f}",
                 f"write        {self.write_seconds:.1f} s, {self.write_mb_s:.1f} MB/s",
                 f"verify       {self.verify_seconds:.1f} s: read back with pynwb, identical to the source",
@@ -93,6 +98,8 @@ def run_demo(
     progress: bool = True,
     serial_seconds: float = 5.0,
     overwrite: bool = False,
+    scheduler_file: str | os.PathLike | None = None,
+    shards: int | str | None = None,
 ) -> DemoResult:
     """Write with the parallel writer, reopen and verify a synthetic recording.
 
@@ -105,8 +112,10 @@ def run_demo(
         when omitted.
     codec_spec : codec spec
         Compression, e.g. ``"gzip"`` or ``("zstd", {"level": 3})``.
-    scheduler : {"local", "threads", "processes", "sync"}
-        ``"local"`` starts a ``distributed.LocalCluster`` of processes.
+    scheduler : {"local", "threads", "processes", "sync"} or an address
+        ``"local"`` starts a ``distributed.LocalCluster`` of processes; an
+        address (``tcp://HOST:PORT``) uses a running cluster
+        (:func:`nwb_dask.engine.use_scheduler`).
     workers : int, optional
         Number of workers (default: all cores).
     progress : bool
@@ -116,6 +125,12 @@ def run_demo(
         (0 to skip).
     overwrite : bool
         Replace ``path`` if it exists (otherwise a ``FileExistsError``).
+    scheduler_file : path, optional
+        Use the running cluster whose scheduler wrote this file.
+    shards : "workers", int or None
+        Write the recording sharded: each worker stores its share in its own
+        part file under ``<path>.parts`` and the NWB file holds a virtual
+        dataset over them (docs/cluster.md); pynwb reads the pair as one.
 
     Returns
     -------
@@ -132,6 +147,7 @@ def run_demo(
 
     from nwb_dask.nwb.dataio import DaskDataIO
     from nwb_dask.nwb.io import write_nwb
+    from nwb_dask.nwb.shards import parts_dir
     from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
     c = codec(codec_spec)
@@ -146,23 +162,26 @@ def run_demo(
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nwb_dask_demo_"))
             path = os.path.join(tmp, "demo.nwb")
         path = os.fspath(path)
-        stack.enter_context(use_scheduler(scheduler, workers))
+        stack.enter_context(use_scheduler(scheduler, workers, scheduler_file=scheduler_file))
         arr = synthetic_ephys(seconds=seconds, seed=2026)
         data = DaskDataIO(arr, codec=c, block_bytes=DEFAULT_BLOCK_BYTES)
-        stats = write_nwb(ephys_nwbfile(data), path, progress=progress)
+        stats = write_nwb(ephys_nwbfile(data), path, progress=progress, shards=shards)
 
         t0 = time.perf_counter()
+        parts = parts_dir(path) if shards is not None else None
         try:
             with NWBHDF5IO(path, "r") as io:
                 dset = io.read().acquisition["ElectricalSeries"].data
-                stored = dset.id.get_storage_size()
+                stored, n_parts = _stored(dset, parts)
                 _verify(dset, data.data.array, progress)
         except BaseException as exc:  # a file that failed (or did not finish) its check is not left behind
             dset = None
             if os.path.exists(path):
                 os.remove(path)
+            if parts is not None and parts.is_dir():
+                shutil.rmtree(parts)
             if isinstance(exc, VerificationError):
-                exc.add_note(f"nwb_dask: {path} was removed")
+                exc.add_note(f"nwb_dask: {path} was removed" + (f" with {parts}" if parts is not None else ""))
             raise
         verify_s = time.perf_counter() - t0
 
@@ -174,7 +193,7 @@ def run_demo(
             shape=tuple(arr.shape),
             logical_bytes=int(arr.nbytes),
             stored_bytes=int(stored),
-            file_bytes=os.path.getsize(path),
+            file_bytes=os.path.getsize(path) + (_tree_bytes(parts) if parts is not None else 0),
             write_seconds=stats.seconds,
             verify_seconds=verify_s,
             chunk_shape=tuple(data.data.chunk_shape),
@@ -182,7 +201,27 @@ def run_demo(
             scheduler=scheduler,
             serial_bytes=serial_bytes,
             serial_seconds=serial_s,
+            parts=n_parts,
         )
+
+
+def _stored(dset, parts: Path | None) -> tuple[int, int]:
+    """Stored bytes of the recording and its number of part files (a virtual dataset stores nothing itself)."""
+    import h5py
+
+    if not dset.is_virtual:
+        return int(dset.id.get_storage_size()), 0
+    folder = os.path.dirname(os.path.abspath(dset.file.filename))
+    sources = sorted({(os.path.join(folder, vds_unescape(m.file_name)), m.dset_name) for m in dset.virtual_sources()})
+    stored = 0
+    for name, inner in sources:
+        with h5py.File(name, "r") as f:
+            stored += f[inner].id.get_storage_size()
+    return stored, len({name for name, _ in sources})
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _serial_write(arr, c, seconds: float, folder: str) -> tuple[int, float]:

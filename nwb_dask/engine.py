@@ -100,20 +100,48 @@ CLUSTER_BLOCKS_PER_WORKER = 3
 
 
 @contextlib.contextmanager
-def use_scheduler(kind: str, workers: int | None = None) -> Iterator[None]:
-    """Activate a dask scheduler by name for the duration of a ``with`` block (what the CLI offers).
+def use_scheduler(kind: str, workers: int | None = None, scheduler_file: str | os.PathLike | None = None) \
+        -> Iterator[None]:
+    """Activate a dask scheduler by name or address for the duration of a ``with`` block (what the CLI offers).
 
     Parameters
     ----------
-    kind : {"local", "threads", "processes", "sync"}
+    kind : {"local", "threads", "processes", "sync"} or an address
         ``"local"`` starts a ``distributed.LocalCluster`` of ``workers``
-        single-threaded processes and a Client on it.
+        single-threaded processes and a Client on it.  An address such as
+        ``"tcp://10.0.0.5:8786"`` (anything with ``://``) connects a Client to
+        a running cluster (``dask scheduler``, dask-jobqueue, dask-mpi,
+        dask-gateway's address) and leaves the cluster running afterwards.
     workers : int, optional
-        Number of workers (default: all cores).
+        Number of workers of a cluster or pool this starts (default: all
+        cores); not with an address or ``scheduler_file`` (that cluster's
+        size is its own).
+    scheduler_file : path, optional
+        Connect to the cluster whose scheduler wrote this JSON file
+        (``dask scheduler --scheduler-file``, dask-mpi); ``kind`` is then ignored.
     """
     import dask
 
-    if kind == "local":
+    remote = scheduler_file is not None or "://" in kind
+    if remote and workers is not None:
+        where = f"the scheduler file {os.fspath(scheduler_file)}" if scheduler_file is not None else kind
+        raise ValueError(f"--workers {workers} sizes a cluster nwb-dask starts; the running cluster at {where} "
+                         "has the workers it has (drop --workers, or scale that cluster)")
+    if remote:
+        from distributed import Client
+
+        if scheduler_file is not None and not os.path.isfile(scheduler_file):
+            raise FileNotFoundError(f"scheduler file {os.fspath(scheduler_file)} not found (written by "
+                                    "`dask scheduler --scheduler-file` once the scheduler runs)")
+        try:
+            client = Client(scheduler_file=os.fspath(scheduler_file)) if scheduler_file is not None \
+                else Client(kind)
+        except (OSError, TimeoutError) as exc:  # distributed's "Timed out trying to connect to ..."
+            where = os.fspath(scheduler_file) if scheduler_file is not None else kind
+            raise ConnectionError(f"cannot reach the dask scheduler at {where}: {exc}") from exc
+        with client:  # closes this Client only; the cluster is not ours to stop
+            yield
+    elif kind == "local":
         from distributed import Client, LocalCluster
 
         n = workers or os.cpu_count() or 1
@@ -124,7 +152,8 @@ def use_scheduler(kind: str, workers: int | None = None) -> Iterator[None]:
         with dask.config.set(scheduler=kind, num_workers=workers):
             yield
     else:
-        raise ValueError(f"unknown scheduler {kind!r}; use local, threads, processes or sync")
+        raise ValueError(f"unknown scheduler {kind!r}; use local, threads, processes, sync or a scheduler's "
+                         "address (tcp://HOST:PORT)")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ errors are also checked through the API (``read_dataset(...).compute()``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import socket
@@ -380,7 +381,12 @@ def test_every_computing_command_has_the_same_scheduler_options():
     commands = build_parser()._subparsers._group_actions[0].choices  # argparse keeps its subparsers there
     for command in ("demo", "repack", "convert", "consolidate"):
         actions = {a.dest: a for a in commands[command]._actions}
-        assert tuple(actions["scheduler"].choices) == SCHEDULERS == ("local", "threads", "processes", "sync")
+        assert SCHEDULERS == ("local", "threads", "processes", "sync")
+        assert [actions["scheduler"].type(k) for k in SCHEDULERS] == list(SCHEDULERS)
+        assert actions["scheduler"].type("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"  # a running cluster
+        with pytest.raises(argparse.ArgumentTypeError, match="tcp://HOST:8786, got 'lokal'"):
+            actions["scheduler"].type("lokal")
+        assert "scheduler_file" in actions
         assert actions["workers"].type("2") == 2
         assert "json" in actions, command
     for command in ("info", "links"):

@@ -1,0 +1,171 @@
+"""The CLI on a running Dask cluster (``--scheduler tcp://...``, ``--scheduler-file``) and ``demo --shards``.
+
+A cluster of 2 worker processes runs in this test process; every command runs
+as a user runs it, in a subprocess that connects to that cluster by address or
+through a scheduler file.  The checks: the output is right element by element
+(reopened with plain h5py or pynwb), the cluster's workers did the work (the
+scheduler's own counters), the cluster is still running afterwards (it is not
+the command's to stop), and wrong or unreachable schedulers are one clear
+``nwb-dask CMD: error:`` line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import nwb_dask
+from nwb_dask.nwb.shards import parts_dir
+from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*compression may not be available:UserWarning")
+
+NWB_DASK = str(Path(sys.executable).with_name("nwb-dask"))
+ES = "/acquisition/ElectricalSeries/data"
+
+
+def run(*args, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([NWB_DASK, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def bad_input(out: subprocess.CompletedProcess, command: str, *needles: str) -> str:
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    err = out.stderr.strip().splitlines()[-1]
+    assert err.startswith(f"nwb-dask {command}: error: "), out.stderr
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        with distributed.Client(c, set_as_default=False) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def scheduler_file(cluster, tmp_path_factory) -> Path:
+    """The cluster's scheduler file, as ``dask scheduler --scheduler-file`` and dask-mpi write it."""
+    path = tmp_path_factory.mktemp("sched") / "scheduler.json"
+    cluster.write_scheduler_file(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    """A gzip NWB file of 20000 x 16 int16 in 8 chunks, written with the threaded scheduler."""
+    path = tmp_path_factory.mktemp("rec") / "in.nwb"
+    data = nwb_dask.DaskDataIO(synthetic_ephys(seconds=2 / 3, n_channels=16, seed=7), codec="gzip",
+                               chunks=(2500, 16))
+    nwb_dask.write_nwb(ephys_nwbfile(data), path, scheduler="threads", progress=False)
+    return path
+
+
+def _counter(cluster) -> int:
+    return cluster.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+
+
+@pytest.mark.parametrize("how", ["address", "scheduler-file"])
+def test_repack_on_a_running_cluster_leaves_it_running(cluster, scheduler_file, recording, tmp_path, how):
+    workers = sorted(cluster.scheduler_info()["workers"])
+    before = _counter(cluster)
+    if how == "address":
+        where = ["--scheduler", cluster.scheduler.address]
+    else:
+        where = ["--scheduler-file", scheduler_file]
+    out = tmp_path / "r.nwb"
+    res = run("repack", recording, out, "--codec", "zstd", "--min-mb", "0", "--chunks", "source", "--json",
+              "--quiet", *where)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["verified"] is True
+    with h5py.File(out, "r") as f, h5py.File(recording, "r") as g:
+        assert "32015" in f[ES]._filters and f[ES].chunks == (2500, 16)  # zstd, as asked; 8 chunks
+        np.testing.assert_array_equal(f[ES][()], g[ES][()])
+    assert _counter(cluster) - before >= 8 * 3  # the 8 blocks were scheduled (and computed) on this cluster
+    assert sorted(cluster.scheduler_info()["workers"]) == workers  # still running, with the same workers
+
+
+def test_demo_sharded_on_a_running_cluster(cluster, tmp_path):
+    """demo --shards workers: one part file per worker of the cluster; pynwb in a fresh process reads it whole."""
+    out = tmp_path / "rec.nwb"
+    res = run("demo", "-o", out, "--seconds", "1", "--serial-seconds", "0", "--quiet", "--json",
+              "--scheduler", cluster.scheduler.address, "--shards", "workers")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["parts"] == 2 and report["kept"] is True and report["shape"] == [30000, 384]
+    parts = sorted(p.relative_to(parts_dir(out)).as_posix() for p in parts_dir(out).rglob("*.h5"))
+    assert parts == ["acquisition/ElectricalSeries/data.0.h5", "acquisition/ElectricalSeries/data.1.h5"]
+    on_disk = out.stat().st_size + sum((parts_dir(out) / p).stat().st_size for p in parts)
+    assert report["file_bytes"] == on_disk and 0 < report["stored_bytes"] < on_disk
+    expected = synthetic_ephys(seconds=1, seed=2026).compute()
+    check = (f"import numpy as np, pynwb\n"
+             f"with pynwb.NWBHDF5IO({str(out)!r}, 'r') as io:\n"
+             f"    d = io.read().acquisition['ElectricalSeries'].data\n"
+             f"    assert d.is_virtual\n"
+             f"    np.save({str(tmp_path / 'back.npy')!r}, d[()])\n")
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), expected)
+
+    whole = tmp_path / "whole.nwb"  # and the parts join into one self-contained file
+    res = run("consolidate", out, whole, "--quiet", "--json", "--scheduler", cluster.scheduler.address)
+    assert res.returncode == 0, res.stderr
+    with h5py.File(whole, "r") as f:
+        assert not f[ES].is_virtual
+        np.testing.assert_array_equal(f[ES][()], expected)
+
+
+@pytest.mark.parametrize("shards, n_parts", [("1", 1), ("3", 3)])
+def test_demo_shards_n_on_threads(tmp_path, shards, n_parts):
+    out = tmp_path / "rec.nwb"
+    res = run("demo", "-o", out, "--seconds", "0.5", "--serial-seconds", "0", "--quiet", "--json",
+              "--scheduler", "threads", "--shards", shards)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["parts"] == n_parts
+    with h5py.File(out, "r") as f:
+        assert f[ES].is_virtual and len({m.file_name for m in f[ES].virtual_sources()}) == n_parts
+        np.testing.assert_array_equal(f[ES][()], synthetic_ephys(seconds=0.5, seed=2026).compute())
+
+
+def test_unsharded_demo_reports_no_parts(tmp_path):
+    res = run("demo", "-o", tmp_path / "rec.nwb", "--seconds", "0.2", "--serial-seconds", "0", "--quiet", "--json",
+              "--scheduler", "sync")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["parts"] == 0 and not parts_dir(tmp_path / "rec.nwb").exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_scheduler_errors_are_one_line(cluster, scheduler_file, recording, tmp_path):
+    out = tmp_path / "r.nwb"
+    address = cluster.scheduler.address
+    bad_input(run("repack", recording, out, "--scheduler", address, "--workers", "2"), "repack",
+              "--workers 2", address, "drop --workers")
+    dead = f"tcp://127.0.0.1:{_closed_port()}"
+    res = run("repack", recording, out, "--scheduler", dead, env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    bad_input(res, "repack", f"cannot reach the dask scheduler at {dead}")
+    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "none.json"), "repack",
+              f"scheduler file {tmp_path / 'none.json'} not found")
+    bad_input(run("repack", recording, out, "--scheduler", "threads", "--scheduler-file", scheduler_file),
+              "repack", "--scheduler threads and --scheduler-file", "give one")
+    res = run("repack", recording, out, "--scheduler", "lokal")
+    assert res.returncode == 2 and "argument --scheduler: must be one of local, threads, processes, sync" in res.stderr
+    res = run("demo", "--shards", "0")
+    assert res.returncode == 2 and "argument --shards: must be workers or a positive integer, got '0'" in res.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
