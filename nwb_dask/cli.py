@@ -620,14 +620,17 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     :class:`nwb_dask.sources.RemoteReadError`, h5py's errors), invalid values
     and options (``ValueError``: CodecError, ChunkShapeError, RepackError,
     NotNWBError, WriteError, UsageError, ...), missing objects (``KeyError``),
-    a live writer's failure (:class:`nwb_dask.live.StreamError`) and an
+    a live writer's failure (:class:`nwb_dask.live.StreamError`), a cluster
+    whose workers lack nwb_dask or run another version
+    (:class:`nwb_dask.cluster.WorkerEnvironmentError`) and an
     optional part not installed (:class:`nwb_dask.compat.MissingExtraError`:
     a Zarr store or an index without the extra, naming it).
     """
+    from nwb_dask.cluster import WorkerEnvironmentError
     from nwb_dask.compat import MissingExtraError
     from nwb_dask.live import StreamError
 
-    return OSError, ValueError, KeyError, StreamError, MissingExtraError
+    return OSError, ValueError, KeyError, StreamError, MissingExtraError, WorkerEnvironmentError
 
 
 def _silence_stdout() -> None:

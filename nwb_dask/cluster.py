@@ -11,13 +11,14 @@ library's machinery (futures, ``who_has``, task keys, lost workers).
 from __future__ import annotations
 
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator
 
 from nwb_dask.encoding import bound_heap_growth, encode_task, load_shared, shared_blocks, spill_to_shared
 
-__all__ = ["Batch", "BatchResults", "abandon", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
+__all__ = ["Batch", "BatchResults", "WorkerEnvironmentError", "abandon", "check_workers", "package_version", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
            "remote_steps", "run_distributed", "BATCH_LOOKAHEAD", "CLUSTER_TASK_BYTES"]
 
 #: Persisted chunks held by one worker go to it in one task of up to this many raw bytes (and at most a
@@ -26,6 +27,61 @@ __all__ = ["Batch", "BatchResults", "abandon", "batch_bytes", "batched", "block_
 CLUSTER_TASK_BYTES = 64 * 2**20
 #: Tasks looked at together to form batches (one ``who_has`` round trip per look).
 BATCH_LOOKAHEAD = 32
+
+
+class WorkerEnvironmentError(RuntimeError):
+    """A cluster's workers cannot run nwb_dask's tasks: nwb_dask missing there, or another version (the workers named)."""
+
+
+def package_version() -> str | None:
+    """The installed nwb-dask's version in this process (None when run from a source tree without metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nwb-dask")
+    except PackageNotFoundError:
+        return None
+
+
+#: client -> the worker addresses already checked by :func:`check_workers` (one round trip per new worker).
+_CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def check_workers(client) -> None:
+    """Check that every worker of ``client`` imports nwb_dask, the same version as this process.
+
+    A worker started from another environment (an HPC module without
+    nwb-dask, an older install on a node) would otherwise fail every block
+    with an unpickling error deep in distributed, or, with another version,
+    run tasks whose arguments changed.  One ``client.run`` per worker not seen
+    before; workers that join later are checked by the next write.
+
+    Raises
+    ------
+    WorkerEnvironmentError
+        Naming each worker at fault, what it lacks or runs, and what to install.
+    """
+    workers = set(client.nthreads())  # every worker's address
+    seen = _CHECKED.setdefault(client, set())
+    todo = sorted(workers - seen)
+    if not todo:
+        return
+    # on_error="return": a worker that cannot unpickle this function (no nwb_dask there) returns its error
+    reports = client.run(package_version, workers=todo, on_error="return")
+    mine = package_version()
+    missing = {w: r for w, r in reports.items() if isinstance(r, BaseException)}
+    other = {w: r for w, r in reports.items() if not isinstance(r, BaseException) and r != mine}
+    if missing:
+        named = "; ".join(f"{w}: {type(r).__name__}: {r}" for w, r in sorted(missing.items()))
+        raise WorkerEnvironmentError(
+            f"the dask workers cannot import nwb_dask ({named}); install nwb-dask{'==' + mine if mine else ''} "
+            "in the environment the workers run in")
+    if other:
+        named = ", ".join(f"{w} runs {r or 'an uninstalled source tree'}" for w, r in sorted(other.items()))
+        raise WorkerEnvironmentError(
+            f"the dask workers run another nwb_dask than this process ({mine or 'an uninstalled source tree'}): "
+            f"{named}; install the same version on both sides")
+    seen.update(reports)
 
 
 def block_source(array):
@@ -231,6 +287,7 @@ def run_distributed(client, tasks, budget: int, max_blocks: int, on_submit, canc
 
     import dask
 
+    check_workers(client)
     loop = client.loop.asyncio_loop
     # Client(direct_to_workers=False) (dask-gateway, Coiled, SSH tunnels: workers unreachable) is honoured
     direct = True if getattr(client, "direct_to_workers", None) is None else bool(client.direct_to_workers)

@@ -197,8 +197,8 @@ def active_scheduler(scheduler: Any = None) -> SchedulerInfo:
     get = get_scheduler(scheduler=scheduler, collections=[da.zeros(1)])
     owner = getattr(get, "__self__", None)
     if owner is not None and type(owner).__name__ == "Client":
-        info = owner.scheduler_info() if owner.status == "running" else {"workers": {}}
-        threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values())
+        # nthreads(): every worker (scheduler_info() listed only 5 by default in some distributed releases)
+        threads = sum(owner.nthreads().values()) if owner.status == "running" else 0
         return SchedulerInfo("distributed", max(1, threads), owner)
     n = int(dask.config.get("num_workers", None) or os.cpu_count() or 1)
     if get is threaded.get:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
 
 import nwb_dask
+import nwb_dask.cluster
 from nwb_dask.nwb.shards import parts_dir
 from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
 
@@ -169,3 +172,45 @@ def test_scheduler_errors_are_one_line(cluster, scheduler_file, recording, tmp_p
     res = run("demo", "--shards", "0")
     assert res.returncode == 2 and "argument --shards: must be workers or a positive integer, got '0'" in res.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- #
+# workers from another environment                                             #
+# --------------------------------------------------------------------------- #
+def _worker(address: str, prelude: str) -> subprocess.Popen:
+    """A ``dask worker`` process joined to ``address`` after ``prelude`` ran in it (a changed environment)."""
+    code = (f"{prelude}\n"
+            "import sys\n"
+            "from distributed.cli.dask_worker import main\n"
+            f"sys.argv = ['dask-worker', {address!r}, '--nthreads', '1', '--no-dashboard', '--no-nanny']\n"
+            "main()\n")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("prelude, needles", [
+    ("import sys; sys.modules['nwb_dask'] = None  # as if nwb-dask were not installed there",
+     ["the dask workers cannot import nwb_dask", "install nwb-dask"]),
+    ("import importlib.metadata as m; real = m.version\n"
+     "m.version = lambda name: '0.0.1' if name == 'nwb-dask' else real(name)",
+     ["the dask workers run another nwb_dask than this process", "runs 0.0.1", "install the same version"]),
+])
+def test_workers_of_another_environment_are_named(tmp_path, recording, prelude, needles):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as lc, \
+            distributed.Client(lc, set_as_default=False) as client:
+        proc = _worker(lc.scheduler_address, prelude)
+        try:
+            client.wait_for_workers(1, timeout=120)
+            worker = next(iter(client.nthreads()))
+            out = tmp_path / "r.nwb"
+            res = run("repack", recording, out, "--min-mb", "0", "--quiet", "--scheduler", lc.scheduler_address)
+            err = bad_input(res, "repack", *needles, worker)
+            assert not out.exists() and list(tmp_path.iterdir()) == [], err
+            with pytest.raises(nwb_dask.cluster.WorkerEnvironmentError, match=re.escape(needles[0])):
+                x = da.ones((100, 4), chunks=(10, 4))  # the API too, before any block is sent
+                with h5py.File(tmp_path / "x.h5", "w") as f:
+                    d = f.create_dataset("x", x.shape, x.dtype, chunks=(10, 4))
+                    nwb_dask.write_dask_array(x, d, scheduler=client, progress=False)
+        finally:
+            proc.kill()
+            proc.wait()
