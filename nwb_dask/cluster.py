@@ -62,6 +62,13 @@ def check_workers(client) -> None:
         Naming each worker at fault, what it lacks or runs, and what to install.
     """
     workers = set(client.nthreads())  # every worker's address
+    if not workers:  # an adaptive cluster scales up once tasks wait; anything else waits for `dask worker`s
+        import warnings
+
+        warnings.warn(f"the dask cluster at {client.scheduler.address} has no workers yet: the write waits until "
+                      "workers join (start `dask worker` processes, or scale the cluster)", RuntimeWarning,
+                      stacklevel=2)
+        return
     seen = _CHECKED.setdefault(client, set())
     todo = sorted(workers - seen)
     if not todo:

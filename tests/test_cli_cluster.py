@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import dask.array as da
@@ -214,3 +215,22 @@ def test_workers_of_another_environment_are_named(tmp_path, recording, prelude, 
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_a_cluster_without_workers_warns_and_the_write_waits_for_them(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    x = np.arange(4000, dtype="i2").reshape(1000, 4)
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as lc, \
+            distributed.Client(lc, set_as_default=False) as client:
+        with pytest.warns(RuntimeWarning, match=f"the dask cluster at {re.escape(lc.scheduler_address)} has no "
+                                                "workers yet: the write waits until workers join"):
+            with h5py.File(tmp_path / "x.h5", "w") as f:
+                d = f.create_dataset("x", x.shape, x.dtype, chunks=(100, 4))
+                late = threading.Timer(1.0, lambda: lc.scale(1))  # a worker joins a second later
+                late.start()
+                try:
+                    nwb_dask.write_dask_array(da.from_array(x, chunks=(250, 4)), d, scheduler=client, progress=False)
+                finally:
+                    late.join()
+        with h5py.File(tmp_path / "x.h5", "r") as f:
+            np.testing.assert_array_equal(f["x"][()], x)
