@@ -13,6 +13,12 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from hypothesis import settings
+
+# No wall-clock deadline for any property test (each settings() built later inherits it): CI machines are loaded,
+# and a slow example is not a wrong one.
+settings.register_profile("nwb_dask", deadline=None)
+settings.load_profile("nwb_dask")
 from hdmf.container import AbstractContainer, Data
 from hdmf.query import HDMFDataset
 from pynwb import NWBHDF5IO

@@ -91,8 +91,9 @@ def test_bandwidth_cap_is_per_connection(capped_proxy):
     for dt, data in results:
         assert data == BODY
         assert dt >= 0.2, f"one of {n} parallel connections got 5 MB in {dt:.3f} s through a 20 MB/s cap"
-    # one cap shared by all connections would need 4 x 5 MB / 20 MB/s = 1.0 s
-    assert wall < 0.7, f"{n} connections x 5 MB at 20 MB/s each took {wall:.2f} s: the cap looks shared"
+    # one cap shared by all connections needs >= (4 x 5 MB - 64 KiB burst) / 20 MB/s = 0.997 s however idle the
+    # machine; per-connection caps took 0.27 s idle, 0.37 s with 2 busy loops on 2 cores
+    assert wall < 0.9, f"{n} connections x 5 MB at 20 MB/s each took {wall:.2f} s: the cap looks shared"
     assert capped_proxy.requests == n
 
 

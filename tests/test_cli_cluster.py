@@ -150,19 +150,16 @@ def test_unsharded_demo_reports_no_parts(tmp_path):
     assert json.loads(res.stdout)["parts"] == 0 and not parts_dir(tmp_path / "rec.nwb").exists()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_scheduler_errors_are_one_line(cluster, scheduler_file, recording, tmp_path):
     out = tmp_path / "r.nwb"
     address = cluster.scheduler.address
     bad_input(run("repack", recording, out, "--scheduler", address, "--workers", "2"), "repack",
               "--workers 2", address, "drop --workers")
-    dead = f"tcp://127.0.0.1:{_closed_port()}"
-    res = run("repack", recording, out, "--scheduler", dead, env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    with socket.socket() as held:  # bound, never listening: refused, and no other process can take the port meanwhile
+        held.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{held.getsockname()[1]}"
+        res = run("repack", recording, out, "--scheduler", dead,
+                  env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     bad_input(res, "repack", f"cannot reach the dask scheduler at {dead}")
     bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "none.json"), "repack",
               f"scheduler file {tmp_path / 'none.json'} not found")

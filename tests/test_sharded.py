@@ -425,11 +425,6 @@ def _fail_at_block_3(block, block_info=None):
     return block
 
 
-def _slow(block):
-    time.sleep(0.15)
-    return block
-
-
 def test_failing_block_on_cluster_leaves_nothing(client, tmp_path):
     a = da.ones((8_000, 4), "i2", chunks=(1_000, 4)).map_blocks(_fail_at_block_3, dtype="i2")
     with pytest.raises(RuntimeError, match="sensor unplugged"):
@@ -439,14 +434,34 @@ def test_failing_block_on_cluster_leaves_nothing(client, tmp_path):
     assert not any(client.run(nwb_dask.hdf5.shards.open_parts).values())  # no handle left open on a worker
 
 
-def _kill_one_worker_soon(client, delay: float = 1.0) -> threading.Timer:
+def _slow_marked(block, marks: str):
+    """A block that takes 0.15 s, leaving a mark per block computed (the kill below waits for the write to be under way)."""
+    time.sleep(0.15)
+    if block.size:  # not dask's meta call
+        Path(marks, f"{os.getpid()}-{time.monotonic_ns()}").touch()
+    return block
+
+
+def _kill_one_worker_after_blocks(client, marks: Path, n: int = 4) -> threading.Thread:
+    """SIGKILL one worker once ``n`` blocks are computed: the write is under way and both workers hold parts.
+
+    (A fixed delay raced the write's setup on a loaded machine: the worker died
+    before it held a part and was restarted, and nothing was tested.)
+    """
     victim = sorted(client.run(os.getpid).values())[0]
-    timer = threading.Timer(delay, os.kill, (victim, signal.SIGKILL))
-    timer.start()
-    return timer
+
+    def kill():
+        deadline = time.monotonic() + 120
+        while len(os.listdir(marks)) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(victim, signal.SIGKILL)
+
+    t = threading.Thread(target=kill, daemon=True)
+    t.start()
+    return t
 
 
-def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, monkeypatch):
+def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, tmp_path_factory, monkeypatch):
     """kill -9 of a worker holding parts mid-write: its parts are written again from scratch, the values are right."""
     distributed = pytest.importorskip("distributed")
     retried = []
@@ -460,8 +475,9 @@ def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, monkeypatc
     x = values((120_000, 4), seed=5)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
             distributed.Client(c) as cl:
-        a = da.from_array(x, chunks=(5_000, 4)).map_blocks(_slow, dtype="i2")
-        timer = _kill_one_worker_soon(cl)
+        marks = tmp_path_factory.mktemp("marks")  # not in tmp_path: nothing_left lists that
+        a = da.from_array(x, chunks=(5_000, 4)).map_blocks(_slow_marked, str(marks), dtype="i2")
+        timer = _kill_one_worker_after_blocks(cl, marks)
         path = tmp_path / "k.nwb"
         stats = write_nwb(ts_file(DaskDataIO(a, chunks=(2_500, 4))), path, scheduler=cl, shards=4, progress=False)
         timer.join()
@@ -508,14 +524,15 @@ def test_worker_lost_after_its_last_block_before_closing_its_parts_is_retried(tm
     read_back_elsewhere(path, x, tmp_path)
 
 
-def test_killed_worker_without_retries_fails_cleanly_and_leaves_nothing(tmp_path, monkeypatch):
+def test_killed_worker_without_retries_fails_cleanly_and_leaves_nothing(tmp_path, tmp_path_factory, monkeypatch):
     """No retries left: PartWorkerError naming the worker and its parts, nothing at the target."""
     distributed = pytest.importorskip("distributed")
     monkeypatch.setattr(nwb_dask.nwb.shards, "PART_RETRIES", 0)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
             distributed.Client(c) as cl:
-        a = da.ones((300_000, 4), "i2", chunks=(10_000, 4)).map_blocks(_slow, dtype="i2")
-        timer = _kill_one_worker_soon(cl)
+        marks = tmp_path_factory.mktemp("marks")
+        a = da.ones((300_000, 4), "i2", chunks=(10_000, 4)).map_blocks(_slow_marked, str(marks), dtype="i2")
+        timer = _kill_one_worker_after_blocks(cl, marks)
         t0 = time.monotonic()
         with pytest.raises(PartWorkerError, match=r"were lost while writing part files data\.\d\.h5 \(after 0 "
                                                   r"retries\).*nothing was left"):
