@@ -74,4 +74,4 @@ __all__ = [
     "write_nwb",
     "write_nwb_zarr",
 ]
-__version__ = "0.1.0"
+from nwb_dask.version import __version__ as __version__  # noqa: E402 - re-exported, outside __all__

@@ -123,12 +123,16 @@ def _shards_arg(text: str) -> int | str:
     return text if text == "workers" else _int_at_least(1, "workers or a positive integer")(text)
 
 
-def _scheduler(args: argparse.Namespace):
-    from nwb_dask.engine import use_scheduler
-
+def _check_scheduler_args(args: argparse.Namespace) -> None:
     if args.scheduler_file is not None and args.scheduler_given:
         raise UsageError(f"--scheduler {args.scheduler} and --scheduler-file {args.scheduler_file} both name a "
                          "scheduler; give one")
+
+
+def _scheduler(args: argparse.Namespace):
+    from nwb_dask.engine import use_scheduler
+
+    _check_scheduler_args(args)
     return use_scheduler(args.scheduler, args.workers, scheduler_file=args.scheduler_file)
 
 
@@ -162,6 +166,7 @@ def _add_json_argument(parser: argparse.ArgumentParser) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from nwb_dask.demo import run_demo
 
+    _check_scheduler_args(args)
     c = codec(args.codec, **({"level": args.level} if args.level is not None else {}))
     result = run_demo(
         seconds=args.seconds,

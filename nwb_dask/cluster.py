@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from nwb_dask.encoding import bound_heap_growth, encode_task, load_shared, shared_blocks, spill_to_shared
 
-__all__ = ["Batch", "BatchResults", "WorkerEnvironmentError", "abandon", "check_workers", "package_version", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
+__all__ = ["Batch", "BatchResults", "WorkerEnvironmentError", "abandon", "check_workers", "batch_bytes", "batched", "block_source", "persisted_chunk", "remote_step",
            "remote_steps", "run_distributed", "BATCH_LOOKAHEAD", "CLUSTER_TASK_BYTES"]
 
 #: Persisted chunks held by one worker go to it in one task of up to this many raw bytes (and at most a
@@ -33,18 +33,44 @@ class WorkerEnvironmentError(RuntimeError):
     """A cluster's workers cannot run nwb_dask's tasks: nwb_dask missing there, or another version (the workers named)."""
 
 
-def package_version() -> str | None:
-    """The installed nwb-dask's version in this process (None when run from a source tree without metadata)."""
-    from importlib.metadata import PackageNotFoundError, version
+def _make_probe():
+    """The function each worker runs for :func:`check_workers`, built in a closure so distributed pickles it by value.
 
-    try:
-        return version("nwb-dask")
-    except PackageNotFoundError:
-        return None
+    By value, a worker without nwb_dask (or with an older one) can still run
+    it and say so, where a function pickled by reference would fail to
+    unpickle there (and a task that does kills the worker's connection).  It
+    imports the package the worker's tasks would import and reports its
+    ``__version__``, the code actually imported, not an install's metadata.
+    """
+    def probe():
+        import importlib
+
+        try:
+            from distributed import get_worker
+
+            where = get_worker().address
+        except Exception:  # run through client.run: the address is the key of the answer
+            where = None
+        try:
+            found = importlib.import_module("nwb_dask")  # by name: this runs in the worker, not a dependency here
+        except Exception as exc:  # no nwb_dask there, or one that fails to import
+            return where, None, f"{type(exc).__name__}: {exc}"
+        return where, str(getattr(found, "__version__", "an unknown version")), None
+
+    return probe
 
 
-#: client -> the worker addresses already checked by :func:`check_workers` (one round trip per new worker).
+#: client -> {worker address: (name, scratch directory)} already checked by :func:`check_workers`.
 _CHECKED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _worker_ids(client) -> dict:
+    try:
+        info = client.scheduler_info(n_workers=-1)  # some distributed releases list 5 workers by default
+    except TypeError:  # pragma: no cover - older distributed
+        info = client.scheduler_info()
+    # name and scratch directory: a worker restarted at the same address (same name) has a new directory
+    return {address: (w.get("id"), w.get("local_directory")) for address, w in info.get("workers", {}).items()}
 
 
 def check_workers(client) -> None:
@@ -52,43 +78,57 @@ def check_workers(client) -> None:
 
     A worker started from another environment (an HPC module without
     nwb-dask, an older install on a node) would otherwise fail every block
-    with an unpickling error deep in distributed, or, with another version,
-    run tasks whose arguments changed.  One ``client.run`` per worker not seen
-    before; workers that join later are checked by the next write.
+    with an unpickling error deep in distributed (and drop its connection,
+    so a write on a cluster of such workers waited for ever), or, with
+    another version, run tasks whose arguments changed.  One ``client.run``
+    per worker process not seen before (by address, name and scratch
+    directory: a worker restarted at the same address is checked again).  A worker that leaves
+    or does not answer meanwhile is no environment problem: it is skipped,
+    and checked by a later write if it comes back.  With no workers yet, a
+    warning, then one probe task (an adaptive cluster scales up for tasks),
+    and the workers are checked once it has run.  Workers that join during a
+    write are checked by the next write.
 
     Raises
     ------
     WorkerEnvironmentError
         Naming each worker at fault, what it lacks or runs, and what to install.
     """
-    workers = set(client.nthreads())  # every worker's address
-    if not workers:  # an adaptive cluster scales up once tasks wait; anything else waits for `dask worker`s
+    from nwb_dask.version import __version__ as mine
+
+    if getattr(client, "status", "running") != "running":
+        return  # closed: the write's first submit raises distributed's own ClosedClientError
+    probe = _make_probe()
+    workers = _worker_ids(client)
+    reports: dict = {}
+    if not workers:
         import warnings
 
         warnings.warn(f"the dask cluster at {client.scheduler.address} has no workers yet: the write waits until "
                       "workers join (start `dask worker` processes, or scale the cluster)", RuntimeWarning,
                       stacklevel=2)
-        return
-    seen = _CHECKED.setdefault(client, set())
-    todo = sorted(workers - seen)
-    if not todo:
-        return
-    # on_error="return": a worker that cannot unpickle this function (no nwb_dask there) returns its error
-    reports = client.run(package_version, workers=todo, on_error="return")
-    mine = package_version()
-    missing = {w: r for w, r in reports.items() if isinstance(r, BaseException)}
-    other = {w: r for w, r in reports.items() if not isinstance(r, BaseException) and r != mine}
+        where, version, error = client.submit(probe, pure=False, key=f"nwb_dask-check-{id(probe):x}").result()
+        reports[where] = (version, error)
+        workers = _worker_ids(client)
+    seen = _CHECKED.setdefault(client, {})
+    for address in [a for a, wid in seen.items() if workers.get(a) != wid]:
+        del seen[address]  # left, or restarted at the same address
+    todo = sorted(a for a in workers if a not in seen and a not in reports)
+    if todo:
+        # on_error="return": a worker that left or hung since the listing returns its comm error instead
+        answers = client.run(probe, workers=todo, on_error="return")
+        reports.update({a: r[1:] for a, r in answers.items() if not isinstance(r, BaseException)})
+    missing = {w: e for w, (v, e) in reports.items() if e is not None}
+    other = {w: v for w, (v, e) in reports.items() if e is None and v != mine}
     if missing:
-        named = "; ".join(f"{w}: {type(r).__name__}: {r}" for w, r in sorted(missing.items()))
-        raise WorkerEnvironmentError(
-            f"the dask workers cannot import nwb_dask ({named}); install nwb-dask{'==' + mine if mine else ''} "
-            "in the environment the workers run in")
+        named = "; ".join(f"{w}: {e}" for w, e in sorted(missing.items(), key=str))
+        raise WorkerEnvironmentError(f"the dask workers cannot import nwb_dask ({named}); install nwb-dask=={mine} "
+                                     "in the environment the workers run in")
     if other:
-        named = ", ".join(f"{w} runs {r or 'an uninstalled source tree'}" for w, r in sorted(other.items()))
-        raise WorkerEnvironmentError(
-            f"the dask workers run another nwb_dask than this process ({mine or 'an uninstalled source tree'}): "
-            f"{named}; install the same version on both sides")
-    seen.update(reports)
+        named = ", ".join(f"{w} runs {v}" for w, v in sorted(other.items(), key=str))
+        raise WorkerEnvironmentError(f"the dask workers run another nwb_dask than this process ({mine}): {named}; "
+                                     "install the same version on both sides")
+    seen.update({a: workers[a] for a in reports if a in workers})
 
 
 def block_source(array):
@@ -294,7 +334,6 @@ def run_distributed(client, tasks, budget: int, max_blocks: int, on_submit, canc
 
     import dask
 
-    check_workers(client)
     loop = client.loop.asyncio_loop
     # Client(direct_to_workers=False) (dask-gateway, Coiled, SSH tunnels: workers unreachable) is honoured
     direct = True if getattr(client, "direct_to_workers", None) is None else bool(client.direct_to_workers)

@@ -198,7 +198,7 @@ def run_demo(
             verify_seconds=verify_s,
             chunk_shape=tuple(data.data.chunk_shape),
             codec=repr(c),
-            scheduler=scheduler,
+            scheduler=scheduler if scheduler_file is None else f"the cluster of {os.fspath(scheduler_file)}",
             serial_bytes=serial_bytes,
             serial_seconds=serial_s,
             parts=n_parts,

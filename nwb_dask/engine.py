@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -60,7 +61,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from nwb_dask.codecs import Codec
-from nwb_dask.cluster import abandon, block_source, run_distributed
+from nwb_dask.cluster import abandon, block_source, check_workers, run_distributed
 from nwb_dask.encoding import (  # the encode step lives there; these names stay the engine's too
     EncodedBlock, bound_heap_growth, checked_task_block, encode_block, encode_chunks, encode_task,
 )
@@ -130,9 +131,16 @@ def use_scheduler(kind: str, workers: int | None = None, scheduler_file: str | o
     if remote:
         from distributed import Client
 
-        if scheduler_file is not None and not os.path.isfile(scheduler_file):
-            raise FileNotFoundError(f"scheduler file {os.fspath(scheduler_file)} not found (written by "
-                                    "`dask scheduler --scheduler-file` once the scheduler runs)")
+        if scheduler_file is not None:  # a batch script may start the scheduler and this together: wait for it a while
+            from dask.utils import parse_timedelta
+
+            wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect", "30s"))
+            deadline = time.monotonic() + wait
+            while not os.path.isfile(scheduler_file) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not os.path.isfile(scheduler_file):
+                raise FileNotFoundError(f"scheduler file {os.fspath(scheduler_file)} not found after {wait:g} s "
+                                        "(written by `dask scheduler --scheduler-file` once the scheduler runs)")
         try:
             client = Client(scheduler_file=os.fspath(scheduler_file)) if scheduler_file is not None \
                 else Client(kind)
@@ -454,6 +462,8 @@ def _run(info: SchedulerInfo, tasks, budget, on_submit, cancel, transient=False)
             yield _compute_and_encode(task)
         return
     if info.kind == "distributed":
+        check_workers(info.client)  # may wait for a first worker: then the window is sized by the workers there
+        info = active_scheduler(info.client) if info.workers <= 1 else info
         yield from run_distributed(info.client, _no_calls(tasks), budget, CLUSTER_BLOCKS_PER_WORKER * info.workers,
                                    on_submit, cancel, _run_futures, workers=info.workers, recycle=transient)
         return

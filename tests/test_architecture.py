@@ -52,6 +52,7 @@ LAYERS: dict[str, int] = {
     "nwb_dask.blocks": 0,       # block dtype rule, as_dask_array
     "nwb_dask.atomic": 0,       # the output rule: temporary name, fsync, rename, cleanup
     "nwb_dask.compat": 0,       # every reach into hdmf / hdmf-zarr / pynwb internals
+    "nwb_dask.version": 0,      # __version__, compared with a cluster's workers' (nwb_dask.cluster)
     # L1
     "nwb_dask.chunking": 1,     # chunk shapes, block alignment
     "nwb_dask.codecs.*": 1,     # codec registry, filter families, the gate

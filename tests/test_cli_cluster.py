@@ -18,8 +18,10 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
+import dask
 import dask.array as da
 import h5py
 import numpy as np
@@ -102,6 +104,21 @@ def test_repack_on_a_running_cluster_leaves_it_running(cluster, scheduler_file, 
     assert sorted(cluster.scheduler_info()["workers"]) == workers  # still running, with the same workers
 
 
+def test_a_scheduler_file_written_after_the_command_started_is_waited_for(cluster, scheduler_file, recording,
+                                                                          tmp_path):
+    """A batch script starts the scheduler and nwb-dask together: the file appears a second later."""
+    late = tmp_path / "late.json"
+    timer = threading.Timer(1.0, lambda: late.write_text(scheduler_file.read_text()))
+    timer.start()
+    try:
+        res = run("repack", recording, tmp_path / "r.nwb", "--min-mb", "0", "--quiet", "--scheduler-file", late)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "r.nwb", "r") as f, h5py.File(recording, "r") as g:
+        np.testing.assert_array_equal(f[ES][()], g[ES][()])
+
+
 def test_demo_sharded_on_a_running_cluster(cluster, tmp_path):
     """demo --shards workers: one part file per worker of the cluster; pynwb in a fresh process reads it whole."""
     out = tmp_path / "rec.nwb"
@@ -129,6 +146,15 @@ def test_demo_sharded_on_a_running_cluster(cluster, tmp_path):
     with h5py.File(whole, "r") as f:
         assert not f[ES].is_virtual
         np.testing.assert_array_equal(f[ES][()], expected)
+
+
+def test_demo_through_a_scheduler_file_reports_it(cluster, scheduler_file, tmp_path):
+    res = run("demo", "--seconds", "0.2", "--serial-seconds", "0", "--quiet", "--json", "--scheduler-file",
+              scheduler_file)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["scheduler"] == f"the cluster of {scheduler_file}"
+    bad_input(run("demo", "--scheduler", "sync", "--scheduler-file", scheduler_file), "demo",
+              "--scheduler sync and --scheduler-file", "give one")
 
 
 @pytest.mark.parametrize("shards, n_parts", [("1", 1), ("3", 3)])
@@ -161,8 +187,9 @@ def test_scheduler_errors_are_one_line(cluster, scheduler_file, recording, tmp_p
         res = run("repack", recording, out, "--scheduler", dead,
                   env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     bad_input(res, "repack", f"cannot reach the dask scheduler at {dead}")
-    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "none.json"), "repack",
-              f"scheduler file {tmp_path / 'none.json'} not found")
+    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "none.json",
+                  env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}), "repack",
+              f"scheduler file {tmp_path / 'none.json'} not found after 2 s")
     bad_input(run("repack", recording, out, "--scheduler", "threads", "--scheduler-file", scheduler_file),
               "repack", "--scheduler threads and --scheduler-file", "give one")
     res = run("repack", recording, out, "--scheduler", "lokal")
@@ -188,8 +215,7 @@ def _worker(address: str, prelude: str) -> subprocess.Popen:
 @pytest.mark.parametrize("prelude, needles", [
     ("import sys; sys.modules['nwb_dask'] = None  # as if nwb-dask were not installed there",
      ["the dask workers cannot import nwb_dask", "install nwb-dask"]),
-    ("import importlib.metadata as m; real = m.version\n"
-     "m.version = lambda name: '0.0.1' if name == 'nwb-dask' else real(name)",
+    ("import nwb_dask; nwb_dask.__version__ = '0.0.1'  # the code the worker's tasks would run",
      ["the dask workers run another nwb_dask than this process", "runs 0.0.1", "install the same version"]),
 ])
 def test_workers_of_another_environment_are_named(tmp_path, recording, prelude, needles):
@@ -214,6 +240,24 @@ def test_workers_of_another_environment_are_named(tmp_path, recording, prelude, 
             proc.wait()
 
 
+def _write_in_thread(client, path, x, chunks) -> tuple[threading.Thread, list]:
+    """write_dask_array of ``x`` to ``path`` in a thread (a test that would hang fails on a join timeout instead)."""
+    outcome: list = []
+
+    def write():
+        try:
+            with h5py.File(path, "w") as f:
+                d = f.create_dataset("x", x.shape, x.dtype, chunks=(100,) + x.shape[1:])
+                nwb_dask.write_dask_array(da.from_array(x, chunks=chunks), d, scheduler=client, progress=False)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t, outcome
+
+
 def test_a_cluster_without_workers_warns_and_the_write_waits_for_them(tmp_path):
     distributed = pytest.importorskip("distributed")
     x = np.arange(4000, dtype="i2").reshape(1000, 4)
@@ -221,13 +265,62 @@ def test_a_cluster_without_workers_warns_and_the_write_waits_for_them(tmp_path):
             distributed.Client(lc, set_as_default=False) as client:
         with pytest.warns(RuntimeWarning, match=f"the dask cluster at {re.escape(lc.scheduler_address)} has no "
                                                 "workers yet: the write waits until workers join"):
-            with h5py.File(tmp_path / "x.h5", "w") as f:
-                d = f.create_dataset("x", x.shape, x.dtype, chunks=(100, 4))
-                late = threading.Timer(1.0, lambda: lc.scale(1))  # a worker joins a second later
-                late.start()
-                try:
-                    nwb_dask.write_dask_array(da.from_array(x, chunks=(250, 4)), d, scheduler=client, progress=False)
-                finally:
-                    late.join()
-        with h5py.File(tmp_path / "x.h5", "r") as f:
-            np.testing.assert_array_equal(f["x"][()], x)
+            t, outcome = _write_in_thread(client, tmp_path / "x.h5", x, (250, 4))
+            time.sleep(1.0)
+            assert t.is_alive() and outcome == []  # waiting for a worker
+            lc.scale(2)
+            t.join(120)
+        assert not t.is_alive() and outcome == [None], outcome
+        assert sorted(distributed_checked(client)) == sorted(client.nthreads())  # the workers that joined were checked
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(f["x"][()], x)
+
+
+def distributed_checked(client) -> list:
+    """The worker addresses nwb_dask.cluster has checked for this client."""
+    return list(vars(nwb_dask.cluster)["_CHECKED"].get(client, {}))
+
+
+def test_a_worker_of_another_environment_joining_an_empty_cluster_is_named(tmp_path):
+    """The write waits for a first worker; one without nwb_dask joins: named, not a write that waits for ever."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as lc, \
+            distributed.Client(lc, set_as_default=False) as client:
+        with pytest.warns(RuntimeWarning, match="has no workers yet"):
+            t, outcome = _write_in_thread(client, tmp_path / "x.h5", np.ones((400, 4), "i2"), (100, 4))
+            proc = _worker(lc.scheduler_address, "import sys; sys.modules['nwb_dask'] = None")
+            try:
+                t.join(120)
+            finally:
+                proc.kill()
+                proc.wait()
+        assert not t.is_alive() and len(outcome) == 1
+        assert isinstance(outcome[0], nwb_dask.cluster.WorkerEnvironmentError), outcome
+        assert "the dask workers cannot import nwb_dask (tcp://127.0.0.1:" in str(outcome[0])
+
+
+def test_a_worker_that_left_is_no_environment_error(cluster, tmp_path, monkeypatch):
+    """A worker listed, then gone before it answers: skipped (not blamed), the write runs on the others."""
+    real = vars(nwb_dask.cluster)["_worker_ids"]
+    gone = "tcp://127.0.0.1:9"
+    monkeypatch.setattr(nwb_dask.cluster, "_worker_ids", lambda c: {**real(c), gone: ("gone", "/nowhere")})
+    x = np.arange(8000, dtype="i2").reshape(2000, 4)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        t, outcome = _write_in_thread(cluster, tmp_path / "x.h5", x, (500, 4))
+        t.join(120)
+    assert not t.is_alive() and outcome == [None], outcome
+    assert gone not in distributed_checked(cluster)  # checked again by a later write, should it come back
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(f["x"][()], x)
+
+
+def test_a_closed_client_is_distributed_own_error(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as lc:
+        client = distributed.Client(lc, set_as_default=False)
+        client.close()
+        with h5py.File(tmp_path / "x.h5", "w") as f:
+            d = f.create_dataset("x", (10,), "i2", chunks=(5,))
+            with pytest.raises(Exception, match="[Cc]lient is closed|not running") as err:
+                nwb_dask.write_dask_array(da.ones(10, "i2", chunks=5), d, scheduler=client, progress=False)
+        assert not isinstance(err.value, AttributeError)

@@ -199,3 +199,11 @@ def test_boto_bounds_inside_aiobotocore_window():
                 ["project"]["optional-dependencies"]["test"] if Requirement(r).name == "botocore")
     installed = Version(metadata.version("botocore"))
     assert installed in window and installed in ours, (str(window), str(ours), str(installed))
+
+
+def test_the_version_is_pyprojects():
+    """nwb_dask.version.__version__ (what a cluster's workers are compared by) is the version pip installs."""
+    import nwb_dask
+    from nwb_dask.version import __version__
+
+    assert __version__ == nwb_dask.__version__ == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
