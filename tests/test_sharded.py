@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -672,3 +673,56 @@ def test_percent_in_the_file_name(tmp_path):
     with h5py.File(tmp_path / "one%.nwb", "r") as f:
         assert not f[DATA].is_virtual
         np.testing.assert_array_equal(f[DATA][()], x)
+
+
+def test_a_sharded_file_without_its_parts_is_an_error_not_zeros(tmp_path, monkeypatch):
+    """Moved alone, a sharded file's VDS would read as fill values (zeros) through HDF5: nwb_dask names the parts."""
+    x = values((4_000, 4), seed=11)
+    path = tmp_path / "a" / "k.nwb"
+    path.parent.mkdir()
+    write_nwb(ts_file(DaskDataIO(da.from_array(x, chunks=(1_000, 4)), chunks=(500, 4))), path, scheduler="threads",
+              shards=2, progress=False)
+    name = "acquisition/ts/data"
+    assert_same(nwb_dask.read_dataset(path, name).compute(), x)
+    alone = tmp_path / "b" / "k.nwb"
+    alone.parent.mkdir()
+    shutil.copy(path, alone)
+    monkeypatch.chdir(tmp_path)  # not the directory the parts are relative to
+    with h5py.File(alone, "r") as f:
+        assert not f[name][()].any()  # what HDF5 itself returns: fill values
+    parts = "k.nwb.parts/acquisition/ts/data.0.h5, k.nwb.parts/acquisition/ts/data.1.h5"
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{alone}:/{name} is a virtual dataset over files that "
+                                                          f"are not there: {parts}")):
+        nwb_dask.read_dataset(alone, name)
+    with pytest.raises(FileNotFoundError, match="are not there"):
+        nwb_dask.read_nwb(alone, min_bytes=0)  # every dataset a dask array (small ones stay h5py by default)
+    shutil.copytree(parts_dir(path), parts_dir(alone))  # the parts back beside it: read as before
+    assert_same(nwb_dask.read_dataset(alone, name).compute(), x)
+
+
+def test_repack_and_convert_of_a_sharded_file_make_self_contained_outputs(tmp_path):
+    """repack/convert rewrite a virtual dataset as a real one, with the codec asked for (it was kept virtual,
+    naming its parts relative to the output, and read fill values anywhere else than beside them)."""
+    x = values((6_000, 4), seed=12)
+    src = tmp_path / "in" / "k.nwb"
+    src.parent.mkdir()
+    write_nwb(ts_file(DaskDataIO(da.from_array(x, chunks=(1_000, 4)), chunks=(500, 4))), src, scheduler="threads",
+              shards=3, progress=False)
+    out = tmp_path / "out" / "r.nwb"
+    out.parent.mkdir()
+    result = nwb_dask.repack(src, out, codec="zstd", min_bytes=0, scheduler="threads", progress=False)
+    name = "/acquisition/ts/data"
+    repacked = next(d for d in result.datasets if d.path == name)
+    assert repacked.codec_in == "virtual" and repacked.codec_out.startswith("zstd")
+    zarr_out = tmp_path / "out" / "r.nwb.zarr"
+    conv = nwb_dask.convert(src, zarr_out, min_bytes=0, scheduler="threads", progress=False)
+    assert name in conv.datasets
+    shutil.rmtree(parts_dir(src))  # the outputs no longer need the input's parts
+    with h5py.File(out, "r") as f:
+        assert not f[name].is_virtual and "32015" in f[name]._filters
+        assert_same(f[name][()], x)
+    assert_same(nwb_dask.read_dataset(zarr_out, name).compute(), x)
+    # the input without its parts: an error naming them, and nothing at the target
+    with pytest.raises(FileNotFoundError, match="are not there: k.nwb.parts/acquisition/ts/data.0.h5"):
+        nwb_dask.repack(src, tmp_path / "out" / "again.nwb", min_bytes=0, scheduler="threads", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.nwb", "r.nwb.zarr"]

@@ -27,7 +27,7 @@ from nwb_dask.chunking import DEFAULT_BLOCK_BYTES, block_shape, chunk_overlaps, 
 from nwb_dask.codecs import Codec, CodecError, chunk_codec
 from nwb_dask.compat import vds_unescape
 
-__all__ = ["dataset_array", "is_url", "link_candidates", "open_remote", "options_key", "prefetch_remote", "read_dataset",
+__all__ = ["dataset_array", "is_url", "link_candidates", "missing_virtual_sources", "open_remote", "options_key", "prefetch_remote", "read_dataset",
            "release_handles", "release_remote_handles", "remember", "remote_dataset_array"]
 
 
@@ -430,6 +430,13 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     from dask.base import tokenize
 
     if dset.is_virtual:
+        missing = missing_virtual_sources(dset)
+        if missing:  # HDF5 would read fill values there (zeros) without a word
+            raise FileNotFoundError(
+                f"{os.path.abspath(dset.file.filename)}:{dset.name} is a virtual dataset over files that are not "
+                f"there: {', '.join(missing)} (looked for beside the file, in HDF5_VDS_PREFIX and the working "
+                "directory); HDF5 would read fill values for them. Put them back (`nwb-dask links` lists every "
+                "source), or read the dataset with h5py to get HDF5's fill values")
         tiled = _virtual_tiles(dset, block_bytes, direct)
         if tiled is not None:
             return tiled
@@ -446,6 +453,22 @@ def dataset_array(dset, *, block_bytes: int = DEFAULT_BLOCK_BYTES, direct: bool 
     mtime = os.path.getmtime(path)
     reader = _LocalChunks((path, mtime), name, shape, dtype, chunk_shape, codec, fill)
     return _chunked_array(reader, blocks, tokenize(path, name, mtime, blocks, codec, direct))
+
+
+def missing_virtual_sources(dset) -> list[str]:
+    """The source files of virtual dataset ``dset`` that HDF5 would not find (their stored names), in order.
+
+    Found as HDF5 looks for them (:func:`link_candidates`); a printf-style
+    name (``%b``, an unlimited mapping's series of files) is not checked.
+    """
+    here, out = os.path.dirname(os.path.abspath(dset.file.filename)), []
+    for m in dset.virtual_sources():
+        name = m.file_name
+        if name == "." or "%b" in name.replace("%%", "") or name in out:
+            continue
+        if not any(os.path.isfile(c) for c in link_candidates(vds_unescape(name), here, "HDF5_VDS_PREFIX")):
+            out.append(name)
+    return out
 
 
 def _virtual_tiles(dset, block_bytes: int, direct: bool):
@@ -571,7 +594,9 @@ def read_dataset(
     ------
     FileNotFoundError, KeyError, TypeError
         Missing file or link target, missing dataset (named), or an object
-        that is not a dataset.
+        that is not a dataset.  A virtual dataset whose source files are not
+        all there is a ``FileNotFoundError`` naming them (HDF5 itself would
+        read fill values for them without a word).
     """
     import h5py
 

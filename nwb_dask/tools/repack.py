@@ -116,13 +116,13 @@ class RepackResult:
         """A human-readable summary (what ``nwb-dask repack`` prints)."""
         lines = [f"{'dataset':<48}{'shape':>18} {'chunks in -> out':>28} {'codec in -> out':>22}{'ratio':>14}"]
         for d in self.datasets:
-            chunks = f"{_fmt(d.chunks_in)} -> {_fmt(d.chunks_out)}"
+            chunks = f"{'virtual' if d.codec_in == 'virtual' else _fmt(d.chunks_in)} -> {_fmt(d.chunks_out)}"
             lines.append(f"{d.path:<48}{_fmt(d.shape):>18} {chunks:>28} {d.codec_in + ' -> ' + d.codec_out:>22}"
                          f"{d.ratio_in:>6.2f} -> {d.ratio_out:<5.2f}")
         mb = self.stats.logical_bytes / 1e6
         lines.append(
             f"{self.input} ({self.input_bytes / 1e6:.1f} MB) -> {self.output} ({self.output_bytes / 1e6:.1f} MB): "
-            f"{self.input_bytes / max(1, self.output_bytes):.2f}x smaller; {len(self.datasets)} dataset(s), "
+            f"{_size_change(self.input_bytes, self.output_bytes)}; {len(self.datasets)} dataset(s), "
             f"{mb:.0f} MB recompressed in {self.seconds:.1f} s"
             + (f" ({self.verify_seconds:.1f} s verifying, every object compared)" if self.verified else " (not verified)"))
         return "\n".join(lines + migration_lines(self.migrations))
@@ -134,6 +134,11 @@ def migration_lines(migrations: Sequence) -> list[str]:
         return []
     return [f"{len(migrations)} schema migration(s) by pynwb's export of an older file (nwb_dask.migrations):"] + [
         f"  {m}" for m in migrations]
+
+
+def _size_change(before: int, after: int) -> str:
+    """``"2.50x smaller"`` or ``"1.20x larger"``."""
+    return f"{before / max(1, after):.2f}x smaller" if after <= before else f"{after / max(1, before):.2f}x larger"
 
 
 def _fmt(shape) -> str:
@@ -196,7 +201,8 @@ def large_fields(
         ``stored(value)`` is the dataset's path in the input when ``value`` is
         a dataset of it that may be rewritten (an ``h5py.Dataset`` of this
         file, a ``zarr.Array``, ...), else None.  A path stands for the
-        non-virtual datasets of that HDF5 file (what :func:`repack` rewrites).
+        datasets of that HDF5 file, virtual ones included (what :func:`repack`
+        rewrites; see :func:`in_file`).
 
     Returns
     -------
@@ -250,11 +256,18 @@ def swap_field(container, key: str | None, new: Any) -> None:
 
 
 def in_file(source: Path) -> Callable[[Any], str | None]:
-    """``stored`` for :func:`large_fields`: non-virtual datasets of the HDF5 file ``source`` (links stay links)."""
+    """``stored`` for :func:`large_fields`: datasets of the HDF5 file ``source`` (links stay links).
+
+    A virtual dataset of the file is one of them: it is rewritten as a real
+    dataset (its sources read, :func:`nwb_dask.read_dataset`).  Kept virtual
+    by HDMF's export, it named its sources relative to the *output*, so the
+    output read fill values once anywhere else than beside them (a sharded
+    file's ``.parts``), and the codec asked for was not applied.
+    """
     import h5py
 
     def stored(value: Any) -> str | None:
-        if not isinstance(value, h5py.Dataset) or value.is_virtual:
+        if not isinstance(value, h5py.Dataset):
             return None
         try:
             return value.name if os.path.samefile(value.file.filename, source) else None
@@ -357,7 +370,8 @@ def repack(
                 shape = chunks_for(chunks, dset, dset.name, CLOUD_CHUNK_BYTES if cloud else DEFAULT_CHUNK_BYTES)
                 datasets.append(RepackedDataset(
                     dset.name, tuple(dset.shape), str(dset.dtype), int(dset.size * dset.dtype.itemsize),
-                    tuple(dset.chunks) if dset.chunks else None, codec_label(dset), _stored(dset),
+                    tuple(dset.chunks) if dset.chunks else None, "virtual" if dset.is_virtual else codec_label(dset),
+                    _stored(dset),
                     tuple(shape), c.label))
                 extra = {"fillvalue": dset.fillvalue} if dset.fillvalue not in (None, 0) else {}
                 swap_field(container, key, DaskDataIO(read_dataset(src, dset.name), codec=c, chunks=shape, **extra))
