@@ -45,8 +45,8 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "check_output", "find_partials", "open_here", "partial_path",
-           "remove_partials", "same_path"]
+__all__ = ["AppendJournal", "AtomicOutput", "Terminated", "check_output", "find_partials", "interrupted", "open_here",
+           "partial_path", "remove_partials", "same_path"]
 
 #: What :func:`partial_path` names look like: ``.NAME.<8 hex>.partial.SUFFIX``.
 PARTIAL_PATTERN = re.compile(r"^\.(?P<stem>.+)\.(?P<token>[0-9a-f]{8})\.partial(?P<suffix>(\.[^./]+)?)$")
@@ -256,6 +256,24 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated(signum)
 
 
+_sigint_seen = False
+_sigint_previous: Any = None
+
+
+def _on_sigint(signum, frame) -> None:
+    """Python's Ctrl-C, remembered: raised inside a ``__del__`` or weakref callback, the KeyboardInterrupt is
+    printed as "Exception ignored" and dropped, and the write would go on and commit; :meth:`AtomicOutput.commit`
+    checks this instead."""
+    global _sigint_seen
+    _sigint_seen = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C came while an output was open (also one whose KeyboardInterrupt was swallowed)."""
+    return _sigint_seen
+
+
 def guard_sigterm() -> bool:
     """Turn SIGTERM into :class:`Terminated` until :func:`release_sigterm` (nestable).
 
@@ -274,6 +292,7 @@ def guard_sigterm() -> bool:
             _guard_previous = previous if previous is not _on_sigterm else None
             _guard_fired = False
             signal.signal(signal.SIGTERM, _on_sigterm)
+            _remember_sigint()
         _guard_depth += 1
     return True
 
@@ -290,6 +309,25 @@ def release_sigterm(counted: bool) -> None:
         previous, _guard_previous = _guard_previous, None
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        _forget_sigint()
+
+
+def _remember_sigint() -> None:
+    """Python's own Ctrl-C handler (only that one: a program's own handler decides) becomes :func:`_on_sigint`."""
+    global _sigint_seen, _sigint_previous
+    _sigint_seen, _sigint_previous = False, None
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        _sigint_previous = signal.default_int_handler
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _forget_sigint() -> None:
+    global _sigint_previous, _sigint_seen
+    if _sigint_previous is not None and threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is _on_sigint:
+        signal.signal(signal.SIGINT, _sigint_previous)
+    _sigint_previous = None
+    _sigint_seen = False
 
 
 # --------------------------------------------------------------------------- #
@@ -419,6 +457,8 @@ class AtomicOutput:
         if not self._open:
             return
         try:
+            if _sigint_seen:  # a Ctrl-C something swallowed (a __del__, a weakref callback): not committed
+                raise KeyboardInterrupt(f"interrupted: {self.target} was not written")
             if self.fsync and self.temp.is_file():
                 _fsync(self.temp)
             if before_rename is not None:

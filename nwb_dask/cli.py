@@ -114,6 +114,9 @@ def _scheduler_kind(text: str) -> str:
     """An argparse type: one of :data:`SCHEDULERS` or a running scheduler's address (``tcp://HOST:PORT``)."""
     if text in SCHEDULERS or "://" in text:
         return text
+    host, _, port = text.rpartition(":")
+    if host and port.isdigit():  # HOST:PORT, as dask's Client takes it
+        return f"tcp://{text}"
     raise argparse.ArgumentTypeError(f"must be one of {', '.join(SCHEDULERS)} or a scheduler's address such as "
                                      f"tcp://HOST:8786, got {text!r}")
 

@@ -131,22 +131,14 @@ def use_scheduler(kind: str, workers: int | None = None, scheduler_file: str | o
     if remote:
         from distributed import Client
 
-        if scheduler_file is not None:  # a batch script may start the scheduler and this together: wait for it a while
-            from dask.utils import parse_timedelta
-
-            wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect", "30s"))
-            deadline = time.monotonic() + wait
-            while not os.path.isfile(scheduler_file) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not os.path.isfile(scheduler_file):
-                raise FileNotFoundError(f"scheduler file {os.fspath(scheduler_file)} not found after {wait:g} s "
-                                        "(written by `dask scheduler --scheduler-file` once the scheduler runs)")
+        where = os.fspath(scheduler_file) if scheduler_file is not None else kind
+        address = _scheduler_address(scheduler_file) if scheduler_file is not None else kind
         try:
-            client = Client(scheduler_file=os.fspath(scheduler_file)) if scheduler_file is not None \
-                else Client(kind)
+            client = Client(address)
         except (OSError, TimeoutError) as exc:  # distributed's "Timed out trying to connect to ..."
-            where = os.fspath(scheduler_file) if scheduler_file is not None else kind
             raise ConnectionError(f"cannot reach the dask scheduler at {where}: {exc}") from exc
+        except ValueError as exc:  # e.g. "unknown address scheme 'tpc'"
+            raise ValueError(f"cannot connect to the dask scheduler {where}: {exc}") from exc
         with client:  # closes this Client only; the cluster is not ours to stop
             yield
     elif kind == "local":
@@ -162,6 +154,45 @@ def use_scheduler(kind: str, workers: int | None = None, scheduler_file: str | o
     else:
         raise ValueError(f"unknown scheduler {kind!r}; use local, threads, processes, sync or a scheduler's "
                          "address (tcp://HOST:PORT)")
+
+
+def _scheduler_address(scheduler_file) -> str:
+    """The address in a dask scheduler file, waiting (dask's connect timeout) for it to appear and be complete.
+
+    A batch script may start the scheduler and nwb-dask together, so the file
+    may be absent, or empty while the scheduler writes it; distributed's own
+    ``Client(scheduler_file=)`` waits for ever for an absent file and fails
+    with a bare AssertionError on an incomplete one.
+    """
+    import json
+
+    import dask
+    from dask.utils import parse_timedelta
+
+    name = os.fspath(scheduler_file)
+    wait = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect", "30s"))
+    deadline = time.monotonic() + wait
+    problem = "not found"
+    while True:
+        try:
+            with open(name) as f:
+                info = json.load(f)
+            if isinstance(info, dict) and isinstance(info.get("address"), str) and info["address"]:
+                return info["address"]
+            problem = "is not a dask scheduler file (no \"address\" in its JSON)"
+        except FileNotFoundError:
+            problem = "not found"
+        except IsADirectoryError:
+            raise IsADirectoryError(f"scheduler file {name} is a directory; give the JSON file the scheduler "
+                                    "wrote (dask scheduler --scheduler-file FILE)") from None
+        except (ValueError, UnicodeDecodeError):  # empty or half-written while the scheduler writes it
+            problem = "is not a dask scheduler file (not JSON)"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    error = FileNotFoundError if problem == "not found" else ValueError
+    raise error(f"scheduler file {name} {problem} after {wait:g} s (written by `dask scheduler --scheduler-file` "
+                "once the scheduler runs)")
 
 
 @dataclass(frozen=True)

@@ -822,3 +822,31 @@ def test_open_here_by_descriptors(tmp_path):
     with h5py.File(tmp_path / "g.h5", "w"):
         assert open_here(tmp_path / "g.h5", writing=True) is True
     assert open_here(tmp_path / "g.h5") is False
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the "Exception ignored" itself
+def test_a_ctrl_c_swallowed_by_a_finalizer_still_stops_the_commit(tmp_path):
+    """Ctrl-C raised inside a __del__ (or a weakref callback) is printed and dropped by Python; the output must
+    still not be committed (a convert of a sharded file ran on and exited 0 after two Ctrl-C)."""
+    import gc
+
+    from nwb_dask.atomic import AtomicOutput, interrupted
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here: its KeyboardInterrupt is "ignored"
+
+    target = tmp_path / "out.h5"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt, match=re.escape(f"interrupted: {target} was not written")):
+        with AtomicOutput(target) as out:
+            out.temp.write_bytes(b"half a file")
+            obj = Finalized()
+            del obj  # the interrupt is swallowed here
+            gc.collect()
+            assert interrupted()
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not interrupted()
+    with AtomicOutput(target) as out:  # the next output is not refused
+        out.temp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"

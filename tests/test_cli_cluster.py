@@ -84,12 +84,14 @@ def _counter(cluster) -> int:
     return cluster.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
 
 
-@pytest.mark.parametrize("how", ["address", "scheduler-file"])
+@pytest.mark.parametrize("how", ["address", "host:port", "scheduler-file"])
 def test_repack_on_a_running_cluster_leaves_it_running(cluster, scheduler_file, recording, tmp_path, how):
     workers = sorted(cluster.scheduler_info()["workers"])
     before = _counter(cluster)
     if how == "address":
         where = ["--scheduler", cluster.scheduler.address]
+    elif how == "host:port":  # as dask's Client takes it, without the scheme
+        where = ["--scheduler", cluster.scheduler.address.removeprefix("tcp://")]
     else:
         where = ["--scheduler-file", scheduler_file]
     out = tmp_path / "r.nwb"
@@ -108,6 +110,7 @@ def test_a_scheduler_file_written_after_the_command_started_is_waited_for(cluste
                                                                           tmp_path):
     """A batch script starts the scheduler and nwb-dask together: the file appears a second later."""
     late = tmp_path / "late.json"
+    late.write_text("")  # the scheduler has created it and not yet written it
     timer = threading.Timer(1.0, lambda: late.write_text(scheduler_file.read_text()))
     timer.start()
     try:
@@ -192,6 +195,19 @@ def test_scheduler_errors_are_one_line(cluster, scheduler_file, recording, tmp_p
               f"scheduler file {tmp_path / 'none.json'} not found after 2 s")
     bad_input(run("repack", recording, out, "--scheduler", "threads", "--scheduler-file", scheduler_file),
               "repack", "--scheduler threads and --scheduler-file", "give one")
+    fast = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    (tmp_path / "empty.json").write_text("")
+    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "empty.json", env=fast), "repack",
+              f"scheduler file {tmp_path / 'empty.json'} is not a dask scheduler file (not JSON) after 2 s")
+    (tmp_path / "other.json").write_text('{"type": "Scheduler"}')
+    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path / "other.json", env=fast), "repack",
+              'is not a dask scheduler file (no "address" in its JSON)')
+    bad_input(run("repack", recording, out, "--scheduler-file", tmp_path, env=fast), "repack",
+              f"scheduler file {tmp_path} is a directory")
+    bad_input(run("repack", recording, out, "--scheduler", "tpc://127.0.0.1:8786"), "repack",
+              "cannot connect to the dask scheduler tpc://127.0.0.1:8786", "tpc")
+    for name in ("empty.json", "other.json"):
+        (tmp_path / name).unlink()
     res = run("repack", recording, out, "--scheduler", "lokal")
     assert res.returncode == 2 and "argument --scheduler: must be one of local, threads, processes, sync" in res.stderr
     res = run("demo", "--shards", "0")

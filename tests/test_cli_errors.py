@@ -384,6 +384,7 @@ def test_every_computing_command_has_the_same_scheduler_options():
         assert SCHEDULERS == ("local", "threads", "processes", "sync")
         assert [actions["scheduler"].type(k) for k in SCHEDULERS] == list(SCHEDULERS)
         assert actions["scheduler"].type("tcp://10.0.0.5:8786") == "tcp://10.0.0.5:8786"  # a running cluster
+        assert actions["scheduler"].type("10.0.0.5:8786") == "tcp://10.0.0.5:8786"
         with pytest.raises(argparse.ArgumentTypeError, match="tcp://HOST:8786, got 'lokal'"):
             actions["scheduler"].type("lokal")
         assert "scheduler_file" in actions
