@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from typing import Any, Sequence
 
 from nwb_dask.chunking import REWRITE_MIN_BYTES
@@ -64,10 +65,7 @@ def _emit(args: argparse.Namespace, result: Any, text: str) -> None:
 def _int_at_least(low: int, what: str):
     """An argparse type: an integer >= ``low`` (``what`` names the rule in the error)."""
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
+        value = int(text) if text.strip().lstrip("+-").isdigit() else None
         if value is None or value < low:
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return value
@@ -127,9 +125,11 @@ def _shards_arg(text: str) -> int | str:
 
 
 def _check_scheduler_args(args: argparse.Namespace) -> None:
-    if args.scheduler_file is not None and args.scheduler_given:
+    """Refuse ``--scheduler`` with ``--scheduler-file``; then put the command's default in an absent --scheduler."""
+    if args.scheduler_file is not None and args.scheduler is not None:
         raise UsageError(f"--scheduler {args.scheduler} and --scheduler-file {args.scheduler_file} both name a "
                          "scheduler; give one")
+    args.scheduler = args.scheduler or args.scheduler_default
 
 
 def _scheduler(args: argparse.Namespace):
@@ -139,17 +139,9 @@ def _scheduler(args: argparse.Namespace):
     return use_scheduler(args.scheduler, args.workers, scheduler_file=args.scheduler_file)
 
 
-class _Given(argparse.Action):
-    """Store the value and remember that it was given (a default ``--scheduler`` is not a conflict)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        namespace.scheduler_given = True
-
-
 def _add_compute_arguments(parser: argparse.ArgumentParser, default: str = "threads") -> None:
     """``--scheduler``, ``--scheduler-file`` and ``--workers``: the same choices on every command that computes."""
-    parser.add_argument("--scheduler", default=default, type=_scheduler_kind, action=_Given,
+    parser.add_argument("--scheduler", type=_scheduler_kind,
                         metavar="{" + ",".join(SCHEDULERS) + ",tcp://HOST:PORT}",
                         help=f"dask scheduler (default {default}; local = a LocalCluster of worker processes; an "
                              "address connects to a running cluster, which is left running)")
@@ -159,7 +151,7 @@ def _add_compute_arguments(parser: argparse.ArgumentParser, default: str = "thre
     parser.add_argument("--workers", type=_positive_int,
                         help="workers of the cluster or pool nwb-dask starts (default: all cores; not with an "
                              "address or --scheduler-file)")
-    parser.set_defaults(scheduler_given=False)
+    parser.set_defaults(scheduler_default=default)  # applied by _check_scheduler_args
 
 
 def _add_json_argument(parser: argparse.ArgumentParser) -> None:
@@ -652,13 +644,32 @@ def _silence_stdout() -> None:
     os.close(devnull)
 
 
+def _one_line_warnings(where: str) -> Any:
+    """Warnings as ``nwb-dask CMD: warning: ...`` lines on stderr, not Python's file:line and source line.
+
+    Returns the previous ``warnings.showwarning`` (main() puts it back).
+    """
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{where}: warning: {message}", file=file or sys.stderr)
+
+    previous, warnings.showwarning = warnings.showwarning, show
+    return previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``nwb-dask``; returns the exit status (see the module docstring and docs/cli.md)."""
+    args = build_parser().parse_args(argv)  # bad usage: argparse prints it and exits with status 2
+    where = f"nwb-dask {args.command}"
+    shown = _one_line_warnings(where)
+    try:
+        return _main(args, where)
+    finally:
+        warnings.showwarning = shown
+
+
+def _main(args: argparse.Namespace, where: str) -> int:
     from nwb_dask.errors import VerificationError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)  # bad usage: argparse prints it and exits with status 2
-    where = f"nwb-dask {args.command}"
     try:
         status = args.func(args)
         try:

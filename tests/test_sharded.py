@@ -480,7 +480,10 @@ def test_killed_worker_its_parts_rewritten_on_a_live_worker(tmp_path, tmp_path_f
         a = da.from_array(x, chunks=(5_000, 4)).map_blocks(_slow_marked, str(marks), dtype="i2")
         timer = _kill_one_worker_after_blocks(cl, marks)
         path = tmp_path / "k.nwb"
-        stats = write_nwb(ts_file(DaskDataIO(a, chunks=(2_500, 4))), path, scheduler=cl, shards=4, progress=False)
+        with pytest.warns(nwb_dask.nwb.shards.PartRetryWarning,
+                          match=r"k\.nwb: worker\(s\) tcp://[\d.:]+ lost while writing part files data\.\d\.h5.*"
+                                r"written again from the start on live workers \(retry 1 of 2\)"):
+            stats = write_nwb(ts_file(DaskDataIO(a, chunks=(2_500, 4))), path, scheduler=cl, shards=4, progress=False)
         timer.join()
         assert stats.logical_bytes == x.nbytes  # rewritten parts counted once
     assert len(retried) == 1 and retried[0], "no worker holding parts was lost: the test did not test anything"

@@ -36,6 +36,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ from nwb_dask.hdf5.shards import PART_DATASET, PartTarget, PartWorkerError, clos
     reopen_parts, split_rows, store_part_block
 from nwb_dask.hdf5.write import plan_write
 
-__all__ = ["PARTS_SUFFIX", "ShardedWrite", "check_shards", "parts_dir", "parts_of_replaced_file"]
+__all__ = ["PARTS_SUFFIX", "PartRetryWarning", "ShardedWrite", "check_shards", "parts_dir", "parts_of_replaced_file"]
+
+class PartRetryWarning(RuntimeWarning):
+    """A worker holding part files was lost: its parts are written again on live workers (the warning names them)."""
+
 
 #: The parts directory of ``rec.nwb`` is ``rec.nwb.parts``.
 PARTS_SUFFIX = ".parts"
@@ -392,6 +397,9 @@ class ShardedWrite:
                                   f"writing part files {files} ({why}); the write was stopped and nothing was left at "
                                   "the target") from exc
         redo = [p for p in todo if p.worker in lost or closed.get(p.path, "lost") is not None]
+        warnings.warn(f"{self.target}: worker(s) {', '.join(sorted(lost))} lost while writing part files {files}; "
+                      f"{len(redo)} part(s) written again from the start on live workers (retry {attempt + 1} of "
+                      f"{PART_RETRIES})", PartRetryWarning, stacklevel=2)
         for i, p in enumerate(redo):
             p.done.clear()
             p.counts = [0, 0, 0]  # rewritten from scratch: counted once, when it is stored again
