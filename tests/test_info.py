@@ -400,7 +400,8 @@ def test_virtual_dataset_sources_and_consolidate_hint(tmp_path):
     v = row(fi, ES)
     assert v.kind == "virtual" and v.shape == (300, 4) and v.dtype == "int16"
     assert v.sources == [f"seg{i}.h5:/x" for i in range(3)]
-    assert v.chunks is None and v.codec is None and v.stored_bytes == 0 and v.ratio is None
+    # what the sources store (contiguous, uncompressed: 3 x 800 bytes), not the 0 bytes of the virtual dataset itself
+    assert v.chunks is None and v.codec == "none" and v.stored_bytes == 3 * 800 and v.ratio == 1.0
     assert v.logical_bytes == 300 * 4 * 2 and not v.broken
     assert v.neurodata_type == "ElectricalSeries.data"
     assert "virtual dataset over 3 source(s)" in v.hint and "nwb-dask consolidate" in v.hint  # small, hinted anyway

@@ -49,7 +49,7 @@ class DatasetInfo:
     @property
     def ratio(self) -> float | None:
         """Logical / stored bytes (None for links and empty datasets)."""
-        if self.kind != "dataset" or not self.stored_bytes or not self.logical_bytes:
+        if self.kind not in ("dataset", "virtual") or not self.stored_bytes or not self.logical_bytes:
             return None
         return self.logical_bytes / self.stored_bytes
 
@@ -79,8 +79,8 @@ class FileInfo:
 
     def report(self, *, all_datasets: bool = False) -> str:
         """The table ``nwb-dask info`` prints (datasets of 1 MiB or more unless ``all_datasets``)."""
-        logical = sum(d.logical_bytes for d in self.datasets if d.kind == "dataset")
-        stored = sum(d.stored_bytes for d in self.datasets if d.kind == "dataset")
+        logical = sum(d.logical_bytes for d in self.datasets if d.kind in ("dataset", "virtual"))
+        stored = sum(d.stored_bytes for d in self.datasets if d.kind in ("dataset", "virtual"))  # virtual: sources
         head = [f"{self.file}: " + (f"{self.file_bytes / 1e6:.1f} MB, " if self.file_bytes is not None else "")
                 + f"NWB {self.nwb_version or '?'}, {self.groups} groups, "
                 f"{sum(d.kind == 'dataset' for d in self.datasets)} datasets "
@@ -131,8 +131,8 @@ def codec_label(dset) -> str:
 def _hint(d: DatasetInfo, dtype: np.dtype) -> str | None:
     """What would improve a large numeric dataset's storage, if anything."""
     if d.kind == "virtual":
-        return (f"virtual dataset over {len(d.sources)} source(s): `nwb-dask consolidate` makes a "
-                "self-contained, compressed copy")
+        return (f"virtual dataset over {len(d.sources)} source(s): it reads only where they are beside it; "
+                "`nwb-dask consolidate` makes a self-contained copy (chunks copied as they are stored)")
     if d.kind != "dataset" or not is_large_numeric(d.shape, dtype, HINT_MIN_BYTES, kinds="biuf"):
         return None
     if d.chunks is None:
@@ -241,10 +241,16 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
                             stored_bytes=0 if obj.is_virtual else int(obj.id.get_storage_size()),
                             neurodata_type=nd or _parent_type(obj))
             if obj.is_virtual:
+                found = {}  # (resolved file, dataset) -> its codec label and stored bytes, each source once
                 for vs in obj.virtual_sources():
                     rec = records.get(("virtual", p, vds_unescape(vs.file_name), vs.dset_name))
                     d.sources.append(f"{vs.file_name}:{vs.dset_name}" + ("  [BROKEN]" if rec and rec.broken else ""))
                     d.broken |= bool(rec and rec.broken)
+                    if rec and not rec.broken and rec.resolved and (rec.resolved, vs.dset_name) not in found:
+                        found[rec.resolved, vs.dset_name] = _source_storage(rec.resolved, vs.dset_name)
+                labels = sorted({c for c, _ in found.values() if c})
+                d.codec = ", ".join(labels) or None  # what the sources are stored with
+                d.stored_bytes = sum(n for _, n in found.values())
             d.hint = _hint(d, obj.dtype)
             datasets.append(d)
 
@@ -258,6 +264,18 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         f.close()
         if fobj is not None:
             fobj.close()
+
+
+def _source_storage(path: str, name: str) -> tuple[str | None, int]:
+    """A virtual dataset's source: its codec label and stored bytes ((None, 0) if it cannot be read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            src = f[name]
+            return (None if src.is_virtual else codec_label(src)), int(src.id.get_storage_size())
+    except (OSError, KeyError):
+        return None, 0
 
 
 def _parent_type(dset) -> str | None:
