@@ -18,6 +18,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import dask.array as da
 import h5py
 import hdf5plugin
 import numpy as np
@@ -524,3 +525,26 @@ def test_info_over_http_sees_a_replaced_file(http_root):
         f["z"] = np.zeros(5)
     assert [(d.path, d.shape) for d in nwb_dask.info(root / "a.h5").datasets] == [("/y", (20,)), ("/z", (5,))]
     assert [(d.path, d.shape) for d in nwb_dask.info(f"{base}/a.h5").datasets] == [("/y", (20,)), ("/z", (5,))]
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd", "none"])
+def test_info_of_a_zarr_store_matches_its_hdf5_source(tmp_path, capsys, codec):
+    """docs/zarr.md: `nwb-dask info` on a store. Its arrays are the HDF5 file's datasets, with their own codecs."""
+    pytest.importorskip("hdmf_zarr")
+    data = np.random.default_rng(4).integers(-500, 500, (40_000, 8)).astype("int16")
+    src = tmp_path / "s.nwb"
+    arr = da.from_array(data, chunks=(10_000, 8))
+    nwb_dask.write_nwb(ephys_nwbfile(nwb_dask.DaskDataIO(arr, codec=codec, chunks=(5_000, 8))), src, progress=False)
+    store = tmp_path / "s.nwb.zarr"
+    nwb_dask.convert(src, store, min_bytes=0, progress=False)
+    h5, z = nwb_dask.info(src), nwb_dask.info(store)
+    a, b = row(h5, ES), row(z, ES)
+    assert (b.kind, b.shape, b.dtype, b.logical_bytes, b.neurodata_type) == (a.kind, a.shape, a.dtype,
+                                                                              a.logical_bytes, a.neurodata_type)
+    assert b.chunks == (5_000, 8) and b.codec.split("-")[0] == a.codec.split("-")[0]
+    assert 0 < b.stored_bytes <= data.nbytes + 4096 and (codec == "none" or b.stored_bytes < data.nbytes)
+    assert z.nwb_version == h5.nwb_version and z.file == str(store) and z.groups > 1
+    assert z.file_bytes == sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    assert main(["info", str(store), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert next(d for d in report["datasets"] if d["path"] == ES)["stored_bytes"] == b.stored_bytes

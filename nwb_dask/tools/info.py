@@ -175,7 +175,9 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     Raises
     ------
     FileNotFoundError, IsADirectoryError, nwb_dask.errors.NotHDF5Error
-        No such local file, a directory, or not an HDF5 file (named).
+        No such local file, a directory that is not a Zarr store, or not an
+        HDF5 file (named).  A local NWB-Zarr store is described too (its
+        arrays' numcodecs codecs; no storage hints).
     """
     import h5py
 
@@ -184,8 +186,11 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
     from nwb_dask.hdf5.read import is_url, options_key
     from nwb_dask.sources import byte_source
     from nwb_dask.sources.cache import remember
+    from nwb_dask.zarr.read import is_zarr_path
 
     remote = is_url(path)
+    if not remote and is_zarr_path(path) and os.path.isdir(path):
+        return _zarr_info(os.path.abspath(os.fspath(path)))
     if remote:
         # a fresh handle, not reader.open_remote's: that cache is keyed by the URL alone and
         # would describe a file replaced at the same URL as it was when first opened
@@ -264,6 +269,42 @@ def info(path: str | os.PathLike, *, remote_options: dict | None = None) -> File
         f.close()
         if fobj is not None:
             fobj.close()
+
+
+def _zarr_info(where: str) -> FileInfo:
+    """:func:`info` of a local NWB-Zarr store: its arrays, their codecs (numcodecs), chunks and stored bytes.
+
+    No storage hints: they name ``nwb-dask repack``, which rewrites HDF5 files.
+    """
+    from nwb_dask.codecs.gate import codec_from_numcodecs
+    from nwb_dask.compat import require_zarr
+
+    zarr = require_zarr(f"nwb-dask info {where}")
+    root = zarr.open_group(where, mode="r")
+    datasets: list[DatasetInfo] = []
+    groups = 0
+
+    def visit(name: str, obj) -> None:
+        nonlocal groups
+        if not hasattr(obj, "chunks"):
+            groups += 1
+            return
+        parent, _, leaf = name.rpartition("/")
+        nd = obj.attrs.get("neurodata_type")
+        ptype = root[parent].attrs.get("neurodata_type") if parent else None
+        found = codec_from_numcodecs(obj.compressor, obj.filters)
+        shape = tuple(obj.shape)
+        itemsize = obj.dtype.itemsize
+        datasets.append(DatasetInfo(
+            "/" + name, "dataset", shape=shape, dtype=str(obj.dtype), chunks=tuple(obj.chunks),
+            codec=found.label if found is not None else (type(obj.compressor).__name__ if obj.compressor else "none"),
+            logical_bytes=int(np.prod(shape, dtype=np.int64)) * itemsize if shape else itemsize,
+            stored_bytes=int(obj.nbytes_stored), neurodata_type=nd or (f"{ptype}.{leaf}" if ptype else None)))
+
+    root.visititems(visit)
+    version = root.attrs.get("nwb_version")
+    size = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(where) for n in names)
+    return FileInfo(where, size, str(version) if version is not None else None, groups + 1, datasets)
 
 
 def _source_storage(path: str, name: str) -> tuple[str | None, int]:
