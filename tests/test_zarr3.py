@@ -292,7 +292,7 @@ def _check_report(report: dict, reason: str) -> None:
         assert "Traceback" not in stderr and reason in stderr, (label, stderr)
         assert stderr.startswith(f"nwb-dask {label.split()[1]}: error: "), (label, stderr)
         assert ('pip install "nwb-dask[index]"' if label == "cli index" else ZARR_INSTALL) in stderr, (label, stderr)
-    assert "looks like a Zarr store" in report["cli info"][1]  # info's own advice kept, the extra added
+    assert "needs NWB-Zarr support" in report["cli info"][1]  # info reads stores: without zarr 2, the extra named
     status, stderr, stdout = report["cli demo"]
     assert status == 0, stderr
     demo = json.loads(stdout)  # the demo verifies what it wrote (status 1 if not)
