@@ -269,8 +269,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _add_rewrite_arguments(parser: argparse.ArgumentParser, *, codec: str, codec_help: str, chunks: str,
                            chunks_help: str, overwrite_help: str) -> None:
     """The arguments repack and convert share; ``codec`` and ``chunks`` are their defaults."""
-    parser.add_argument("input")
-    parser.add_argument("output")
+    parser.add_argument("input", help="the NWB file to read (convert: or an .nwb.zarr store); never modified")
+    parser.add_argument("output", help="the file or store to write (atomically; see --overwrite)")
     parser.add_argument("--codec", default=codec, help=codec_help)
     parser.add_argument("--level", type=int, help="compression level for --codec (not with --codec source)")
     parser.add_argument("--chunks", default=chunks, help=chunks_help)
@@ -461,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
         "are replaced by real datasets, copied in parallel and verified against their sources. OUTPUT "
         "appears atomically; INPUT is never modified.",
     )
-    cons.add_argument("input")
-    cons.add_argument("output")
+    cons.add_argument("input", help="the NWB file with external links or virtual datasets; never modified")
+    cons.add_argument("output", help="the self-contained NWB file to write (atomically)")
     cons.add_argument("--codec", help="compression of the copied datasets (default: the source's, else gzip)")
     cons.add_argument("--level", type=int, help="compression level for --codec (only with --codec)")
     _add_compute_arguments(cons)

@@ -118,8 +118,13 @@ def check_workers(client) -> None:
         # on_error="return": a worker that left or hung since the listing returns its comm error instead
         answers = client.run(probe, workers=todo, on_error="return")
         reports.update({a: r[1:] for a, r in answers.items() if not isinstance(r, BaseException)})
-    missing = {w: e for w, (v, e) in reports.items() if e is not None}
-    other = {w: v for w, (v, e) in reports.items() if e is None and v != mine}
+
+    def label(w) -> str:  # the address, and the worker's name when it has one of its own (dask worker --name)
+        name = (workers.get(w) or (None,))[0]
+        return f"{w} ({name})" if name not in (None, w) and not isinstance(name, int) else str(w)
+
+    missing = {label(w): e for w, (v, e) in reports.items() if e is not None}
+    other = {label(w): v for w, (v, e) in reports.items() if e is None and v != mine}
     if missing:
         named = "; ".join(f"{w}: {e}" for w, e in sorted(missing.items(), key=str))
         raise WorkerEnvironmentError(f"the dask workers cannot import nwb_dask ({named}); install nwb-dask=={mine} "

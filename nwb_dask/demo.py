@@ -197,7 +197,7 @@ def run_demo(
             write_seconds=stats.seconds,
             verify_seconds=verify_s,
             chunk_shape=tuple(data.data.chunk_shape),
-            codec=repr(c),
+            codec=c.label,
             scheduler=scheduler if scheduler_file is None else f"the cluster of {os.fspath(scheduler_file)}",
             serial_bytes=serial_bytes,
             serial_seconds=serial_s,

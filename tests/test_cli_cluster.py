@@ -223,7 +223,8 @@ def _worker(address: str, prelude: str) -> subprocess.Popen:
     code = (f"{prelude}\n"
             "import sys\n"
             "from distributed.cli.dask_worker import main\n"
-            f"sys.argv = ['dask-worker', {address!r}, '--nthreads', '1', '--no-dashboard', '--no-nanny']\n"
+            f"sys.argv = ['dask-worker', {address!r}, '--nthreads', '1', '--no-dashboard', '--no-nanny', "
+            "'--name', 'node-7']\n"
             "main()\n")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -244,7 +245,7 @@ def test_workers_of_another_environment_are_named(tmp_path, recording, prelude, 
             worker = next(iter(client.nthreads()))
             out = tmp_path / "r.nwb"
             res = run("repack", recording, out, "--min-mb", "0", "--quiet", "--scheduler", lc.scheduler_address)
-            err = bad_input(res, "repack", *needles, worker)
+            err = bad_input(res, "repack", *needles, f"{worker} (node-7)")  # the address and the worker's name
             assert not out.exists() and list(tmp_path.iterdir()) == [], err
             with pytest.raises(nwb_dask.cluster.WorkerEnvironmentError, match=re.escape(needles[0])):
                 x = da.ones((100, 4), chunks=(10, 4))  # the API too, before any block is sent

@@ -34,7 +34,7 @@ def test_cli_demo_on_a_local_cluster(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    for key in ("size", "ratio", "write", "verify", "scheduler local", "Codec('zstd'"):
+    for key in ("size", "ratio", "write", "verify", "scheduler local", "codec        zstd-2,"):
         assert key in out.stdout, (key, out.stdout)
     assert list(tmp_path.iterdir()) == [], "the temporary output was not cleaned up"
 

@@ -219,6 +219,7 @@ def test_any_shape_round_trip_and_raw_consolidate(arr, spec, n, data):
             with h5py.File(p, "r") as f:
                 stored += f[PART_DATASET].id.get_num_chunks()
         assert result.raw_datasets == ["/" + DATA] and result.raw_chunks == stored and result.verified
+        assert result.stats.datasets == ["/" + DATA] and result.stats.chunks == stored and result.stats.seconds > 0
         with h5py.File(one, "r") as f, h5py.File(part_files(path)[0], "r") as p:
             d = f[DATA]
             assert not d.is_virtual and d.chunks == chunks == p[PART_DATASET].chunks

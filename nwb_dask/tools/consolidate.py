@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def consolidate(
     jobs = []
     try:
         shutil.copyfile(src, temp)
+        t0 = time.perf_counter()
         with h5py.File(src, "r") as fin, h5py.File(temp, "r+") as fout:
             targets = [r.path for r in records if r.kind == "external"]
             targets += list(dict.fromkeys(r.path for r in records if r.kind == "virtual"))
@@ -208,6 +210,8 @@ def consolidate(
             stats = write_arrays(jobs, scheduler=scheduler, progress=progress) if jobs else WriteStats()
             stats.chunks, stats.stored_bytes, stats.logical_bytes = (
                 stats.chunks + raw[0], stats.stored_bytes + raw[1], stats.logical_bytes + raw[2])
+            stats.datasets = list(stats.datasets) + [d for d in raw_datasets if d not in stats.datasets]
+            stats.seconds = time.perf_counter() - t0  # the raw copies and the parallel write (verification apart)
         differ = differing_datasets(temp, src, done_datasets, scheduler) if verify else []
         if differ:
             name = differ[0]
