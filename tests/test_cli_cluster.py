@@ -31,6 +31,7 @@ import nwb_dask
 import nwb_dask.cluster
 from nwb_dask.nwb.shards import parts_dir
 from nwb_dask.testing import ephys_nwbfile, synthetic_ephys
+from test_cli_errors import bad_input  # the one check of an error line: status 2, no stdout, no traceback
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*compression may not be available:UserWarning")
 
@@ -41,17 +42,6 @@ ES = "/acquisition/ElectricalSeries/data"
 def run(*args, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([NWB_DASK, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-
-
-def bad_input(out: subprocess.CompletedProcess, command: str, *needles: str) -> str:
-    assert out.returncode == 2, (out.returncode, out.stderr)
-    assert "Traceback" not in out.stderr, out.stderr
-    err = out.stderr.strip().splitlines()[-1]
-    assert err.startswith(f"nwb-dask {command}: error: "), out.stderr
-    for needle in needles:
-        assert needle in err, (needle, err)
-    return err
-
 
 
 @pytest.fixture(scope="module")
